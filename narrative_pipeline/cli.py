@@ -1,0 +1,47 @@
+"""The `narrative-pipeline` command line: one sub-command group per layer, registered lazily."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# group name -> module exposing `register(subparsers)`; each layer owns its own commands.
+COMMAND_GROUPS = {
+    "store": "narrative_pipeline.store.cli",
+    "taxonomy": "narrative_pipeline.db.cli",
+    "ingest": "narrative_pipeline.ingest_cli",
+    "train": "narrative_pipeline.training.cli",
+    "demo": "narrative_pipeline.demo",
+    "sample": "narrative_pipeline.sample_data",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="narrative-pipeline", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="group", required=True)
+    for module_name in COMMAND_GROUPS.values():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:  # group not built yet; the others still work
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
