@@ -1,0 +1,404 @@
+"""`DataStoreWsClient`: a synchronous simd-r-drive WebSocket client, API-equal to the official one.
+
+Why our own: the official client (`simd_r_drive_ws_client`) runs a tokio runtime in a background
+thread; every call crosses threads. This one speaks WebSocket over a plain blocking socket in the
+calling thread, which is what synchronous callers (DataLoader workers, notebooks) want, and it
+needs no compiled wheel. Requests are byte-for-byte what the official client sends (see the
+golden requests in the tests), so it works against the Rust `simd-r-drive-ws-server` too.
+
+Process safety: the connection belongs to the process that opened it. After a fork (DataLoader
+workers) or unpickling, the next call opens a fresh connection, so workers never share a socket.
+Idle connections the server closed are reopened transparently before the next call.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import socket
+import struct
+import threading
+from typing import Any
+
+from narrative_pipeline.store import muxio, rpc
+
+try:  # websockets ships a C helper for XOR-masking; fall back to big-int XOR without it
+    from websockets.speedups import apply_mask as _apply_mask
+except ImportError:  # pragma: no cover - depends on the wheel
+
+    def _apply_mask(data: bytes, mask: bytes) -> bytes:
+        n = len(data)
+        repeated = (mask * (n // 4 + 1))[:n]
+        return (int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")).to_bytes(
+            n, "little"
+        )
+
+
+__all__ = ["DataStoreWsClient"]
+
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_RECV_CHUNK = 1 << 20
+_BATCH_METHODS = ("batch_write", "batch_read")
+_READ_ONLY = ("read", "batch_read", "exists", "len", "is_empty", "file_size")
+_STATUS_NAMES = {1: "Fail", 2: "SystemError", 3: "MethodNotFound"}
+
+
+class _Connection:
+    """One WebSocket connection over a blocking socket, plus muxio stream bookkeeping."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.address = f"ws://{host}:{port}/ws"
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = bytearray()
+        self.pos = 0
+        self.assembler = muxio.StreamAssembler()
+        self.fragments: list[bytes] = []
+        self.next_stream_id = 0
+        self.next_request_id = 1
+        self._handshake(host, port)
+
+    def _handshake(self, host: str, port: int) -> None:
+        key = base64.b64encode(os.urandom(16))
+        request = (
+            f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        self.sock.sendall(request.encode())
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        end = self.buf.index(b"\r\n\r\n") + 4
+        head = bytes(self.buf[:end]).decode("latin-1")
+        self.pos = end
+        status_line = head.split("\r\n", 1)[0]
+        if " 101 " not in status_line + " ":
+            raise ConnectionError(f"{self.address} refused the WebSocket upgrade: {status_line}")
+        accept = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest()).decode()
+        if f"sec-websocket-accept: {accept}".lower() not in head.lower():
+            raise ConnectionError(f"{self.address} sent a bad Sec-WebSocket-Accept")
+
+    # ------------------------------------------------------------------ bytes in
+
+    def _fill(self) -> None:
+        if self.pos == len(self.buf):
+            self.buf.clear()
+            self.pos = 0
+        elif self.pos > _RECV_CHUNK and self.pos * 2 > len(self.buf):
+            del self.buf[: self.pos]
+            self.pos = 0
+        chunk = self.sock.recv(_RECV_CHUNK)
+        if not chunk:
+            raise ConnectionError(f"{self.address} closed the connection")
+        self.buf += chunk
+
+    def _parse_frame(self) -> tuple[int, bool, bytes] | None:
+        """(opcode, fin, unmasked payload) of the frame at the read position, None if partial."""
+        buf, pos = self.buf, self.pos
+        available = len(buf) - pos
+        if available < 2:
+            return None
+        b0, b1 = buf[pos], buf[pos + 1]
+        length, start = b1 & 0x7F, pos + 2
+        if length == 126:
+            if available < 4:
+                return None
+            length, start = struct.unpack_from(">H", buf, pos + 2)[0], pos + 4
+        elif length == 127:
+            if available < 10:
+                return None
+            length, start = struct.unpack_from(">Q", buf, pos + 2)[0], pos + 10
+        mask = None
+        if b1 & 0x80:
+            mask, start = bytes(buf[start : start + 4]), start + 4
+        end = start + length
+        if end > len(buf):
+            return None
+        with memoryview(buf) as view:
+            payload = bytes(view[start:end])
+        self.pos = end
+        if mask:
+            payload = _apply_mask(payload, mask)
+        return b0 & 0x0F, bool(b0 & 0x80), payload
+
+    def _handle_control(self, opcode: int, payload: bytes) -> None:
+        if opcode == _OP_PING:
+            self.send_frame(_OP_PONG, payload)
+        elif opcode == _OP_CLOSE:
+            code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else 1005
+            with contextlib.suppress(OSError):
+                self.send_frame(_OP_CLOSE, payload[:2])
+            reason = payload[2:].decode("utf-8", "replace")
+            raise ConnectionError(f"{self.address} closed the connection (code {code} {reason})")
+
+    def read_message(self) -> bytes:
+        """The next data message (blocking); answers pings, raises ConnectionError on close."""
+        while True:
+            frame = self._parse_frame()
+            if frame is None:
+                self._fill()
+                continue
+            opcode, fin, payload = frame
+            if opcode >= _OP_CLOSE:
+                self._handle_control(opcode, payload)
+                continue
+            self.fragments.append(payload)
+            if fin:
+                parts, self.fragments = self.fragments, []
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def drain_idle(self) -> None:
+        """Between calls: answer pings and notice a close that arrived while we were idle."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                try:
+                    chunk = self.sock.recv(_RECV_CHUNK)
+                except (BlockingIOError, InterruptedError):
+                    break
+                if not chunk:
+                    raise ConnectionError(f"{self.address} closed the idle connection")
+                self.buf += chunk
+        finally:
+            self.sock.setblocking(True)
+        while (frame := self._parse_frame()) is not None:
+            opcode, fin, payload = frame
+            if opcode >= _OP_CLOSE:
+                self._handle_control(opcode, payload)
+            else:  # unsolicited data: keep the stream state consistent
+                self.fragments.append(payload)
+                if fin:
+                    self.assembler.feed(b"".join(self.fragments))
+                    self.fragments = []
+
+    # ------------------------------------------------------------------ bytes out
+
+    def send_frame(self, opcode: int, payload: bytes) -> None:
+        self.sock.sendall(_ws_frame(opcode, payload))
+
+    def send_messages(self, messages: list[bytes]) -> None:
+        self.sock.sendall(b"".join(_ws_frame(_OP_BINARY, m) for m in messages))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def _ws_frame(opcode: int, payload: bytes) -> bytes:
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+    elif n < 65536:
+        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+    mask = os.urandom(4)
+    return header + mask + _apply_mask(payload, mask)
+
+
+class DataStoreWsClient:
+    """Synchronous client for a simd-r-drive WebSocket server (ours or the Rust one).
+
+    Same methods as `simd_r_drive_ws_client.DataStoreWsClient`. `timeout` bounds single-key
+    calls and `batch_timeout` batch calls, in seconds; a call that runs past it raises
+    `TimeoutError` and the connection is reopened on the next call.
+    """
+
+    def __init__(
+        self, host: str, port: int, timeout: float = 30.0, batch_timeout: float = 60.0
+    ) -> None:
+        self.host = host
+        self.port = int(port)
+        self.timeout = timeout
+        self.batch_timeout = batch_timeout
+        self._lock = threading.Lock()
+        self._conn: _Connection | None = None
+        self._pid = os.getpid()
+        with self._lock:
+            self._connection()  # fail fast, like the official client, when nothing listens
+
+    @property
+    def address(self) -> str:
+        return f"ws://{self.host}:{self.port}/ws"
+
+    def __repr__(self) -> str:
+        return f"DataStoreWsClient({self.address})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Sockets do not travel between processes; the receiver reconnects on first use.
+        return {
+            "host": self.host,
+            "port": self.port,
+            "timeout": self.timeout,
+            "batch_timeout": self.batch_timeout,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._conn = None
+        self._pid = os.getpid()
+
+    # ------------------------------------------------------------------ public API
+
+    def write(self, key: bytes, data: bytes) -> None:
+        self._call("write", _as_bytes(key, "key"), _as_bytes(data, "data"))
+
+    def batch_write(self, items: list[tuple[bytes, bytes]]) -> None:
+        entries = [(_as_bytes(k, "key"), _as_bytes(v, "value")) for k, v in items]
+        self._call("batch_write", entries)
+
+    def read(self, key: bytes) -> bytes | None:
+        return self._call("read", _as_bytes(key, "key"))  # type: ignore[return-value]
+
+    def batch_read(self, keys: list[bytes]) -> list[bytes | None]:
+        return self._call("batch_read", [_as_bytes(k, "key") for k in keys])  # type: ignore[return-value]
+
+    def batch_read_structured(
+        self, data: dict[Any, bytes] | list[dict[Any, bytes]]
+    ) -> dict[Any, bytes | None] | list[dict[Any, bytes | None]]:
+        """Read every value of a dict (or list of dicts) in one batch; same shape back."""
+        single = isinstance(data, dict)
+        dicts = [data] if single else data
+        for d in dicts:
+            if not isinstance(d, dict):
+                raise TypeError("All items in the list must be dictionaries.")
+        values = iter(self.batch_read([key for d in dicts for key in d.values()]))
+        rebuilt = [{name: next(values) for name in d} for d in dicts]
+        return rebuilt[0] if single else rebuilt
+
+    def delete(self, key: bytes) -> None:
+        self._call("delete", _as_bytes(key, "key"))
+
+    def exists(self, key: bytes) -> bool:
+        return self._call("exists", _as_bytes(key, "key"))  # type: ignore[return-value]
+
+    def __contains__(self, key: bytes) -> bool:
+        return self.exists(key)
+
+    def __len__(self) -> int:
+        return self._call("len")  # type: ignore[return-value]
+
+    def is_empty(self) -> bool:
+        return self._call("is_empty")  # type: ignore[return-value]
+
+    def file_size(self) -> int:
+        return self._call("file_size")  # type: ignore[return-value]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> DataStoreWsClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ calls
+
+    def _connection(self) -> _Connection:
+        if self._pid != os.getpid():  # forked: the inherited socket belongs to the parent
+            self._conn = None
+            self._pid = os.getpid()
+        if self._conn is None:
+            try:
+                self._conn = _Connection(self.host, self.port, self.timeout)
+            except TimeoutError as exc:
+                raise TimeoutError(
+                    f"connecting to {self.address} timed out after {self.timeout}s"
+                ) from exc
+            except OSError as exc:
+                raise ConnectionError(
+                    f"cannot connect to simd-r-drive server at {self.address}: {exc}"
+                ) from exc
+        return self._conn
+
+    def _call(self, method: str, *args: Any) -> object:
+        args_bytes = rpc.encode_request(method, *args)
+        timeout = self.batch_timeout if method in _BATCH_METHODS else self.timeout
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                return self._roundtrip(conn, method, args_bytes, timeout)
+            except _Retryable:
+                self._drop()
+                return self._roundtrip(self._ready_connection(), method, args_bytes, timeout)
+
+    def _ready_connection(self) -> _Connection:
+        conn = self._connection()
+        try:
+            conn.drain_idle()
+        except OSError:  # the server dropped us while idle (ConnectionError is an OSError)
+            self._drop()
+            conn = self._connection()
+        return conn
+
+    def _roundtrip(
+        self, conn: _Connection, method: str, args_bytes: bytes, timeout: float
+    ) -> object:
+        method_id = rpc.METHOD_IDS[method]
+        request_id = conn.next_request_id
+        conn.next_request_id = (request_id + 1) & 0xFFFF_FFFF
+        stream_id = conn.next_stream_id
+        conn.next_stream_id = (stream_id + 1) & 0xFFFF_FFFF
+        if len(args_bytes) <= muxio.MAX_METADATA:
+            body = muxio.encode_rpc(muxio.MSG_CALL, request_id, method_id, args_bytes)
+        else:
+            body = muxio.encode_rpc(muxio.MSG_CALL, request_id, method_id, b"", args_bytes)
+        sent = False
+        try:
+            conn.sock.settimeout(timeout)
+            conn.send_messages(muxio.encode_stream(stream_id, body))
+            sent = True
+            reply = self._await_reply(conn, request_id)
+        except TimeoutError as exc:
+            self._drop()
+            raise TimeoutError(f"{self.address} did not answer {method} within {timeout}s") from exc
+        except OSError as exc:
+            self._drop()
+            if not sent or method in _READ_ONLY:
+                raise _Retryable from exc
+            raise ConnectionError(
+                f"connection to {self.address} lost during {method}: {exc}"
+            ) from exc
+        header, payload = muxio.decode_rpc(reply)
+        status = header.metadata[0] if header.metadata else muxio.STATUS_SUCCESS
+        if status != muxio.STATUS_SUCCESS:
+            text = bytes(payload).decode("utf-8", "replace")
+            name = _STATUS_NAMES.get(status, f"status {status}")
+            raise OSError(f"{self.address} answered {method} with {name}: {text}")
+        return rpc.decode_response(method, payload)
+
+    def _await_reply(self, conn: _Connection, request_id: int) -> bytes:
+        while True:
+            streams, _control = conn.assembler.feed(conn.read_message())
+            for _stream_id, body in streams:
+                if (
+                    len(body) >= 5
+                    and body[0] == muxio.MSG_RESPONSE
+                    and int.from_bytes(body[1:5], "little") == request_id
+                ):
+                    return body
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
+
+class _Retryable(Exception):
+    """The connection failed before the server can have applied the call."""
+
+
+def _as_bytes(value: object, what: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{what} must be bytes, got {type(value).__name__}")
