@@ -1,0 +1,210 @@
+"""Asset checks on what would silently corrupt training.
+
+Each check is a pure `evaluate_*` function over a `UsGaapStore` (so tests can feed it crafted bad
+data) wrapped by a Dagster `@asset_check`. All are blocking: a failure stops the downstream assets
+of the same run, since a model trained on such data would be wrong without any error.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the Config/resource annotations at runtime.
+
+from typing import Any
+
+import dagster as dg
+import numpy as np
+
+from narrative_pipeline.resources import DatabaseResource, StoreResource
+
+ROUND_TRIP_SAMPLE = 500  # cells checked one by one, exactly as the original test did
+FINITE_CHUNK = 1 << 20  # cells read per chunk when scanning every triplet
+SAMPLE_SEED = 0
+
+
+def evaluate_scaler_round_trip(
+    us_gaap_store: Any, sample_size: int = ROUND_TRIP_SAMPLE, seed: int = SAMPLE_SEED
+) -> dg.AssetCheckResult:
+    """`scaler.transform([[unscaled]])[0][0] == scaled` exactly, on a seeded sample of cells."""
+    count = int(us_gaap_store.get_triplet_count())
+    if count == 0:
+        return dg.AssetCheckResult(passed=False, metadata={"reason": "no triplets stored"})
+    rng = np.random.default_rng(seed)
+    indices = np.sort(rng.choice(count, size=min(count, sample_size), replace=False))
+    cells = us_gaap_store.read_cells(indices.astype(np.int64))
+    scalers = us_gaap_store.load_scalers()
+    mismatches = []
+    unchanged_nonzero = 0
+    for i_cell, pair_id, unscaled, scaled in zip(
+        indices, cells.pair_id, cells.unscaled, cells.scaled, strict=True
+    ):
+        again = scalers[int(pair_id)].transform(np.array([[unscaled]], dtype=np.float64))[0][0]
+        if again != scaled:
+            mismatches.append((int(i_cell), int(pair_id), float(unscaled), float(scaled), again))
+        if unscaled != 0 and scaled == unscaled:
+            unchanged_nonzero += 1
+    metadata: dict[str, Any] = {
+        "cells_checked": len(indices),
+        "mismatches": len(mismatches),
+        "nonzero_cells_left_unscaled": unchanged_nonzero,
+    }
+    if mismatches:
+        rows = "\n".join(
+            f"| {c} | {p} | {u!r} | {s!r} | {a!r} |" for c, p, u, s, a in mismatches[:10]
+        )
+        metadata["first_mismatches"] = dg.MetadataValue.md(
+            "| i_cell | pair_id | unscaled | stored scaled | transform() |\n|---|---|---|---|---|\n"
+            + rows
+        )
+    return dg.AssetCheckResult(passed=not mismatches, metadata=metadata)
+
+
+def evaluate_triplets_finite(us_gaap_store: Any, chunk: int = FINITE_CHUNK) -> dg.AssetCheckResult:
+    """No NaN or infinity among the unscaled and scaled values of every stored cell."""
+    count = int(us_gaap_store.get_triplet_count())
+    bad_unscaled = bad_scaled = 0
+    first_bad: list[int] = []
+    for start in range(0, count, chunk):
+        cells = us_gaap_store.read_cell_range(start, min(count, start + chunk))
+        unscaled_ok = np.isfinite(np.asarray(cells.unscaled, dtype=np.float64))
+        scaled_ok = np.isfinite(np.asarray(cells.scaled, dtype=np.float64))
+        bad_unscaled += int((~unscaled_ok).sum())
+        bad_scaled += int((~scaled_ok).sum())
+        if len(first_bad) < 10:
+            bad_positions = np.flatnonzero(~(unscaled_ok & scaled_ok))[: 10 - len(first_bad)]
+            first_bad.extend(int(start + i) for i in bad_positions)
+    return dg.AssetCheckResult(
+        passed=bad_unscaled == 0 and bad_scaled == 0,
+        metadata={
+            "cells_scanned": count,
+            "non_finite_unscaled": bad_unscaled,
+            "non_finite_scaled": bad_scaled,
+            "first_bad_cells": str(first_bad),
+        },
+    )
+
+
+def evaluate_triplet_count(us_gaap_store: Any, db: Any) -> dg.AssetCheckResult:
+    """The store holds exactly one triplet per numeric fact in the database."""
+    triplets = int(us_gaap_store.get_triplet_count())
+    facts = int(db.fact_count())
+    return dg.AssetCheckResult(
+        passed=triplets == facts,
+        metadata={
+            "triplets": triplets,
+            "ingested_numeric_cells": facts,
+            "difference": triplets - facts,
+        },
+    )
+
+
+def evaluate_pairs_complete(us_gaap_store: Any) -> dg.AssetCheckResult:
+    """Every (concept, unit) pair has a finite PCA embedding and a fitted scaler."""
+    pair_count = int(us_gaap_store.get_pair_count())
+    matrix, pairs = us_gaap_store.get_embedding_matrix()
+    matrix = np.asarray(matrix)
+    scalers = us_gaap_store.load_scalers()
+    missing_scalers = sum(1 for s in scalers if s is None) + max(0, pair_count - len(scalers))
+    non_finite_rows = int((~np.isfinite(matrix).all(axis=1)).sum()) if matrix.size else 0
+    metadata = {
+        "pairs": pair_count,
+        "embeddings": int(matrix.shape[0]),
+        "scalers": len(scalers),
+        "missing_scalers": missing_scalers,
+        "non_finite_embeddings": non_finite_rows,
+    }
+    passed = (
+        pair_count > 0
+        and matrix.shape[0] == pair_count
+        and len(pairs) == pair_count
+        and missing_scalers == 0
+        and non_finite_rows == 0
+    )
+    return dg.AssetCheckResult(passed=passed, metadata=metadata)
+
+
+def evaluate_pca_variance(
+    pca: Any, target_variance: float | None, target_components: int | None = None
+) -> dg.AssetCheckResult:
+    """The fitted PCA keeps the configured share of variance (or the configured component count)."""
+    kept = float(np.sum(pca.explained_variance_ratio_))
+    components = int(pca.n_components_)
+    metadata: dict[str, Any] = {"explained_variance_kept": kept, "components": components}
+    if target_components is not None:
+        metadata["configured_components"] = target_components
+        passed = components == target_components
+    else:
+        target = 0.95 if target_variance is None else float(target_variance)
+        metadata["configured_variance"] = target
+        passed = kept >= target - 1e-9
+    return dg.AssetCheckResult(passed=passed, metadata=metadata)
+
+
+def _latest_metadata(context: dg.AssetCheckExecutionContext, key: str) -> dict[str, Any]:
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(key))
+    if event is None or event.asset_materialization is None:
+        return {}
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+@dg.asset_check(
+    asset="triplets",
+    blocking=True,
+    description="Exact scaler round trip: transform([[unscaled]])[0][0] == scaled on a sample.",
+)
+def scaler_round_trip_exact(store: StoreResource) -> dg.AssetCheckResult:
+    with store.us_gaap_store(read_only=True) as us_gaap_store:
+        return evaluate_scaler_round_trip(us_gaap_store)
+
+
+@dg.asset_check(
+    asset="triplets", blocking=True, description="No NaN or infinity in unscaled or scaled values."
+)
+def triplets_are_finite(store: StoreResource) -> dg.AssetCheckResult:
+    with store.us_gaap_store(read_only=True) as us_gaap_store:
+        return evaluate_triplets_finite(us_gaap_store)
+
+
+@dg.asset_check(
+    asset="triplets",
+    blocking=True,
+    description="Triplet count equals the numeric cells ingested into the database.",
+)
+def triplet_count_matches_facts(
+    store: StoreResource, database: DatabaseResource
+) -> dg.AssetCheckResult:
+    db = database.get_db()
+    with store.us_gaap_store(read_only=True) as us_gaap_store:
+        return evaluate_triplet_count(us_gaap_store, db)
+
+
+@dg.asset_check(
+    asset="pca_model",
+    blocking=True,
+    description="Every (concept, unit) pair has a finite PCA embedding and a fitted scaler.",
+)
+def every_pair_has_embedding_and_scaler(store: StoreResource) -> dg.AssetCheckResult:
+    with store.us_gaap_store(read_only=True) as us_gaap_store:
+        return evaluate_pairs_complete(us_gaap_store)
+
+
+@dg.asset_check(
+    asset="pca_model",
+    blocking=True,
+    description="The PCA keeps the configured explained variance (or component count).",
+)
+def pca_keeps_configured_variance(
+    context: dg.AssetCheckExecutionContext, store: StoreResource
+) -> dg.AssetCheckResult:
+    configured = _latest_metadata(context, "pca_model")
+    with store.us_gaap_store(read_only=True) as us_gaap_store:
+        pca = us_gaap_store.load_pca_model()
+    return evaluate_pca_variance(
+        pca, configured.get("configured_variance"), configured.get("configured_components")
+    )
+
+
+ALL_CHECKS = [
+    scaler_round_trip_exact,
+    triplets_are_finite,
+    triplet_count_matches_facts,
+    every_pair_has_embedding_and_scaler,
+    pca_keeps_configured_variance,
+]

@@ -1,0 +1,118 @@
+"""Re-ingestion sensor ticks and the daily sweep schedule."""
+
+import json
+import os
+import time
+
+import dagster as dg
+
+from narrative_pipeline.resources import PathsResource
+from narrative_pipeline.schedules import daily_ingestion_sweep
+from narrative_pipeline.sensors import csv_folder_sensor, decide
+
+OLD = 3600  # seconds: a file last touched an hour ago has settled
+
+
+def _write(path, text, age_seconds=OLD):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    stamp = time.time() - age_seconds
+    os.utime(path, (stamp, stamp))
+
+
+def _tick(csv_dir, cursor):
+    """One sensor evaluation; returns (run requests, skip reason, new cursor)."""
+    context = dg.build_sensor_context(
+        cursor=cursor, resources={"paths": PathsResource(csv_dir=str(csv_dir))}
+    )
+    result = csv_folder_sensor.evaluate_tick(context)
+    return result.run_requests or [], result.skip_message, result.cursor
+
+
+def _settle(csv_dir, cursor):
+    """Two ticks: a new file is taken only once seen unchanged on two consecutive ticks."""
+    first, _, cursor = _tick(csv_dir, cursor)
+    assert first == []
+    return _tick(csv_dir, cursor)
+
+
+def test_new_file_requests_one_run(tmp_path):
+    _write(tmp_path / "AAPL.csv", "Assets,fy\n1::USD,2024\n")
+    runs, _, cursor = _settle(tmp_path, None)
+    assert len(runs) == 1
+    assert runs[0].tags["narrative/files"] == "1"
+    assert str(tmp_path / "AAPL.csv") in json.loads(cursor)["ingested"]
+
+
+def test_unchanged_folder_requests_nothing(tmp_path):
+    _write(tmp_path / "AAPL.csv", "a\n")
+    runs, _, cursor = _settle(tmp_path, None)
+    assert len(runs) == 1
+    runs, skip, cursor = _tick(tmp_path, cursor)
+    assert runs == [] and "no settled new or changed CSV" in skip
+    runs, _, _ = _tick(tmp_path, cursor)
+    assert runs == []
+
+
+def test_changed_file_requests_a_new_run(tmp_path):
+    _write(tmp_path / "sub" / "MSFT.csv", "a\n")
+    first, _, cursor = _settle(tmp_path, None)
+    _write(tmp_path / "sub" / "MSFT.csv", "a,b\n1,2\n", age_seconds=OLD - 10)
+    second, _, cursor = _settle(tmp_path, cursor)
+    assert len(first) == len(second) == 1
+    assert first[0].run_key != second[0].run_key
+
+
+def test_half_written_file_is_not_picked_up(tmp_path):
+    partial = tmp_path / "GOOG.csv"
+    _write(partial, "Assets,fy\n1::USD", age_seconds=0)  # being written right now
+    runs, skip, cursor = _tick(tmp_path, None)
+    assert runs == []
+    runs, skip, cursor = _tick(tmp_path, cursor)
+    assert runs == [] and "still changing" in skip
+    # The writer appends more: still not taken, even though an earlier tick saw the file.
+    with partial.open("a") as handle:
+        handle.write(",2024\n")
+    runs, _, cursor = _tick(tmp_path, cursor)
+    assert runs == []
+    # Writer done and the file left alone: taken on the next two ticks.
+    stamp = time.time() - OLD
+    os.utime(partial, (stamp, stamp))
+    runs, _, _ = _settle(tmp_path, cursor)
+    assert len(runs) == 1
+
+
+def test_temporary_names_are_ignored(tmp_path):
+    _write(tmp_path / "KO.csv.tmp", "a\n")
+    _write(tmp_path / ".hidden.csv", "a\n")
+    runs, _, _ = _settle(tmp_path, None)
+    assert runs == []
+
+
+def test_missing_folder_skips(tmp_path):
+    runs, skip, _ = _tick(tmp_path / "absent", None)
+    assert runs == [] and skip
+
+
+def test_decide_drops_deleted_files_and_survives_a_bad_cursor():
+    now = time.time_ns()
+    sig = (10, now - 10**12)
+    settled = decide(json.dumps({"ingested": {}, "seen": {"/x.csv": list(sig)}}), {"/x.csv": sig}, now)
+    assert list(settled.changed) == ["/x.csv"]
+    after_delete = decide(settled.cursor, {}, now)
+    assert json.loads(after_delete.cursor) == {"ingested": {}, "seen": {}}
+    assert decide("not json", {"/x.csv": sig}, now).changed == {}
+
+
+def test_daily_schedule_targets_the_whole_graph():
+    from narrative_pipeline.definitions import ASSET_KEYS, defs
+
+    assert daily_ingestion_sweep.cron_schedule == "0 3 * * *"
+    assert daily_ingestion_sweep.default_status == dg.DefaultScheduleStatus.RUNNING
+    context = dg.build_schedule_context(scheduled_execution_time=None)
+    requests = list(daily_ingestion_sweep.evaluate_tick(context).run_requests)
+    assert len(requests) == 1
+    job = defs.get_repository_def().get_job(daily_ingestion_sweep.job_name)
+    assert sorted(k.to_user_string() for k in job.asset_layer.executable_asset_keys) == sorted(
+        ASSET_KEYS
+    )
