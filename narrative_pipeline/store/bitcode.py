@@ -155,12 +155,6 @@ def _unpack_digits(packed: bytes | memoryview, n: int, base: int) -> bytes:
     return digits.reshape(-1)[:n].tobytes()
 
 
-def _check_below(values: bytes, base: int) -> None:
-    """Arithmetic bases 3 and 6 can decode digits >= base from a corrupt byte; reject them."""
-    if base in (3, 6) and values and max(values) >= base:
-        raise BitcodeError(f"invalid packing: digit >= {base}")
-
-
 # ---------------------------------------------------------------------------- byte columns
 
 
@@ -204,7 +198,6 @@ def decode_byte_column(reader: Reader, n: int) -> bytes | memoryview:
             raise BitcodeError("invalid byte packing header: raw bytes cannot be offset")
         return reader.take(n)
     values = _unpack_digits(reader.take(-(-n // _PER_BYTE[base])), n, base)
-    _check_below(values, base)
     if lo:
         if n < _SMALL:
             values = bytes((v + lo) & 0xFF for v in values)

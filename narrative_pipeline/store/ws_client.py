@@ -57,8 +57,7 @@ class _Connection:
         self.pos = 0
         self.assembler = muxio.StreamAssembler()
         self.fragments: list[bytes] = []
-        self.next_stream_id = 0
-        self.next_request_id = 1
+        self.calls = 0
         self._handshake(host, port)
 
     def _handshake(self, host: str, port: int) -> None:
@@ -343,10 +342,8 @@ class DataStoreWsClient:
         self, conn: _Connection, method: str, args_bytes: bytes, timeout: float
     ) -> object:
         method_id = rpc.METHOD_IDS[method]
-        request_id = conn.next_request_id
-        conn.next_request_id = (request_id + 1) & 0xFFFF_FFFF
-        stream_id = conn.next_stream_id
-        conn.next_stream_id = (stream_id + 1) & 0xFFFF_FFFF
+        stream_id, request_id = _call_ids(conn.calls)
+        conn.calls += 1
         if len(args_bytes) <= muxio.MAX_METADATA:
             body = muxio.encode_rpc(muxio.MSG_CALL, request_id, method_id, args_bytes)
         else:
@@ -390,6 +387,16 @@ class DataStoreWsClient:
         if self._conn is not None:
             self._conn.close()
         self._conn = None
+
+
+def _call_ids(n: int) -> tuple[int, int]:
+    """(stream id, request id) of a connection's n-th call, as the official client numbers them.
+
+    Observed from simd-r-drive-ws-client 0.11.1a0: (0, 1), (3, 2), (5, 4), (7, 6), ...
+    """
+    if n == 0:
+        return 0, 1
+    return (2 * n + 1) & 0xFFFF_FFFF, (2 * n) & 0xFFFF_FFFF
 
 
 class _Retryable(Exception):
