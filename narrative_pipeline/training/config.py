@@ -1,0 +1,85 @@
+"""Training settings, validated up front so a bad value fails before any data is read.
+
+Field names match the Dagster `Config` of the `stage1_checkpoint` asset, which wraps this class.
+Defaults follow the original where it was right (latent 256, patience 20, save_top_k 1, clip
+0.5, cosine annealing T_max 15); the batch is larger (1024 vs 64) with a matching larger
+learning rate, since the streaming loader can feed it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+LOSSES = ("mse", "l1")
+
+
+@dataclass
+class TrainConfig:
+    max_epochs: int = 1000
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    weight_decay: float = 5.2e-7
+    loss: str = "mse"
+    latent_dim: int = 256
+    hidden_dim: int = 512
+    n_hidden_layers: int = 2
+    dropout: float = 0.0
+    embedding_weight: float = 1.0
+    value_weight: float = 1.0
+    t_max: int = 15
+    eta_min: float = 1e-6
+    gradient_clip_val: float = 0.5
+    patience: int = 20
+    min_delta: float = 0.0
+    save_top_k: int = 1
+    # False: start fresh; True: continue from <output_dir>/checkpoints/last.ckpt; str: that file.
+    resume: bool | str = False
+    num_workers: int = 0
+    seed: int = 0
+    val_fraction: float = 0.1
+    internal_batch_size: int = 65536
+    limit_train_batches: int | float | None = None
+    limit_val_batches: int | float | None = None
+    accelerator: str = "auto"
+    deterministic: bool = True
+    progress_bar: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("max_epochs", "batch_size", "latent_dim", "hidden_dim", "t_max"):
+            _require(name, getattr(self, name), lambda v: isinstance(v, int) and v >= 1, ">= 1")
+        _require("n_hidden_layers", self.n_hidden_layers, lambda v: v >= 1, ">= 1")
+        _require("internal_batch_size", self.internal_batch_size, lambda v: v >= 1, ">= 1")
+        for name in ("learning_rate",):
+            _require(name, getattr(self, name), lambda v: v > 0, "> 0")
+        for name in ("weight_decay", "eta_min", "gradient_clip_val", "min_delta"):
+            _require(name, getattr(self, name), lambda v: v >= 0, ">= 0")
+        for name in ("embedding_weight", "value_weight"):
+            _require(name, getattr(self, name), lambda v: v >= 0, ">= 0")
+        if self.embedding_weight + self.value_weight <= 0:
+            raise ValueError("embedding_weight + value_weight must be > 0")
+        _require("dropout", self.dropout, lambda v: 0 <= v < 1, "in [0, 1)")
+        _require("loss", self.loss, lambda v: v in LOSSES, f"one of {LOSSES}")
+        _require("patience", self.patience, lambda v: v >= 0, ">= 0")
+        _require("save_top_k", self.save_top_k, lambda v: v >= -1, ">= -1 (-1 keeps all)")
+        _require("num_workers", self.num_workers, lambda v: v >= 0, ">= 0")
+        _require("val_fraction", self.val_fraction, lambda v: 0 < v < 1, "in (0, 1)")
+        for name in ("limit_train_batches", "limit_val_batches"):
+            _require(name, getattr(self, name), lambda v: v is None or v > 0, "> 0 or None")
+        if self.resume == "":  # an empty launchpad field means "do not resume"
+            self.resume = False
+        if isinstance(self.resume, str) and not Path(self.resume).is_file():
+            raise ValueError(f"resume: checkpoint file {self.resume!r} does not exist")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _require(name: str, value: Any, ok: Any, expectation: str) -> None:
+    try:
+        valid = bool(ok(value))
+    except TypeError:
+        valid = False
+    if not valid:
+        raise ValueError(f"TrainConfig.{name} must be {expectation}, got {value!r}")

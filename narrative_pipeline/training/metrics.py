@@ -1,0 +1,82 @@
+"""Per-pair reconstruction quality on inverse-scaled values, computed once per validation epoch.
+
+Predictions are inverse-transformed with each pair's own fitted scaler (one call per pair, not
+per cell); medians and R2 are then computed for all pairs at once with grouped array operations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def inverse_scale_by_pair(
+    scaled: np.ndarray, pair_id: np.ndarray, scalers: Sequence[Any]
+) -> np.ndarray:
+    """Inverse-transform `scaled` values, grouping cells by pair so each scaler runs once."""
+    scaled = np.asarray(scaled, dtype=np.float64)
+    out = np.empty_like(scaled)
+    order = np.argsort(pair_id, kind="stable")
+    pairs, starts = np.unique(pair_id[order], return_index=True)
+    for pair, segment in zip(pairs, np.split(order, starts[1:]), strict=True):
+        values = scaled[segment].reshape(-1, 1)
+        out[segment] = np.asarray(scalers[int(pair)].inverse_transform(values)).ravel()
+    return out
+
+
+def per_pair_value_metrics(
+    predicted: np.ndarray, actual: np.ndarray, pair_id: np.ndarray, eps: float = 1e-9
+) -> pd.DataFrame:
+    """Median relative error and R2 of `predicted` against `actual` per pair.
+
+    R2 is NaN for pairs with fewer than two cells or a constant actual value (undefined there).
+    """
+    predicted = np.asarray(predicted, dtype=np.float64)
+    actual = np.asarray(actual, dtype=np.float64)
+    frame = pd.DataFrame(
+        {
+            "pair_id": np.asarray(pair_id, dtype=np.int64),
+            "rel_error": np.abs(predicted - actual) / np.maximum(np.abs(actual), eps),
+            "sq_error": (predicted - actual) ** 2,
+            "actual": actual,
+        }
+    )
+    grouped = frame.groupby("pair_id", sort=True)
+    result = pd.DataFrame(
+        {
+            "n_cells": grouped.size(),
+            "median_rel_error": grouped["rel_error"].median(),
+            "ss_res": grouped["sq_error"].sum(),
+        }
+    )
+    ss_tot = grouped["actual"].var(ddof=0) * result["n_cells"]
+    defined = (result["n_cells"] >= 2) & (ss_tot > 0)
+    result["r2"] = np.where(defined, 1.0 - result["ss_res"] / ss_tot.where(defined, 1.0), np.nan)
+    return result.drop(columns="ss_res")
+
+
+def summarise_pair_metrics(
+    table: pd.DataFrame, pair_names: Sequence[tuple[str, str]] | None = None
+) -> dict[str, Any]:
+    """Scalars to log (medians over pairs and the worst pair) plus the worst pair's name."""
+    if table.empty:
+        return {}
+    summary: dict[str, Any] = {
+        "median_rel_error": float(table["median_rel_error"].median()),
+        "worst_pair_median_rel_error": float(table["median_rel_error"].max()),
+        "worst_rel_error_pair_id": int(table["median_rel_error"].idxmax()),
+    }
+    r2 = table["r2"].dropna()
+    if not r2.empty:
+        summary["r2_median"] = float(r2.median())
+        summary["r2_worst"] = float(r2.min())
+        summary["worst_r2_pair_id"] = int(r2.idxmin())
+    if pair_names is not None:
+        for key in ("worst_rel_error_pair_id", "worst_r2_pair_id"):
+            if key in summary and summary[key] < len(pair_names):
+                concept, unit = pair_names[summary[key]]
+                summary[key.replace("_id", "")] = f"{concept} [{unit}]"
+    return summary

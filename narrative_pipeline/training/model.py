@@ -1,0 +1,190 @@
+"""The Stage 1 autoencoder: one (concept, unit, value) cell -> an L2-normalised latent vector.
+
+Input is `[PCA embedding of the pair, scaled value]`; the target is the input. The value also
+modulates every hidden layer (FiLM-style gain and bias computed from the value), a lighter
+stand-in for the original's value-modulated attention that keeps the value from being drowned
+out by the hundreds of embedding dimensions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from narrative_pipeline.training.metrics import (
+    inverse_scale_by_pair,
+    per_pair_value_metrics,
+    summarise_pair_metrics,
+)
+
+LossName = Literal["mse", "l1"]
+
+
+class ValueModulatedBlock(nn.Module):
+    """Linear -> LayerNorm -> (1 + gain(value)) * h + bias(value) -> GELU."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_dim, out_dim)
+        self.norm = nn.LayerNorm(out_dim)
+        self.film = nn.Linear(1, 2 * out_dim)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        gain, bias = self.film(value).chunk(2, dim=-1)
+        h = self.norm(self.linear(h)) * (1.0 + gain) + bias
+        return self.dropout(F.gelu(h))
+
+
+class Stage1Autoencoder(pl.LightningModule):
+    """MLP autoencoder with value-modulated hidden layers and an L2-normalised latent.
+
+    Per-pair value metrics on inverse-scaled values need the fitted scalers; the training loop
+    hands them over with `attach_pair_info` (they are data, not hyper-parameters, so they are
+    not saved in checkpoints). Without them only the scaled-space metrics are logged.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        latent_dim: int = 256,
+        hidden_dim: int = 512,
+        n_hidden_layers: int = 2,
+        dropout: float = 0.0,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 5.2e-7,
+        loss: LossName = "mse",
+        embedding_weight: float = 1.0,
+        value_weight: float = 1.0,
+        t_max: int = 15,
+        eta_min: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        if input_dim < 2:
+            raise ValueError(f"input_dim must be >= 2 (embedding + value), got {input_dim}")
+        if loss not in ("mse", "l1"):
+            raise ValueError(f"loss must be 'mse' or 'l1', got {loss!r}")
+        self.save_hyperparameters()
+        widths = [input_dim] + [hidden_dim] * n_hidden_layers
+        self.encoder_blocks = nn.ModuleList(
+            ValueModulatedBlock(a, b, dropout) for a, b in zip(widths, widths[1:], strict=False)
+        )
+        self.to_latent = nn.Linear(widths[-1], latent_dim)
+        dec_widths = [latent_dim] + [hidden_dim] * n_hidden_layers
+        self.decoder_blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(a, b), nn.LayerNorm(b), nn.GELU())
+            for a, b in zip(dec_widths, dec_widths[1:], strict=False)
+        )
+        self.to_output = nn.Linear(dec_widths[-1], input_dim)
+        self.scalers: Sequence[Any] | None = None
+        self.pair_names: Sequence[tuple[str, str]] | None = None
+        self.last_validation_report: dict[str, Any] = {}
+        self._val_outputs: list[tuple[torch.Tensor, ...]] = []
+
+    def attach_pair_info(
+        self, scalers: Sequence[Any] | None, pair_names: Sequence[tuple[str, str]] | None
+    ) -> None:
+        """Give the model the per-pair scalers and names used by the validation metrics."""
+        self.scalers = scalers
+        self.pair_names = pair_names
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent vectors (unit L2 norm) for inputs `[embedding, scaled value]`."""
+        value = x[:, -1:]
+        h = x
+        for block in self.encoder_blocks:
+            h = block(h, value)
+        return F.normalize(self.to_latent(h), dim=-1)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        h = z
+        for block in self.decoder_blocks:
+            h = block(h)
+        return self.to_output(h)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encode(x)
+        return self.decode(z), z
+
+    def _losses(self, x: torch.Tensor, recon: torch.Tensor) -> dict[str, torch.Tensor]:
+        loss_fn = F.mse_loss if self.hparams.loss == "mse" else F.l1_loss
+        embedding_loss = loss_fn(recon[:, :-1], x[:, :-1])
+        value_loss = loss_fn(recon[:, -1], x[:, -1])
+        total = (
+            self.hparams.embedding_weight * embedding_loss + self.hparams.value_weight * value_loss
+        )
+        cosine = F.cosine_similarity(recon[:, :-1], x[:, :-1], dim=-1).mean()
+        return {
+            "loss": total,
+            "embedding_loss": embedding_loss,
+            "value_loss": value_loss,
+            "embedding_cosine": cosine,
+        }
+
+    def _log_losses(self, stage: str, losses: dict[str, torch.Tensor], batch_size: int) -> None:
+        self.log(
+            f"{stage}_loss_epoch", losses["loss"], on_step=False, on_epoch=True,
+            prog_bar=True, batch_size=batch_size,
+        )  # fmt: skip
+        for name in ("embedding_loss", "value_loss", "embedding_cosine"):
+            self.log(
+                f"{stage}/{name}", losses[name], on_step=False, on_epoch=True,
+                batch_size=batch_size,
+            )  # fmt: skip
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        x = batch["x"]
+        recon, _ = self(x)
+        losses = self._losses(x, recon)
+        self.log("train_loss", losses["loss"], on_step=True, on_epoch=False, batch_size=len(x))
+        self._log_losses("train", losses, len(x))
+        return losses["loss"]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        x = batch["x"]
+        recon, _ = self(x)
+        losses = self._losses(x, recon)
+        self._log_losses("val", losses, len(x))
+        if "unscaled" in batch and "pair_id" in batch:
+            self._val_outputs.append(
+                (recon[:, -1].detach().cpu(), batch["unscaled"].cpu(), batch["pair_id"].cpu())
+            )
+        return losses["loss"]
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_outputs = []
+
+    def on_validation_epoch_end(self) -> None:
+        """Per-pair median relative error and R2 on inverse-scaled values, worst pair included."""
+        outputs, self._val_outputs = self._val_outputs, []
+        if not outputs or self.scalers is None or self.trainer.sanity_checking:
+            return
+        predicted = torch.cat([o[0] for o in outputs]).double().numpy()
+        actual = torch.cat([o[1] for o in outputs]).double().numpy()
+        pair_id = torch.cat([o[2] for o in outputs]).numpy()
+        predicted_unscaled = inverse_scale_by_pair(predicted, pair_id, self.scalers)
+        table = per_pair_value_metrics(predicted_unscaled, actual, pair_id)
+        report = summarise_pair_metrics(table, self.pair_names)
+        self.last_validation_report = report
+        for key, value in report.items():
+            if isinstance(value, float | int) and np.isfinite(value):
+                self.log(f"val/{key}", float(value), on_step=False, on_epoch=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = torch.optim.Adam(
+            self.parameters(),
+            lr=self.hparams.learning_rate,
+            weight_decay=self.hparams.weight_decay,
+        )
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=self.hparams.t_max, eta_min=self.hparams.eta_min
+        )
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
