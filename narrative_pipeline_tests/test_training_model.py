@@ -70,7 +70,9 @@ def test_inverse_scaling_runs_each_pairs_own_scaler():
     scalers = [StandardScaler().fit(v.reshape(-1, 1)) for v in values]
     pair_id = np.array([0, 1] * 50)
     actual = np.where(pair_id == 0, np.resize(values[0], 100), np.resize(values[1], 100))
-    scaled = np.array([scalers[p].transform([[a]])[0][0] for p, a in zip(pair_id, actual)])
+    scaled = np.array(
+        [scalers[p].transform([[a]])[0][0] for p, a in zip(pair_id, actual, strict=True)]
+    )
     np.testing.assert_allclose(inverse_scale_by_pair(scaled, pair_id, scalers), actual)
 
 
