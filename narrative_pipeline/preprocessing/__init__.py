@@ -1,0 +1,1 @@
+"""Pure functions on arrays: per-pair scalers, pair-text embeddings, PCA and its plots."""

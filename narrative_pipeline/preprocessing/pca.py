@@ -1,0 +1,60 @@
+"""Exact PCA of the pair embeddings, float64, with a deterministic sign convention.
+
+sklearn's `svd_solver="full"` is LAPACK's exact SVD; sklearn then flips each component so its
+largest-magnitude loading is positive (`svd_flip(u_based_decision=False)`), which removes the
+sign ambiguity of the SVD. Same input bytes give the same model bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.decomposition import PCA
+
+DEFAULT_VARIANCE = 0.95
+
+
+@dataclass(frozen=True)
+class PcaFit:
+    """The fitted model plus the full explained-variance curve it was chosen from."""
+
+    model: PCA
+    explained_variance_ratio_full: np.ndarray  # one entry per possible component
+    n_components: int
+
+
+def choose_components(ratios: np.ndarray, variance: float) -> int:
+    """Smallest number of leading components whose ratios add up to at least `variance`."""
+    if not 0.0 < variance <= 1.0:
+        raise ValueError(f"variance must be in (0, 1], got {variance}")
+    cumulative = np.cumsum(ratios)
+    reached = np.nonzero(cumulative >= variance - 1e-12)[0]
+    return int(reached[0] + 1) if len(reached) else len(ratios)
+
+
+def fit_pca(
+    matrix: np.ndarray, variance: float | None = DEFAULT_VARIANCE, n_components: int | None = None
+) -> PcaFit:
+    """Fit PCA keeping `n_components`, or as many as reach `variance` of the total."""
+    x = np.ascontiguousarray(matrix, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"PCA needs a 2-D matrix with at least 2 rows, got shape {x.shape}")
+    full = PCA(svd_solver="full").fit(x)
+    ratios = np.nan_to_num(full.explained_variance_ratio_, nan=0.0)
+    limit = len(ratios)
+    if n_components is not None:
+        if not 1 <= n_components <= limit:
+            raise ValueError(
+                f"n_components must be in [1, {limit}] for {x.shape}, got {n_components}"
+            )
+        k = n_components
+    else:
+        k = choose_components(ratios, DEFAULT_VARIANCE if variance is None else variance)
+    model = PCA(n_components=k, svd_solver="full").fit(x)
+    return PcaFit(model=model, explained_variance_ratio_full=ratios, n_components=k)
+
+
+def reduce(model: PCA, matrix: np.ndarray) -> np.ndarray:
+    """Project embeddings onto the kept components (float64)."""
+    return model.transform(np.ascontiguousarray(matrix, dtype=np.float64))

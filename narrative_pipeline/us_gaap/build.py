@@ -1,0 +1,215 @@
+"""Step 2 machinery: facts from the database -> chunked cell columns and per-pair value indexes.
+
+Memory stays flat as the corpus grows: facts stream from the database a group of tickers at a
+time, cells are written a chunk at a time, and the per-pair sorted value index (used for scaler
+fitting and `lookup_by_triplet`) is built in buckets of pairs sized from the cell count, each
+bucket a pass over the stored pair_id/unscaled columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from math import ceil
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from xxhash import xxh3_64_intdigest
+
+from narrative_pipeline.us_gaap import layout
+
+FACT_FRAME_ROWS = 262_144  # target rows per database read
+MAX_TICKERS_PER_QUERY = 500  # keeps IN (...) lists well under SQL parameter limits
+BUCKET_CELLS = 2_000_000  # cells held at once while building the per-pair index
+WRITE_BATCH_BYTES = 8 << 20  # bytes per batch_write of per-pair index entries
+CHUNKS_PER_READ = 8
+
+
+def iter_fact_frames(db: Any, target_rows: int = FACT_FRAME_ROWS) -> Iterator[pd.DataFrame]:
+    """The database's facts in (ticker, accn, concept, unit) order, a few tickers per frame.
+
+    The group size adapts to the facts per ticker seen so far so each frame holds about
+    `target_rows` rows, whatever the source (a CSV ticker has ~1k facts, companyfacts ~25k).
+    """
+    tickers = sorted(db.tickers())
+    group = 1
+    i = 0
+    while i < len(tickers):
+        batch = tickers[i : i + group]
+        frame = db.facts_frame(tickers=batch)
+        i += len(batch)
+        if len(frame):
+            yield frame
+        per_ticker = max(1.0, len(frame) / len(batch))
+        group = int(min(MAX_TICKERS_PER_QUERY, max(1, target_rows // per_ticker)))
+
+
+def _arrow_strings(column: pd.Series) -> pa.Array:
+    array = pa.array(column, from_pandas=True)
+    if not pa.types.is_large_string(array.type):
+        array = array.cast(pa.large_string())
+    return pc.fill_null(array, "")
+
+
+def cell_keys(frame: pd.DataFrame) -> np.ndarray:
+    """xxh3_64 of "ticker|accn|concept|unit" per row: a cell id that survives rebuilds."""
+    parts = [_arrow_strings(frame[name]) for name in ("ticker", "accn", "concept", "unit")]
+    joined = pc.binary_join_element_wise(*parts, pa.scalar("|", pa.large_string()))
+    encoded = joined.cast(pa.large_binary()).to_pylist()
+    return np.fromiter(map(xxh3_64_intdigest, encoded), dtype=np.uint64, count=len(encoded))
+
+
+class PairAssigner:
+    """Numbers (concept, unit) pairs 0, 1, ... in order of first appearance across frames."""
+
+    def __init__(self) -> None:
+        self.ids: dict[tuple[str, str], int] = {}
+        self.pairs: list[tuple[str, str]] = []
+
+    def assign(self, concept: pd.Series, unit: pd.Series) -> np.ndarray:
+        """Pair id of every row; Python work only per distinct pair in the frame."""
+        c_codes, c_names = pd.factorize(concept, use_na_sentinel=False)
+        u_codes, u_names = pd.factorize(unit, use_na_sentinel=False)
+        combo = c_codes.astype(np.int64) * max(1, len(u_names)) + u_codes
+        uniq, first, inverse = np.unique(combo, return_index=True, return_inverse=True)
+        lookup = np.empty(len(uniq), dtype=np.uint32)
+        for k in np.argsort(first, kind="stable"):  # first-seen order inside the frame
+            pair = (
+                str(c_names[uniq[k] // max(1, len(u_names))]),
+                str(u_names[uniq[k] % max(1, len(u_names))]),
+            )
+            pair_id = self.ids.get(pair)
+            if pair_id is None:
+                pair_id = self.ids[pair] = len(self.pairs)
+                self.pairs.append(pair)
+            lookup[k] = pair_id
+        return lookup[inverse.ravel()]
+
+
+class CellChunkWriter:
+    """Buffers cell columns and writes them as full `CHUNK_CELLS` chunks (the last may be short)."""
+
+    COLUMNS = ("pair_id", "unscaled", "cell_key")
+
+    def __init__(self, store: Any, generation: int) -> None:
+        self.store = store
+        self.generation = generation
+        self.buffers: dict[str, list[np.ndarray]] = {c: [] for c in self.COLUMNS}
+        self.buffered = 0
+        self.n_chunks = 0
+        self.n_cells = 0
+
+    def append(self, pair_id: np.ndarray, unscaled: np.ndarray, cell_key: np.ndarray) -> None:
+        for name, values in zip(self.COLUMNS, (pair_id, unscaled, cell_key), strict=True):
+            self.buffers[name].append(np.asarray(values, dtype=layout.CELL_COLUMNS[name]))
+        self.buffered += len(pair_id)
+        while self.buffered >= layout.CHUNK_CELLS:
+            self._write_chunk(layout.CHUNK_CELLS)
+
+    def close(self) -> tuple[int, int]:
+        """Write the remainder; returns (n_cells, n_chunks)."""
+        if self.buffered:
+            self._write_chunk(self.buffered)
+        return self.n_cells, self.n_chunks
+
+    def _write_chunk(self, size: int) -> None:
+        entries = []
+        for name in self.COLUMNS:
+            joined = (
+                np.concatenate(self.buffers[name])
+                if len(self.buffers[name]) > 1
+                else self.buffers[name][0]
+            )
+            entries.append(
+                (
+                    layout.cell_column_key(self.generation, name, self.n_chunks),
+                    joined[:size].tobytes(),
+                )
+            )
+            self.buffers[name] = [joined[size:]] if len(joined) > size else []
+        self.store.batch_write(entries)
+        self.buffered -= size
+        self.n_chunks += 1
+        self.n_cells += size
+
+
+def read_columns(
+    store: Any, generation: int, columns: tuple[str, ...], chunks: list[int]
+) -> list[dict[str, np.ndarray]]:
+    """Decoded columns of several chunks in one batch_read; raises if any is missing."""
+    keys = [layout.cell_column_key(generation, c, k) for k in chunks for c in columns]
+    payloads = store.batch_read(keys)
+    out = []
+    for i, chunk in enumerate(chunks):
+        arrays = {}
+        for j, column in enumerate(columns):
+            payload = payloads[i * len(columns) + j]
+            if payload is None:
+                raise LookupError(
+                    f"store is missing column {column!r} of chunk {chunk} (generation {generation}); "
+                    "it was rebuilt or deleted meanwhile: re-run the pipeline steps"
+                )
+            arrays[column] = np.frombuffer(payload, dtype=layout.CELL_COLUMNS[column])
+        out.append(arrays)
+    return out
+
+
+def iter_chunk_columns(
+    store: Any, generation: int, n_chunks: int, columns: tuple[str, ...]
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """(chunk number, columns) for every chunk, read a few chunks per round trip."""
+    for first in range(0, n_chunks, CHUNKS_PER_READ):
+        chunks = list(range(first, min(n_chunks, first + CHUNKS_PER_READ)))
+        yield from zip(chunks, read_columns(store, generation, columns, chunks), strict=True)
+
+
+def build_pair_index(store: Any, generation: int, n_cells: int, n_chunks: int) -> None:
+    """Write each pair's values sorted ascending with their i_cells (ties by i_cell)."""
+    n_buckets = max(1, ceil(n_cells / BUCKET_CELLS))
+    for bucket in range(n_buckets):
+        pair_ids, values, i_cells = [], [], []
+        for chunk, cols in iter_chunk_columns(store, generation, n_chunks, ("pair_id", "unscaled")):
+            pid = cols["pair_id"]
+            mask = slice(None) if n_buckets == 1 else (pid % n_buckets) == bucket
+            pair_ids.append(pid[mask])
+            values.append(cols["unscaled"][mask])
+            i_cells.append(
+                np.arange(len(pid), dtype=np.uint64)[mask] + np.uint64(chunk * layout.CHUNK_CELLS)
+            )
+        if pair_ids:
+            _write_bucket(
+                store,
+                generation,
+                np.concatenate(pair_ids),
+                np.concatenate(values),
+                np.concatenate(i_cells),
+            )
+
+
+def _write_bucket(
+    store: Any, generation: int, pair_ids: np.ndarray, values: np.ndarray, i_cells: np.ndarray
+) -> None:
+    order = np.lexsort((i_cells, values, pair_ids))
+    pair_ids, values, i_cells = pair_ids[order], values[order], i_cells[order]
+    uniq, starts = np.unique(pair_ids, return_index=True)
+    ends = np.append(starts[1:], len(pair_ids))
+    batch, batch_bytes = [], 0
+    for pair_id, start, end in zip(uniq.tolist(), starts.tolist(), ends.tolist(), strict=True):
+        payload = layout.encode_pair_index(values[start:end], i_cells[start:end])
+        batch.append((layout.pair_index_key(generation, pair_id), payload))
+        batch_bytes += len(payload)
+        if batch_bytes >= WRITE_BATCH_BYTES:
+            store.batch_write(batch)
+            batch, batch_bytes = [], 0
+    if batch:
+        store.batch_write(batch)
+
+
+def pair_counts(store: Any, generation: int, n_pairs: int, n_chunks: int) -> np.ndarray:
+    """Cells per pair, counted from the stored pair_id column."""
+    counts = np.zeros(n_pairs, dtype=np.int64)
+    for _, cols in iter_chunk_columns(store, generation, n_chunks, ("pair_id",)):
+        counts += np.bincount(cols["pair_id"], minlength=n_pairs)
+    return counts

@@ -1,0 +1,164 @@
+"""Where the UsGaapStore keeps things in a simd-r-drive store, and how values are encoded.
+
+Every key is namespaced (NamespaceHasher, 16 bytes) except the original's two counters
+`__triplet_count__` and `__pair_count__` (u64 little-endian). Cells live in chunked columnar
+arrays, `CHUNK_CELLS` cells per chunk and one key per (column, chunk), never one key per cell.
+
+Everything derived from one build of the cells carries a *generation* number in its key, so a
+rebuild writes beside the live data and switches over only when complete (a crash midway
+leaves the previous triplets readable). The manifest says which generation is live.
+
+Payloads are never empty and never exactly b"\\x00" (simd-r-drive reserves that byte for
+deletions): arrays are only written when non-empty, counters are 8 bytes, the rest is JSON or
+pickle framing.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import numpy as np
+
+from narrative_pipeline.store.hashing import NamespaceHasher
+
+CHUNK_SHIFT = 16
+CHUNK_CELLS = 1 << CHUNK_SHIFT  # 65,536 cells per chunk
+
+# Column name -> dtype of its chunk arrays.
+CELL_COLUMNS: dict[str, np.dtype] = {
+    "pair_id": np.dtype("<u4"),
+    "unscaled": np.dtype("<f8"),
+    "scaled": np.dtype("<f8"),
+    "cell_key": np.dtype("<u8"),
+}
+
+TRIPLET_COUNT_KEY = b"__triplet_count__"
+PAIR_COUNT_KEY = b"__pair_count__"
+
+MANIFEST = NamespaceHasher(b"us-gaap-manifest")
+CELL_COLUMN = NamespaceHasher(b"cell-column-chunk")
+CONCEPT_UNIT_PAIRS = NamespaceHasher(b"concept-unit-pair")
+PAIR_VALUE_INDEX = NamespaceHasher(b"triplet-reverse-index")
+SCALER_PARAMS = NamespaceHasher(b"scaler-params")
+SCALER = NamespaceHasher(b"scaler")
+EMBEDDING_CACHE = NamespaceHasher(b"embedding-cache")
+PCA_MODEL = NamespaceHasher(b"pca-model")
+PCA_REDUCED = NamespaceHasher(b"pca-reduced-embedding")
+
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+def manifest_key() -> bytes:
+    return MANIFEST.namespace(b"manifest")
+
+
+def cell_column_key(generation: int, column: str, chunk: int) -> bytes:
+    return CELL_COLUMN.namespace(_U32.pack(generation) + column.encode() + b"/" + _U64.pack(chunk))
+
+
+def pairs_key(generation: int) -> bytes:
+    return CONCEPT_UNIT_PAIRS.namespace(_U32.pack(generation))
+
+
+def pair_index_key(generation: int, pair_id: int) -> bytes:
+    return PAIR_VALUE_INDEX.namespace(_U32.pack(generation) + _U32.pack(pair_id))
+
+
+def scaler_params_key(generation: int) -> bytes:
+    return SCALER_PARAMS.namespace(_U32.pack(generation))
+
+
+def scaler_key(generation: int, pair_id: int) -> bytes:
+    return SCALER.namespace(_U32.pack(generation) + _U32.pack(pair_id))
+
+
+def embedding_cache_key(model_id: str, text: str) -> bytes:
+    return EMBEDDING_CACHE.namespace(model_id.encode() + b"\x00" + text.encode())
+
+
+def pca_model_key(generation: int) -> bytes:
+    return PCA_MODEL.namespace(_U32.pack(generation))
+
+
+def pca_reduced_key(generation: int) -> bytes:
+    return PCA_REDUCED.namespace(_U32.pack(generation))
+
+
+def encode_count(n: int) -> bytes:
+    return _U64.pack(n)
+
+
+def decode_count(payload: bytes | None) -> int | None:
+    if payload is None:
+        return None
+    return int.from_bytes(bytes(payload), "little", signed=False)
+
+
+def encode_json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode_json(payload: bytes | None) -> Any:
+    return None if payload is None else json.loads(bytes(payload))
+
+
+def encode_matrix(matrix: np.ndarray) -> bytes:
+    """2-D float array: u64 rows, u64 cols, u8 itemsize, then the C-order little-endian data."""
+    m = np.ascontiguousarray(matrix)
+    dtype = np.dtype(f"<f{m.dtype.itemsize}")
+    rows, cols = m.shape
+    return _U64.pack(rows) + _U64.pack(cols) + bytes([dtype.itemsize]) + m.astype(dtype).tobytes()
+
+
+def decode_matrix(payload: bytes) -> np.ndarray:
+    rows = _U64.unpack_from(payload, 0)[0]
+    cols = _U64.unpack_from(payload, 8)[0]
+    itemsize = payload[16]
+    return np.frombuffer(payload, dtype=f"<f{itemsize}", offset=17).reshape(rows, cols)
+
+
+def encode_pair_index(values: np.ndarray, i_cells: np.ndarray) -> bytes:
+    """One pair's values sorted ascending, with the i_cell of each: u64 n, f64[n], u64[n]."""
+    n = len(values)
+    return (
+        _U64.pack(n)
+        + np.ascontiguousarray(values, dtype="<f8").tobytes()
+        + np.ascontiguousarray(i_cells, dtype="<u8").tobytes()
+    )
+
+
+def decode_pair_index(payload: bytes) -> tuple[np.ndarray, np.ndarray]:
+    n = _U64.unpack_from(payload, 0)[0]
+    values = np.frombuffer(payload, dtype="<f8", count=n, offset=8)
+    i_cells = np.frombuffer(payload, dtype="<u8", count=n, offset=8 + 8 * n)
+    return values, i_cells
+
+
+def pair_texts_key(generation: int) -> bytes:
+    return CONCEPT_UNIT_PAIRS.namespace(_U32.pack(generation) + b"/texts")
+
+
+# Scaler kind codes in the params array.
+SCALER_KIND_CODES = {"robust": 0, "quantile": 1}
+
+
+def encode_scaler_params(kinds: np.ndarray, center: np.ndarray, scale: np.ndarray) -> bytes:
+    """Per pair: u8 kind code, f64 center, f64 scale (center/scale of the robust rule)."""
+    n = len(kinds)
+    return (
+        _U64.pack(n)
+        + np.ascontiguousarray(kinds, dtype="u1").tobytes()
+        + np.ascontiguousarray(center, dtype="<f8").tobytes()
+        + np.ascontiguousarray(scale, dtype="<f8").tobytes()
+    )
+
+
+def decode_scaler_params(payload: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = _U64.unpack_from(payload, 0)[0]
+    kinds = np.frombuffer(payload, dtype="u1", count=n, offset=8)
+    center = np.frombuffer(payload, dtype="<f8", count=n, offset=8 + n)
+    scale = np.frombuffer(payload, dtype="<f8", count=n, offset=8 + 9 * n)
+    return kinds, center, scale

@@ -1,0 +1,157 @@
+"""Test fakes for the UsGaapStore tests: a dict-backed store and a DataFrame-backed database.
+
+`FakeDictStore` has exactly the simd-r-drive client API the facade may use and enforces the
+store's payload rules (never empty, never b"\\x00"), so a facade bug that would corrupt a real
+store fails here. `FakeFactsDb` serves a facts DataFrame through the DbUsGaap methods the facade
+calls. Neither is used outside tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+class FakeDictStore:
+    """Test fake: the simd-r-drive API (write, batch_write, read, batch_read, exists, delete)."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.calls: dict[str, int] = {}
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    @staticmethod
+    def _check(key: bytes, payload: bytes) -> None:
+        if not isinstance(key, bytes | bytearray) or not key:
+            raise TypeError(f"key must be non-empty bytes, got {key!r}")
+        if not isinstance(payload, bytes | bytearray):
+            raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
+        if len(payload) == 0 or bytes(payload) == b"\x00":
+            raise ValueError("simd-r-drive payloads may not be empty or exactly b'\\x00'")
+
+    def write(self, key: bytes, payload: bytes) -> int:
+        self._count("write")
+        self._check(key, payload)
+        self.data[bytes(key)] = bytes(payload)
+        return len(self.data)
+
+    def batch_write(self, entries: list[tuple[bytes, bytes]]) -> int:
+        self._count("batch_write")
+        for key, payload in entries:
+            self._check(key, payload)
+        for key, payload in entries:
+            self.data[bytes(key)] = bytes(payload)
+        return len(self.data)
+
+    def read(self, key: bytes) -> bytes | None:
+        self._count("read")
+        return self.data.get(bytes(key))
+
+    def batch_read(self, keys: list[bytes]) -> list[bytes | None]:
+        self._count("batch_read")
+        return [self.data.get(bytes(k)) for k in keys]
+
+    def exists(self, key: bytes) -> bool:
+        return bytes(key) in self.data
+
+    def delete(self, key: bytes) -> int:
+        self._count("delete")
+        self.data.pop(bytes(key), None)
+        return len(self.data)
+
+
+class FakeFactsDb:
+    """Test fake: DbUsGaap's read methods over a DataFrame[ticker, accn, concept, unit, value]."""
+
+    def __init__(self, facts: pd.DataFrame, taxonomy: pd.DataFrame | None = None) -> None:
+        self.facts = facts.sort_values(
+            ["ticker", "accn", "concept", "unit"], kind="stable"
+        ).reset_index(drop=True)
+        self.taxonomy = taxonomy
+
+    def tickers(self) -> list[str]:
+        return sorted(self.facts["ticker"].unique().tolist())
+
+    def facts_frame(self, tickers: list[str] | None = None) -> pd.DataFrame:
+        frame = self.facts if tickers is None else self.facts[self.facts["ticker"].isin(tickers)]
+        return frame.reset_index(drop=True)
+
+    def fact_count(self) -> int:
+        return len(self.facts)
+
+    def taxonomy_frame(self) -> pd.DataFrame:
+        if self.taxonomy is None:
+            return pd.DataFrame(
+                columns=[
+                    "name",
+                    "label",
+                    "documentation",
+                    "balance_type",
+                    "period_type",
+                    "concept_type",
+                ]
+            )
+        return self.taxonomy
+
+
+class CountingEmbedder:
+    """Test fake embedder: deterministic vectors from a text hash; counts texts it embedded."""
+
+    def __init__(self, dim: int = 24) -> None:
+        self.dim = dim
+        self.embedded = 0
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        import zlib
+
+        self.embedded += len(texts)
+        rows = [
+            np.random.default_rng(zlib.crc32(t.encode())).standard_normal(self.dim) for t in texts
+        ]
+        return np.asarray(rows, dtype=np.float32)
+
+
+def synthetic_facts(n_tickers: int = 6, filings: int = 8, seed: int = 0) -> pd.DataFrame:
+    """Facts with awkward pairs: a single value, a zero IQR with median 0, an IQR of exactly 1."""
+    rng = np.random.default_rng(seed)
+    concepts = [
+        "Assets",
+        "Liabilities",
+        "Revenues",
+        "EarningsPerShareBasic",
+        "CashAndCashEquivalents",
+    ]
+    units = {"EarningsPerShareBasic": "USD/SHARES"}
+    rows = []
+    for t in range(n_tickers):
+        ticker = f"T{t:03d}"
+        for f in range(filings):
+            accn = f"0000{t:04d}-24-{f:06d}"
+            for concept in concepts:
+                value = float(np.round(rng.lognormal(18, 2), 0)) * (1 if rng.random() > 0.1 else -1)
+                if concept == "EarningsPerShareBasic":
+                    value = float(np.round(rng.normal(2, 1), 2))
+                rows.append((ticker, accn, concept, units.get(concept, "USD"), value))
+            rows.append((ticker, accn, "ZeroMostly", "USD", 5.0 if (t + f) % 7 == 0 else 0.0))
+            rows.append(
+                (ticker, accn, "HalfSteps", "PURE", [-0.5, -0.5, 0.0, 0.5, 0.5][(t + f) % 5])
+            )
+    rows.append(("T000", "0000000000-24-000000", "OnlyOnce", "USD", 1234.0))
+    return pd.DataFrame(rows, columns=["ticker", "accn", "concept", "unit", "value"])
+
+
+@pytest.fixture
+def fake_store() -> FakeDictStore:
+    return FakeDictStore()
+
+
+def test_fake_store_rejects_what_simd_r_drive_rejects() -> None:
+    store = FakeDictStore()
+    with pytest.raises(ValueError):
+        store.write(b"k", b"")
+    with pytest.raises(ValueError):
+        store.batch_write([(b"a", b"ok"), (b"b", b"\x00")])
+    assert store.read(b"a") is None  # the bad batch wrote nothing
