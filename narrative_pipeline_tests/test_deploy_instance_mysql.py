@@ -88,6 +88,9 @@ def test_instance_from_deploy_yaml_uses_mysql_for_every_storage(dagster_home: Pa
         assert isinstance(instance.event_log_storage, MySQLEventLogStorage)
         assert isinstance(instance.schedule_storage, MySQLScheduleStorage)
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 1
+        # One training per GPU: the `gpu` pool of stage1_checkpoint gets a limit of 1.
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
         assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
         # Compute logs and artifacts go to the volume the compose services share.
         storage_dir = Path(instance.storage_directory())
