@@ -97,7 +97,9 @@ def test_missing_folder_skips(tmp_path):
 def test_decide_drops_deleted_files_and_survives_a_bad_cursor():
     now = time.time_ns()
     sig = (10, now - 10**12)
-    settled = decide(json.dumps({"ingested": {}, "seen": {"/x.csv": list(sig)}}), {"/x.csv": sig}, now)
+    settled = decide(
+        json.dumps({"ingested": {}, "seen": {"/x.csv": list(sig)}}), {"/x.csv": sig}, now
+    )
     assert list(settled.changed) == ["/x.csv"]
     after_delete = decide(settled.cursor, {}, now)
     assert json.loads(after_delete.cursor) == {"ingested": {}, "seen": {}}

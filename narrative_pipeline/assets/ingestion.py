@@ -17,6 +17,19 @@ from narrative_pipeline.resources import DatabaseResource, PathsResource, StoreR
 from narrative_pipeline.sample_data import csv_files_in, ensure_sample_csvs
 
 INGESTION_GROUP = "ingestion"
+# Fields of IngestReport about the downstream steps, which this asset never runs (downstream=False).
+IGNORED_REPORT_FIELDS = (
+    "skipped_files",
+    "triplets",
+    "pairs",
+    "downstream_ran",
+    "triplets_per_second",
+    "pairs_report",
+    "embedding_report",
+    "scaler_report",
+    "pca_report",
+    "triplet_report",
+)
 
 
 def database_kind() -> str:
@@ -59,9 +72,16 @@ def raw_records(
     )
     db = database.get_db()
     metadata: dict = {"csv_dir": dg.MetadataValue.path(str(csv_dir)), "csv_files": len(files)}
+
+    def progress(done: int, path: object) -> None:
+        context.log.info("file %d/%d: %s", done, len(files), path)
+
     with timed(metadata, "ingest_seconds"), store.us_gaap_store() as us_gaap_store:
-        report = us_gaap_store.ingest_us_gaap_csvs(csv_dir, db, downstream=False)
-    metadata.update(report_metadata(report))
+        report = us_gaap_store.ingest_us_gaap_csvs(csv_dir, db, downstream=False, progress=progress)
+    metadata.update(report_metadata(report, skip=IGNORED_REPORT_FIELDS))
+    metadata["skipped_files"] = markdown_table(
+        ["file", "reason"], [(f.path, f.reason) for f in report.skipped_files]
+    )
     metadata["sample_generated"] = bool(generated)
     metadata["database"] = database.describe()
     metadata["facts_in_database"] = int(db.fact_count())
@@ -70,6 +90,11 @@ def raw_records(
     preview = db.facts_frame(tickers=tickers[:1]).head(PREVIEW_ROWS)
     metadata["preview"] = markdown_table(list(preview.columns), preview.itertuples(index=False))
     context.log.info(
-        "database now holds %d facts for %d ticker(s)", metadata["facts_in_database"], len(tickers)
+        "loaded %d file(s), %d unchanged, %d skipped; database holds %d facts for %d ticker(s)",
+        report.files_loaded,
+        report.files_unchanged,
+        len(report.skipped_files),
+        metadata["facts_in_database"],
+        len(tickers),
     )
     return dg.MaterializeResult(metadata=metadata)

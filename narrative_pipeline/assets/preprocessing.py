@@ -6,7 +6,7 @@ return only metadata (`MaterializeResult`) and declare their order with `deps`.
 
 # No `from __future__ import annotations`: Dagster reads the Config/resource annotations at runtime.
 
-import itertools
+from pathlib import Path
 
 import dagster as dg
 
@@ -15,9 +15,9 @@ from narrative_pipeline.assets.metadata import (
     markdown_table,
     png_markdown,
     report_metadata,
-    save_png,
     timed,
 )
+from narrative_pipeline.checks import evaluate_pca_variance
 from narrative_pipeline.resources import (
     DatabaseResource,
     EmbeddingModelResource,
@@ -33,7 +33,11 @@ STORE_KIND = "simd-r-drive"
     deps=["raw_records"],
     group_name=PREPROCESSING_GROUP,
     kinds={"python", STORE_KIND},
-    description="Distinct (concept, unit) pairs of the ingested facts, each with a stable pair_id.",
+    description=(
+        "Every numeric fact becomes a cell (i_cell in ticker, accn, concept, unit order) and every "
+        "distinct (concept, unit) pair gets a pair_id; written as a new store generation that goes "
+        "live with `triplets`."
+    ),
 )
 def concept_unit_pairs(
     context: dg.AssetExecutionContext, database: DatabaseResource, store: StoreResource
@@ -42,19 +46,18 @@ def concept_unit_pairs(
     db = database.get_db()
     with timed(metadata), store.us_gaap_store() as us_gaap_store:
         report = us_gaap_store.build_concept_unit_pairs(db)
-        metadata["pairs"] = int(us_gaap_store.get_pair_count())
-        preview = list(itertools.islice(us_gaap_store.iterate_concept_unit_pairs(), PREVIEW_ROWS))
     metadata.update(report_metadata(report))
-    metadata["preview"] = markdown_table(["concept", "unit"], [_pair(p) for p in preview])
-    context.log.info("%d (concept, unit) pairs", metadata["pairs"])
+    tickers = sorted(db.tickers())
+    first_facts = db.facts_frame(tickers=tickers[:1])
+    preview = first_facts[["concept", "unit"]].drop_duplicates().head(PREVIEW_ROWS)
+    metadata["preview"] = markdown_table(["concept", "unit"], preview.itertuples(index=False))
+    context.log.info(
+        "%d cells, %d (concept, unit) pairs (%d new)",
+        report.n_cells,
+        report.n_pairs,
+        report.new_pairs,
+    )
     return dg.MaterializeResult(metadata=metadata)
-
-
-def _pair(item) -> tuple:
-    """(concept, unit) from whatever the pair iterator yields ((id, (c, u)) or (c, u))."""
-    if len(item) == 2 and isinstance(item[1], tuple | list):
-        return tuple(item[1])
-    return tuple(item[-2:])
 
 
 @dg.asset(
@@ -85,9 +88,9 @@ def embeddings(
 
 
 class ScalerConfig(dg.Config):
-    """Per-pair value scaler: "quantile" (QuantileTransformer to a normal) or "robust"."""
+    """Per-pair value scaler: "robust" (the seed's RobustScaler) or "quantile" (to a normal)."""
 
-    kind: str = "quantile"
+    kind: str = "robust"
 
 
 @dg.asset(
@@ -118,6 +121,14 @@ class PcaConfig(dg.Config):
     deps=["embeddings", "scalers"],
     group_name=PREPROCESSING_GROUP,
     kinds={"python", "scikitlearn", STORE_KIND},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "pca_keeps_configured_variance",
+            asset="pca_model",
+            blocking=True,
+            description="The PCA keeps the configured explained variance (or component count).",
+        )
+    ],
     description=(
         "Exact PCA of the pair embeddings keeping the configured explained variance; stores the "
         "reduced embedding per pair. Plots: explained-variance curve and 2-D scatter."
@@ -130,39 +141,32 @@ def pca_model(
     paths: PathsResource,
 ) -> dg.MaterializeResult:
     metadata: dict = {}
-    if config.n_components is not None:
-        metadata["configured_components"] = config.n_components
-        arguments = {"n_components": config.n_components}
-    else:
-        metadata["configured_variance"] = config.variance
-        arguments = {"variance": config.variance}
-    with timed(metadata), store.us_gaap_store() as us_gaap_store:
-        report = us_gaap_store.fit_pca(**arguments)
-        pca = us_gaap_store.load_pca_model()
-    metadata.update(report_metadata(report))
-    metadata["components"] = int(pca.n_components_)
-    metadata["explained_variance_kept"] = float(pca.explained_variance_ratio_.sum())
     plots_dir = paths.subdir("plots")
-    for name, png in _report_pngs(report):
-        path = save_png(png, plots_dir, f"{name}.png")
-        metadata[name] = png_markdown(png, name.replace("_", " "))
-        metadata[f"{name}_file"] = dg.MetadataValue.path(str(path))
+    with timed(metadata), store.us_gaap_store() as us_gaap_store:
+        report = us_gaap_store.fit_pca(
+            None if config.n_components is not None else config.variance,
+            config.n_components,
+            plot_dir=plots_dir,
+        )
+    metadata.update(report_metadata(report, skip=("plot_paths",)))
+    for title, png in (
+        ("explained variance", report.explained_variance_png),
+        ("pair embeddings, first two components", report.scatter_png),
+    ):
+        if png:
+            metadata[f"plot: {title}"] = png_markdown(png, title)
+    for path in report.plot_paths:
+        metadata[f"file: {Path(path).name}"] = dg.MetadataValue.path(path)
     context.log.info(
-        "PCA keeps %d components, %.2f%% of the variance",
-        metadata["components"],
-        100 * metadata["explained_variance_kept"],
+        "PCA keeps %d of %d dimensions, %.2f%% of the variance",
+        report.n_components,
+        report.input_dim,
+        100 * report.explained_variance,
     )
-    return dg.MaterializeResult(metadata=metadata)
-
-
-def _report_pngs(report) -> list[tuple[str, bytes]]:
-    """The PNG plots a report carries, as (field name, bytes)."""
-    fields = vars(report) if hasattr(report, "__dict__") else {}
-    pngs = [(k, v) for k, v in fields.items() if isinstance(v, bytes | bytearray) and v]
-    for name, value in fields.items():
-        if isinstance(value, dict):
-            pngs += [(f"{name}_{k}", v) for k, v in value.items() if isinstance(v, bytes) and v]
-    return pngs
+    check = evaluate_pca_variance(
+        report.explained_variance, report.n_components, config.variance, config.n_components
+    )
+    return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
 
 @dg.asset(
@@ -180,7 +184,7 @@ def triplets(
     metadata: dict = {}
     with timed(metadata), store.us_gaap_store() as us_gaap_store:
         report = us_gaap_store.write_triplets()
-        count = int(us_gaap_store.get_triplet_count())
+        count = report.n_triplets
         rows = [_triplet_row(us_gaap_store, i) for i in range(min(count, PREVIEW_ROWS))]
     metadata.update(report_metadata(report))
     metadata["triplets"] = count
@@ -190,13 +194,5 @@ def triplets(
 
 
 def _triplet_row(us_gaap_store, i_cell: int) -> tuple:
-    found = us_gaap_store.lookup_by_index(i_cell)
-    if isinstance(found, dict):
-        return (
-            i_cell,
-            found.get("concept"),
-            found.get("unit"),
-            found.get("unscaled_value"),
-            found.get("scaled_value"),
-        )
-    return (i_cell, *tuple(found)[:4])
+    cell = us_gaap_store.lookup_by_index(i_cell)
+    return (i_cell, cell.concept, cell.uom, cell.unscaled_value, cell.scaled_value)
