@@ -196,6 +196,11 @@ def test_passwords_come_from_env_file_never_literals() -> None:
         load_compose({})
 
 
+def test_real_env_file_is_never_committed() -> None:
+    ignored = [line.strip() for line in (REPO_ROOT / ".gitignore").read_text().splitlines()]
+    assert "/docker/.env" in ignored or "docker/.env" in ignored
+
+
 def test_env_example_documents_exactly_the_variables_compose_reads() -> None:
     referenced = {
         m.group("name") for m in INTERPOLATION.finditer(COMPOSE.read_text()) if m.group("name")
