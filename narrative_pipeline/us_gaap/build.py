@@ -72,20 +72,17 @@ class PairAssigner:
         """Pair id of every row; Python work only per distinct pair in the frame."""
         c_codes, c_names = pd.factorize(concept, use_na_sentinel=False)
         u_codes, u_names = pd.factorize(unit, use_na_sentinel=False)
-        combo = c_codes.astype(np.int64) * max(1, len(u_names)) + u_codes
-        uniq, first, inverse = np.unique(combo, return_index=True, return_inverse=True)
-        lookup = np.empty(len(uniq), dtype=np.uint32)
-        for k in np.argsort(first, kind="stable"):  # first-seen order inside the frame
-            pair = (
-                str(c_names[uniq[k] // max(1, len(u_names))]),
-                str(u_names[uniq[k] % max(1, len(u_names))]),
-            )
+        n_units = max(1, len(u_names))
+        codes, combos = pd.factorize(c_codes.astype(np.int64) * n_units + u_codes)
+        lookup = np.empty(len(combos), dtype=np.uint32)
+        for k, combo in enumerate(combos.tolist()):  # first-appearance order
+            pair = (str(c_names[combo // n_units]), str(u_names[combo % n_units]))
             pair_id = self.ids.get(pair)
             if pair_id is None:
                 pair_id = self.ids[pair] = len(self.pairs)
                 self.pairs.append(pair)
             lookup[k] = pair_id
-        return lookup[inverse.ravel()]
+        return lookup[codes]
 
 
 class CellChunkWriter:
@@ -188,12 +185,26 @@ def build_pair_index(store: Any, generation: int, n_cells: int, n_chunks: int) -
             )
 
 
+def _sort_by_pair_then_value(pair_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Stable order by (pair, value): one integer sort, then a small value sort per pair."""
+    order = np.argsort(pair_ids, kind="stable")
+    sorted_ids = pair_ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    ends = np.append(starts[1:], len(order))
+    sorted_values = values[order]
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        order[start:end] = order[start:end][np.argsort(sorted_values[start:end], kind="stable")]
+    return order
+
+
 def _write_bucket(
     store: Any, generation: int, pair_ids: np.ndarray, values: np.ndarray, i_cells: np.ndarray
 ) -> None:
-    order = np.lexsort((i_cells, values, pair_ids))
+    # i_cells arrive ascending, so the stable sort leaves equal values in i_cell order.
+    order = _sort_by_pair_then_value(pair_ids, values)
     pair_ids, values, i_cells = pair_ids[order], values[order], i_cells[order]
-    uniq, starts = np.unique(pair_ids, return_index=True)
+    starts = np.flatnonzero(np.r_[True, pair_ids[1:] != pair_ids[:-1]])
+    uniq = pair_ids[starts]
     ends = np.append(starts[1:], len(pair_ids))
     batch, batch_bytes = [], 0
     for pair_id, start, end in zip(uniq.tolist(), starts.tolist(), ends.tolist(), strict=True):
@@ -205,11 +216,3 @@ def _write_bucket(
             batch, batch_bytes = [], 0
     if batch:
         store.batch_write(batch)
-
-
-def pair_counts(store: Any, generation: int, n_pairs: int, n_chunks: int) -> np.ndarray:
-    """Cells per pair, counted from the stored pair_id column."""
-    counts = np.zeros(n_pairs, dtype=np.int64)
-    for _, cols in iter_chunk_columns(store, generation, n_chunks, ("pair_id",)):
-        counts += np.bincount(cols["pair_id"], minlength=n_pairs)
-    return counts

@@ -17,10 +17,11 @@ Reads (`read_cells`, lookups, counts) only ever see the live generation.
 
 from __future__ import annotations
 
+import gc
 import pickle
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from narrative_pipeline.preprocessing.embeddings import (
 )
 from narrative_pipeline.us_gaap import build, layout
 from narrative_pipeline.us_gaap.cells import Cell, CellArrays, ConceptUnitPair
+from narrative_pipeline.us_gaap.chunk_cache import ChunkCache
 from narrative_pipeline.us_gaap.reports import (
     EmbeddingReport,
     IngestReport,
@@ -58,10 +60,9 @@ class StaleTripletsError(RuntimeError):
 class UsGaapStore:
     """Facade over a simd-r-drive style key/value store (see module docstring)."""
 
-    def __init__(self, data_store: Any, *, cache_chunks: int = 64) -> None:
+    def __init__(self, data_store: Any, *, cache_chunks: int = 32) -> None:
         self.data_store = data_store
-        self._cache_chunks = max(1, cache_chunks)
-        self._chunk_cache: OrderedDict[tuple[int, int], dict[str, np.ndarray]] = OrderedDict()
+        self._cache = ChunkCache(cache_chunks)
         self._manifest: dict | None = None
         self._memo: dict[tuple, Any] = {}
 
@@ -71,7 +72,7 @@ class UsGaapStore:
         """Forget cached state; the next call re-reads the manifest (another process wrote)."""
         self._manifest = None
         self._memo.clear()
-        self._chunk_cache.clear()
+        self._cache.clear()
 
     def _read_manifest(self) -> dict:
         if self._manifest is None:
@@ -193,6 +194,7 @@ class UsGaapStore:
                     options.get("pca_variance", 0.95),
                     options.get("pca_components"),
                     plot_dir=options.get("plot_dir"),
+                    make_plots=options.get("make_plots", True),
                 ),
             ),
             ("triplets", self.write_triplets),
@@ -486,8 +488,13 @@ class UsGaapStore:
         n_components: int | None = None,
         *,
         plot_dir: str | Path | None = None,
+        make_plots: bool = True,
     ) -> PcaReport:
-        """Exact float64 PCA of the pair embeddings; stores the model and reduced embeddings."""
+        """Exact float64 PCA of the pair embeddings; stores the model and reduced embeddings.
+
+        The report carries two PNGs (explained-variance curve, 2-D scatter of the pairs), also
+        written to `plot_dir` when given; `make_plots=False` skips them (about a second).
+        """
         from narrative_pipeline.preprocessing import pca as pca_fns
         from narrative_pipeline.preprocessing import plots
 
@@ -510,15 +517,17 @@ class UsGaapStore:
             "fingerprint": xxh3_64_hexdigest(model_bytes),
         }
         self._save_manifest()
-        units = [p.uom for p in self._pairs(record)]
         target = None if n_components is not None else variance
-        pngs = {
-            "pca_explained_variance": plots.explained_variance_png(
-                fit.explained_variance_ratio_full, fit.n_components, target
-            ),
-            "pca_pair_scatter": plots.scatter_png(reduced[:, :2], units),
-        }
-        paths = [str(p) for p in plots.save_pngs(pngs, plot_dir)] if plot_dir else []
+        pngs = {"pca_explained_variance": b"", "pca_pair_scatter": b""}
+        if make_plots:
+            units = [p.uom for p in self._pairs(record)]
+            pngs = {
+                "pca_explained_variance": plots.explained_variance_png(
+                    fit.explained_variance_ratio_full, fit.n_components, target
+                ),
+                "pca_pair_scatter": plots.scatter_png(reduced[:, :2], units),
+            }
+        paths = [str(p) for p in plots.save_pngs(pngs, plot_dir)] if plot_dir and make_plots else []
         return PcaReport(
             n_pairs=raw.shape[0],
             input_dim=raw.shape[1],
@@ -601,7 +610,7 @@ class UsGaapStore:
                 (layout.PAIR_COUNT_KEY, layout.encode_count(record["n_pairs"])),
             ]
         )
-        self._chunk_cache.clear()
+        self._cache.clear()
         for stale in list(manifest["garbage"]):
             self._delete_generation(stale)
             manifest["garbage"].remove(stale)
@@ -672,15 +681,23 @@ class UsGaapStore:
         start, stop = max(0, int(start)), min(int(stop), live["n_cells"])
         if stop <= start:
             return self._empty_cells()
-        parts = []
+        out = {
+            name: np.empty(stop - start, dtype=dtype) for name, dtype in layout.CELL_COLUMNS.items()
+        }
         first, last = start >> layout.CHUNK_SHIFT, (stop - 1) >> layout.CHUNK_SHIFT
-        chunks = self._load_chunks(live, list(range(first, last + 1)))
-        for chunk, cols in zip(range(first, last + 1), chunks, strict=True):
-            base = chunk << layout.CHUNK_SHIFT
-            lo, hi = max(start, base) - base, min(stop, base + layout.CHUNK_CELLS) - base
-            parts.append({name: cols[name][lo:hi] for name in layout.CELL_COLUMNS})
-        columns = {name: np.concatenate([p[name] for p in parts]) for name in layout.CELL_COLUMNS}
-        return CellArrays(i_cell=np.arange(start, stop, dtype=np.int64), **columns)
+        chunks = list(range(first, last + 1))
+        for group in range(0, len(chunks), self._cache.capacity):
+            batch = chunks[group : group + self._cache.capacity]
+            for chunk, slot in zip(
+                batch, self._cache.slots_for(self.data_store, live, batch), strict=True
+            ):
+                base = chunk << layout.CHUNK_SHIFT
+                lo, hi = max(start, base), min(stop, base + layout.CHUNK_CELLS)
+                for name in layout.CELL_COLUMNS:
+                    out[name][lo - start : hi - start] = self._cache.columns[name][
+                        slot, lo - base : hi - base
+                    ]
+        return CellArrays(i_cell=np.arange(start, stop, dtype=np.int64), **out)
 
     def read_cells(self, indices: Sequence[int] | np.ndarray) -> CellArrays:
         """Columns of the given cells, in the order given (repeats allowed)."""
@@ -688,23 +705,36 @@ class UsGaapStore:
         idx = np.asarray(indices, dtype=np.int64).ravel()
         if idx.size == 0:
             return self._empty_cells()
-        if idx.min() < 0 or idx.max() >= live["n_cells"]:
-            bad = idx[(idx < 0) | (idx >= live["n_cells"])][0]
-            raise IndexError(f"cell index {bad} out of range 0..{live['n_cells'] - 1}")
+        n_cells = live["n_cells"]
+        if idx.min() < 0 or idx.max() >= n_cells:
+            bad = idx[(idx < 0) | (idx >= n_cells)][0]
+            raise IndexError(f"cell index {bad} out of range 0..{n_cells - 1}")
         chunk_of = idx >> layout.CHUNK_SHIFT
-        offset = idx & (layout.CHUNK_CELLS - 1)
+        chunk_ids = np.flatnonzero(np.bincount(chunk_of, minlength=live["n_chunks"]))
+        if len(chunk_ids) <= self._cache.capacity:
+            return CellArrays(i_cell=idx, **self._gather(live, idx, chunk_of, chunk_ids))
+        # More chunks than the cache holds: gather a cache-full of chunks at a time.
         out = {name: np.empty(idx.size, dtype=dtype) for name, dtype in layout.CELL_COLUMNS.items()}
         order = np.argsort(chunk_of, kind="stable")
-        chunk_ids, starts = np.unique(chunk_of[order], return_index=True)
-        ends = np.append(starts[1:], idx.size)
-        for group in range(0, len(chunk_ids), self._cache_chunks):
-            ids = chunk_ids[group : group + self._cache_chunks].tolist()
-            for k, cols in enumerate(self._load_chunks(live, ids)):
-                positions = order[starts[group + k] : ends[group + k]]
-                local = offset[positions]
-                for name in layout.CELL_COLUMNS:
-                    out[name][positions] = cols[name][local]
+        bounds = np.searchsorted(chunk_of[order], chunk_ids[:: self._cache.capacity])
+        bounds = np.append(bounds, idx.size)
+        for k in range(len(bounds) - 1):
+            positions = order[bounds[k] : bounds[k + 1]]
+            group_ids = np.unique(chunk_of[positions])
+            part = self._gather(live, idx[positions], chunk_of[positions], group_ids)
+            for name in layout.CELL_COLUMNS:
+                out[name][positions] = part[name]
         return CellArrays(i_cell=idx, **out)
+
+    def _gather(
+        self, record: dict, idx: np.ndarray, chunk_of: np.ndarray, chunk_ids: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Cell columns for `idx`, all of whose chunks (`chunk_ids`) fit in the cache at once."""
+        slots = self._cache.slots_for(self.data_store, record, chunk_ids.tolist())
+        slot_of_chunk = np.zeros(int(chunk_ids[-1]) + 1, dtype=np.int64)
+        slot_of_chunk[chunk_ids] = slots
+        flat = slot_of_chunk[chunk_of] * layout.CHUNK_CELLS + (idx & (layout.CHUNK_CELLS - 1))
+        return {name: self._cache.columns[name].reshape(-1)[flat] for name in layout.CELL_COLUMNS}
 
     @staticmethod
     def _empty_cells() -> CellArrays:
@@ -713,26 +743,6 @@ class UsGaapStore:
             **{n: np.zeros(0, dtype=d) for n, d in layout.CELL_COLUMNS.items()},
         )
 
-    def _load_chunks(self, record: dict, chunks: list[int]) -> list[dict[str, np.ndarray]]:
-        """Decoded columns of the given chunks, from the LRU cache or one batch_read."""
-        generation = record["generation"]
-        missing = [c for c in chunks if (generation, c) not in self._chunk_cache]
-        for first in range(0, len(missing), build.CHUNKS_PER_READ):
-            batch = missing[first : first + build.CHUNKS_PER_READ]
-            for chunk, cols in zip(
-                batch,
-                build.read_columns(self.data_store, generation, tuple(layout.CELL_COLUMNS), batch),
-                strict=True,
-            ):
-                self._chunk_cache[(generation, chunk)] = cols
-        result = []
-        for chunk in chunks:
-            self._chunk_cache.move_to_end((generation, chunk))
-            result.append(self._chunk_cache[(generation, chunk)])
-        while len(self._chunk_cache) > max(self._cache_chunks, len(chunks)):
-            self._chunk_cache.popitem(last=False)
-        return result
-
     def batch_lookup_by_indices(self, indices: Sequence[int] | np.ndarray) -> list[Cell]:
         """One `Cell` per index: arrays are fetched for all indices at once, then objects built."""
         cells = self.read_cells(indices)
@@ -740,6 +750,11 @@ class UsGaapStore:
         pairs = self._pairs(live)
         scalers = self._scalers(live)
         rows = self._embedding_rows(live)
+        with _gc_paused():  # hundreds of thousands of new objects would trigger needless GC passes
+            return self._build_cells(cells, pairs, scalers, rows)
+
+    @staticmethod
+    def _build_cells(cells: CellArrays, pairs: list, scalers: list, rows: list) -> list[Cell]:
         return [
             Cell(i, p, pairs[p][0], pairs[p][1], u, s, rows[p], scalers[p], k)
             for i, p, u, s, k in zip(
@@ -797,6 +812,17 @@ class UsGaapStore:
         for first in range(0, len(keys), READ_KEYS_BATCH):
             out.extend(self.data_store.batch_read(keys[first : first + READ_KEYS_BATCH]))
         return out
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _add_counts(counts: np.ndarray, pair_id: np.ndarray, n_pairs: int) -> np.ndarray:

@@ -1,0 +1,257 @@
+"""UsGaapStore steps 2-6 and reads, over the dict-backed test fake store and a fake database."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from xxhash import xxh3_64_intdigest
+
+from narrative_pipeline.us_gaap import layout
+from narrative_pipeline.us_gaap_store import StaleTripletsError, UsGaapStore
+from narrative_pipeline_tests.test_us_gaap_store_fakes import (
+    CountingEmbedder,
+    FakeDictStore,
+    FakeFactsDb,
+    synthetic_facts,
+)
+
+
+def _run_steps(
+    store: UsGaapStore, db: FakeFactsDb, embedder: CountingEmbedder, kind: str = "robust"
+) -> None:
+    store.build_concept_unit_pairs(db)
+    store.generate_embeddings(db, embedder=embedder, model_id="counting-fake")
+    store.fit_scalers(kind)
+    store.fit_pca(make_plots=False)
+    store.write_triplets()
+
+
+@pytest.fixture
+def built() -> tuple[UsGaapStore, FakeFactsDb, FakeDictStore]:
+    fake = FakeDictStore()
+    db = FakeFactsDb(synthetic_facts())
+    store = UsGaapStore(fake)
+    _run_steps(store, db, CountingEmbedder())
+    return store, db, fake
+
+
+def test_cells_follow_database_order_with_stable_keys(built) -> None:
+    store, db, _ = built
+    facts = db.facts_frame()
+    assert store.get_triplet_count() == len(facts)
+    cells = store.read_cell_range(0, len(facts))
+    np.testing.assert_array_equal(cells.unscaled, facts["value"].to_numpy())
+    expected_keys = [
+        xxh3_64_intdigest(f"{t}|{a}|{c}|{u}".encode())
+        for t, a, c, u in facts[["ticker", "accn", "concept", "unit"]].itertuples(index=False)
+    ]
+    assert cells.cell_key.tolist() == expected_keys
+    pairs = [p for _, p in store.iterate_concept_unit_pairs()]
+    first_seen = list(dict.fromkeys(zip(facts["concept"], facts["unit"], strict=True)))
+    assert [tuple(p) for p in pairs] == first_seen
+    assert store.get_pair_count() == len(first_seen)
+    names = [pairs[p] for p in cells.pair_id.tolist()]
+    assert [(n.concept, n.uom) for n in names] == list(
+        zip(facts["concept"], facts["unit"], strict=True)
+    )
+
+
+def test_every_cell_round_trips_exactly_through_its_scaler(built) -> None:
+    store, _, _ = built
+    cells = store.batch_lookup_by_indices(np.arange(store.get_triplet_count()))
+    for cell in cells:
+        assert cell.scaler.transform([[cell.unscaled_value]])[0][0] == cell.scaled_value
+        if cell.unscaled_value != 0:
+            assert cell.scaled_value != cell.unscaled_value
+        assert np.isfinite(cell.scaled_value)
+
+
+def test_quantile_scalers_round_trip_and_only_use_robust_where_needed(built) -> None:
+    store, _, _ = built
+    report = store.fit_scalers("quantile")
+    with pytest.raises(StaleTripletsError):
+        store.read_cells([0])
+    store.write_triplets()
+    assert report.robust_fallback_pairs == 1  # the single-value pair
+    cells = store.batch_lookup_by_indices(range(store.get_triplet_count()))
+    kinds = {type(c.scaler).__name__ for c in cells}
+    assert kinds == {"QuantileTransformer", "RobustScaler"}
+    for cell in cells:
+        assert cell.scaler.transform([[cell.unscaled_value]])[0][0] == cell.scaled_value
+        if cell.unscaled_value != 0:
+            assert cell.scaled_value != cell.unscaled_value
+
+
+def test_read_cells_equals_object_lookups_in_any_order(built) -> None:
+    store, _, _ = built
+    n = store.get_triplet_count()
+    indices = np.random.default_rng(1).integers(0, n, size=500)
+    arrays = store.read_cells(indices)
+    objects = store.batch_lookup_by_indices(indices)
+    assert [c.i_cell for c in objects] == indices.tolist()
+    assert [c.pair_id for c in objects] == arrays.pair_id.tolist()
+    assert [c.unscaled_value for c in objects] == arrays.unscaled.tolist()
+    assert [c.scaled_value for c in objects] == arrays.scaled.tolist()
+    assert [c.cell_key for c in objects] == arrays.cell_key.tolist()
+    matrix, pairs = store.get_embedding_matrix()
+    for cell in objects[:50]:
+        np.testing.assert_array_equal(cell.embedding, matrix[cell.pair_id])
+        assert (cell.concept, cell.uom) == pairs[cell.pair_id]
+        assert cell["scaled_value"] == cell.scaled_value
+    with pytest.raises(IndexError):
+        store.read_cells([n])
+    with pytest.raises(IndexError):
+        store.lookup_by_index(-1)
+
+
+def test_lookup_by_triplet_finds_first_cell_and_rejects_unknown(built) -> None:
+    store, db, _ = built
+    facts = db.facts_frame()
+    for i in (0, 17, len(facts) - 1):
+        concept, unit, value = facts.loc[i, ["concept", "unit", "value"]]
+        cell = store.lookup_by_triplet(concept, unit.lower(), value)
+        same = facts[(facts.concept == concept) & (facts.unit == unit) & (facts.value == value)]
+        assert cell.i_cell == same.index.min()
+        assert (cell.concept, cell.uom, cell.unscaled_value) == (concept, unit, value)
+    with pytest.raises(KeyError):
+        store.lookup_by_triplet("Assets", "USD", 0.123456)
+    with pytest.raises(KeyError):
+        store.lookup_by_triplet("NoSuchConcept", "USD", 1.0)
+
+
+def test_embedding_cache_means_second_run_embeds_nothing() -> None:
+    fake = FakeDictStore()
+    db = FakeFactsDb(synthetic_facts())
+    store = UsGaapStore(fake)
+    embedder = CountingEmbedder()
+    store.build_concept_unit_pairs(db)
+    first = store.generate_embeddings(db, embedder=embedder, model_id="counting-fake")
+    second = store.generate_embeddings(db, embedder=embedder, model_id="counting-fake")
+    assert first.embedded == first.n_pairs and first.cache_hits == 0
+    assert second.embedded == 0 and second.cache_hits == second.n_pairs
+    assert embedder.embedded == first.n_pairs
+    other_model = store.generate_embeddings(db, embedder=embedder, model_id="another-model")
+    assert other_model.embedded == other_model.n_pairs
+
+
+def test_taxonomy_text_is_used_when_known() -> None:
+    taxonomy = pd.DataFrame(
+        {"name": ["Assets"], "label": ["Assets"], "documentation": ["Sum of the carrying amounts."]}
+    )
+    db = FakeFactsDb(synthetic_facts(), taxonomy=taxonomy)
+    store = UsGaapStore(FakeDictStore())
+    store.build_concept_unit_pairs(db)
+    report = store.generate_embeddings(db, embedder=CountingEmbedder(), model_id="m")
+    assert report.texts_with_taxonomy == 1
+    assert "Assets: Sum of the carrying amounts. measured in USD" in report.example_texts
+
+
+def test_pca_is_deterministic_across_stores() -> None:
+    blobs = []
+    for _ in range(2):
+        fake = FakeDictStore()
+        store = UsGaapStore(fake)
+        _run_steps(store, FakeFactsDb(synthetic_facts()), CountingEmbedder())
+        blobs.append(
+            (pickle.dumps(store.load_pca_model()), store.get_embedding_matrix()[0].tobytes())
+        )
+    assert blobs[0] == blobs[1]
+
+
+def test_rebuild_replaces_generation_and_deletes_the_old_keys(built) -> None:
+    store, db, fake = built
+    keys_before = set(fake.data)
+    more = pd.concat(
+        [db.facts, synthetic_facts(n_tickers=2, seed=5).assign(ticker=lambda f: "Z" + f.ticker)]
+    )
+    bigger = FakeFactsDb(more)
+    report = store.build_concept_unit_pairs(bigger)
+    assert store.get_triplet_count() == len(db.facts)  # still the old live data while building
+    store.read_cells([0])
+    store.generate_embeddings(bigger, embedder=CountingEmbedder(), model_id="counting-fake")
+    store.fit_scalers()
+    store.fit_pca(make_plots=False)
+    store.write_triplets()
+    assert report.generation == 2
+    assert store.get_triplet_count() == len(more)
+    old_cell_keys = {layout.cell_column_key(1, c, 0) for c in layout.CELL_COLUMNS}
+    assert old_cell_keys <= keys_before
+    assert not (old_cell_keys & set(fake.data))
+    embedding_cache = {k for k in keys_before if k[:8] == layout.EMBEDDING_CACHE.namespace(b"")[:8]}
+    assert embedding_cache and embedding_cache <= set(fake.data)  # the cache survives
+
+
+def test_unfinished_build_is_discarded_by_the_next_one(built) -> None:
+    store, db, fake = built
+    store.build_concept_unit_pairs(db)  # never finished
+    store.build_concept_unit_pairs(db)
+    pending_gen2 = {layout.cell_column_key(2, "pair_id", 0), layout.pairs_key(2)}
+    assert not (pending_gen2 & set(fake.data))
+    assert store.get_triplet_count() == len(db.facts)
+
+
+def test_reads_before_any_ingest() -> None:
+    store = UsGaapStore(FakeDictStore())
+    assert store.get_triplet_count() == 0 and store.get_pair_count() == 0
+    assert list(store.iterate_concept_unit_pairs()) == []
+    assert store.load_pca_model() is None
+    with pytest.raises(LookupError):
+        store.read_cells([0])
+    with pytest.raises(RuntimeError, match="build_concept_unit_pairs"):
+        store.fit_scalers()
+
+
+def test_many_chunks_and_ranges_across_chunk_borders() -> None:
+    rng = np.random.default_rng(2)
+    n = 2 * layout.CHUNK_CELLS + 1234
+    facts = pd.DataFrame(
+        {
+            "ticker": np.repeat([f"T{i:03d}" for i in range(40)], n // 40 + 1)[:n],
+            "accn": [f"a{i // 50:06d}" for i in range(n)],
+            "concept": [f"C{i % 50:02d}" for i in range(n)],
+            "unit": "USD",
+            "value": np.round(rng.normal(0, 1e6, size=n), 0),
+        }
+    )
+    fake = FakeDictStore()
+    store = UsGaapStore(fake, cache_chunks=1)
+    _run_steps(store, FakeFactsDb(facts), CountingEmbedder())
+    ordered = FakeFactsDb(facts).facts_frame()
+    assert store.get_triplet_count() == n
+    border = layout.CHUNK_CELLS
+    part = store.read_cell_range(border - 10, border + 10)
+    np.testing.assert_array_equal(
+        part.unscaled, ordered["value"].to_numpy()[border - 10 : border + 10]
+    )
+    np.testing.assert_array_equal(part.i_cell, np.arange(border - 10, border + 10))
+    indices = rng.integers(0, n, size=5000)
+    picked = store.read_cells(indices)
+    np.testing.assert_array_equal(picked.unscaled, ordered["value"].to_numpy()[indices])
+    whole = store.read_cell_range(0, n + 100)
+    assert len(whole) == n
+    # Exact round trip on every cell, one batch call per pair (element-wise identical to one-cell calls).
+    scalers = store.load_scalers()
+    for pair_id in np.unique(whole.pair_id):
+        mask = whole.pair_id == pair_id
+        again = scalers[pair_id].transform(whole.unscaled[mask].reshape(-1, 1))[:, 0]
+        np.testing.assert_array_equal(again, whole.scaled[mask])
+    assert not np.any((whole.scaled == whole.unscaled) & (whole.unscaled != 0))
+
+
+def test_pca_report_carries_plots_and_saves_them(built, tmp_path) -> None:
+    store, _, _ = built
+    report = store.fit_pca(n_components=3, plot_dir=tmp_path)
+    assert report.n_components == 3 and report.configured_components == 3
+    assert report.explained_variance_png.startswith(b"\x89PNG") and report.scatter_png.startswith(
+        b"\x89PNG"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "pca_explained_variance.png",
+        "pca_pair_scatter.png",
+    ]
+    store.write_triplets()
+    assert store.load_pca_model().n_components_ == 3
+    assert store.get_embedding_matrix()[0].shape == (store.get_pair_count(), 3)
