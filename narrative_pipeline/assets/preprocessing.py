@@ -102,7 +102,7 @@ class ScalerConfig(dg.Config):
 def scalers(
     context: dg.AssetExecutionContext, config: ScalerConfig, store: StoreResource
 ) -> dg.MaterializeResult:
-    metadata: dict = {"scaler_kind": config.kind}
+    metadata: dict = {}
     with timed(metadata), store.us_gaap_store() as us_gaap_store:
         report = us_gaap_store.fit_scalers(kind=config.kind)
     metadata.update(report_metadata(report))

@@ -85,8 +85,8 @@ def stage1_checkpoint(
     metadata["metrics"] = dg.MetadataValue.json(
         {k: v for k, v in result.metrics.items() if isinstance(v, bool | int | float | str)}
     )
-    for name, value in result.metrics.items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
+    for name, value in result.metrics.items():  # flat numbers: the UI plots them across runs
+        if isinstance(value, int | float) and not isinstance(value, bool) and "pair_id" not in name:
             metadata[f"metric_{name.replace('/', '_')}"] = float(value)
     metadata["train_config"] = dg.MetadataValue.json(train_config.to_dict())
     if result.loss_curve_png:
