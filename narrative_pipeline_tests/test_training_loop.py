@@ -150,3 +150,12 @@ def test_resume_with_a_different_model_shape_is_rejected(three_epochs, tmp_path)
     )
     with pytest.raises(ValueError, match="latent_dim"):
         train_stage1(FACTORY, config, tmp_path)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models train faster on one thread; two spinning threads crawl on a shared 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,109 @@
+"""`narrative-pipeline train run|export-latents`: Stage 1 training and latent export from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class StoreOpener:
+    """Picklable factory opening a read-only UsGaapStore: a file path, or `ws://host:port`.
+
+    DataLoader workers call it to open their own connection.
+    """
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+
+    def __call__(self) -> Any:
+        from narrative_pipeline.us_gaap_store import UsGaapStore
+
+        if self.location.startswith("ws://"):
+            from narrative_pipeline.store import DataStoreWsClient
+
+            host, _, port = self.location.removeprefix("ws://").rstrip("/").rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(
+                    f"store address must look like ws://HOST:PORT, got {self.location!r}"
+                )
+            return UsGaapStore(DataStoreWsClient(host, int(port)))
+        path = Path(self.location)
+        if not path.is_file():
+            raise FileNotFoundError(f"store file {path} does not exist")
+        from narrative_pipeline.store import DataStore
+
+        return UsGaapStore(DataStore(str(path), read_only=True))
+
+
+# TrainConfig fields offered as --options (name -> type); resume is handled separately.
+CLI_FIELDS = {
+    "max_epochs": int, "batch_size": int, "learning_rate": float, "loss": str,
+    "latent_dim": int, "hidden_dim": int, "patience": int, "save_top_k": int,
+    "num_workers": int, "seed": int, "val_fraction": float, "limit_train_batches": int,
+    "accelerator": str,
+}  # fmt: skip
+
+
+def register(subparsers: Any) -> None:
+    from narrative_pipeline.training.config import TrainConfig
+
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    group = subparsers.add_parser("train", help="Stage 1 autoencoder training and latent export")
+    sub = group.add_subparsers(dest="train_command", required=True)
+
+    run = sub.add_parser("run", help="train (or resume) the Stage 1 autoencoder")
+    run.add_argument("--store", required=True, help="store file path or ws://HOST:PORT")
+    run.add_argument(
+        "--output-dir", required=True, help="checkpoints, TensorBoard logs, loss curve"
+    )
+    for name, kind in CLI_FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        run.add_argument(flag, type=kind, default=defaults[name], help=f"default {defaults[name]}")
+    run.add_argument(
+        "--resume", nargs="?", const=True, default=False,
+        help="continue from OUTPUT_DIR/checkpoints/last.ckpt, or from the given .ckpt",
+    )  # fmt: skip
+    run.add_argument("--progress-bar", action="store_true")
+    run.set_defaults(func=run_training)
+
+    export = sub.add_parser("export-latents", help="latent vector of every cell to a .npy file")
+    export.add_argument("--checkpoint", required=True, help="a Stage 1 .ckpt file")
+    export.add_argument("--store", required=True, help="store file path or ws://HOST:PORT")
+    export.add_argument("--out", required=True, help="output .npy (row i = cell i)")
+    export.add_argument("--device", default=None, help="cpu / cuda (default: cuda if present)")
+    export.set_defaults(func=run_export)
+
+
+def run_training(args: argparse.Namespace) -> int:
+    from narrative_pipeline.training.config import TrainConfig
+    from narrative_pipeline.training.loop import train_stage1
+
+    options = {name: getattr(args, name) for name in CLI_FIELDS}
+    config = TrainConfig(**options, resume=args.resume, progress_bar=args.progress_bar)
+    result = train_stage1(StoreOpener(args.store), config, args.output_dir)
+    summary = {
+        "best_checkpoint_path": result.best_checkpoint_path,
+        "last_checkpoint_path": result.last_checkpoint_path,
+        "best_val_loss": result.best_val_loss,
+        "epochs_run": result.epochs_run,
+        "tensorboard_dir": result.tensorboard_dir,
+        "metrics": result.metrics,
+    }
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from narrative_pipeline.training.inference import export_latents
+
+    n_cells = export_latents(
+        args.checkpoint, StoreOpener(args.store)(), args.out, device=args.device
+    )
+    print(f"wrote latents of {n_cells} cells to {args.out}")
+    return 0
