@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +31,7 @@ pytest.importorskip("dagster_mysql", reason="dagster-mysql comes with the `deplo
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INSTANCE_YAML = REPO_ROOT / "docker" / "dagster.yaml"
 
-pytestmark = pytest.mark.mysql
+pytestmark = [pytest.mark.mysql, pytest.mark.slow]
 
 
 @pytest.fixture
@@ -125,3 +128,40 @@ def test_runs_and_event_logs_are_stored_in_mysql_and_read_back(
     db_url = sa.engine.make_url(mysql_url).set(database=os.environ["DAGSTER_MYSQL_DB"])
     assert _table_count(db_url, "runs") == 1
     assert _table_count(db_url, "event_logs") == len(events)
+
+
+def liveness_check(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The daemon service's Compose health check, run against the MySQL-backed instance."""
+    daemon_bin = str(Path(sys.executable).parent / "dagster-daemon")
+    return subprocess.run(
+        [daemon_bin, "liveness-check"], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_daemon_heartbeats_through_mysql_and_health_check_sees_them(
+    dagster_home: Path, tmp_path: Path
+) -> None:
+    env = dict(os.environ)
+    down = liveness_check(env)
+    assert down.returncode == 1 and "not running" in down.stdout
+
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text("load_from: []\n")
+    daemon_bin = str(Path(sys.executable).parent / "dagster-daemon")
+    log = tmp_path / "daemon.log"
+    with log.open("w") as out:
+        daemon = subprocess.Popen(
+            [daemon_bin, "run", "-w", str(workspace)], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while (up := liveness_check(env)).returncode != 0:
+            assert daemon.poll() is None, f"daemon exited: {log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, (
+                f"no heartbeat: {up.stdout} {log.read_text()[-3000:]}"
+            )
+            time.sleep(2)
+        assert "Daemon live" in up.stdout
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=60)
