@@ -155,16 +155,33 @@ class UsGaapStore:
     def _finish_ingest(
         self, report: IngestReport, db: Any, downstream: bool, options: dict
     ) -> IngestReport:
-        if downstream and (report.files_loaded or not self._is_up_to_date(db)):
+        if downstream:
+            self._build_if_needed(report, db, force=bool(report.files_loaded), options=options)
+        self._fill_totals(report)
+        return report
+
+    def build_from_db(self, db: Any, *, force: bool = False, **options: Any) -> IngestReport:
+        """Steps 2-6 over the database's facts, unless the live triplets already match it.
+
+        For callers that load files in several calls (`downstream=False`) and build once.
+        Options as for `ingest_us_gaap_csvs`.
+        """
+        report = IngestReport(source="database")
+        self._build_if_needed(report, db, force=force, options=options)
+        self._fill_totals(report)
+        return report
+
+    def _build_if_needed(self, report: IngestReport, db: Any, force: bool, options: dict) -> None:
+        if force or not self._is_up_to_date(db):
             self._run_downstream(report, db, options)
+
+    def _fill_totals(self, report: IngestReport) -> None:
         live = self._live()
         report.triplets = live["n_cells"] if live else 0
         report.pairs = live["n_pairs"] if live else 0
         total = sum(report.timings.values())
-        report.triplets_per_second = (
-            report.facts_written / total if total and report.downstream_ran else 0.0
-        )
-        return report
+        if report.downstream_ran and total:
+            report.triplets_per_second = report.triplets / total
 
     def _is_up_to_date(self, db: Any) -> bool:
         """True when the live triplets are complete and cover exactly the database's facts."""

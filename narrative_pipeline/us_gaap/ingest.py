@@ -1,0 +1,177 @@
+"""Step 1: source files -> database, incrementally (unchanged files are not read again).
+
+Parsing of the next files overlaps with the database write of the current one (a small
+bounded prefetch in threads: pyarrow and SQLite release the GIL), so memory holds at most a
+few files' results whatever the corpus size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from narrative_pipeline.us_gaap.reports import IngestReport, SkippedFile
+
+Progress = Callable[[int, int, str], None]  # (files done, files total, current path)
+PREFETCH = 4
+COMPANYFACTS_SUFFIXES = (".json", ".json.gz", ".zip")
+
+
+def _taxonomy_filter(db: Any) -> set[str] | None:
+    """The taxonomy's concept names, or None (take every concept column) when none is loaded."""
+    concepts = db.taxonomy_concepts()
+    return set(concepts) if concepts else None
+
+
+def _file_is_unchanged(db: Any, path: Path) -> bool:
+    checker = getattr(db, "source_file_unchanged", None)
+    return bool(checker(path)) if checker is not None else False
+
+
+def _record_file(db: Any, path: Path) -> None:
+    recorder = getattr(db, "record_source_file", None)
+    if recorder is not None:
+        recorder(path)
+
+
+def _merge_result(report: IngestReport, result: Any) -> None:
+    """Add one ReadResult's counts and messages to the report."""
+    report.skipped_cells += int(result.skipped_cells)
+    for unit, count in result.non_numeric_units.items():
+        report.non_numeric_units[unit] = report.non_numeric_units.get(unit, 0) + int(count)
+    report.skipped_columns += len(result.skipped_columns)
+    report.messages.extend(f"{result.source}: {m}" for m in result.messages)
+
+
+def _prefetched(
+    items: list[Path], read: Callable[[Path], Any], workers: int
+) -> Iterator[tuple[Path, Any]]:
+    """(path, read(path)) in order, with up to PREFETCH reads running ahead in threads.
+
+    `read` returns a list (parsed in the thread) or a lazy iterator (consumed by the caller).
+    """
+    if workers <= 1:
+        for path in items:
+            yield path, _capture(read, path)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: list[tuple[Path, Future]] = []
+        queue = iter(items)
+        for path in queue:
+            pending.append((path, pool.submit(_capture, read, path)))
+            if len(pending) >= PREFETCH:
+                break
+        while pending:
+            path, future = pending.pop(0)
+            nxt = next(queue, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(_capture, read, nxt)))
+            yield path, future.result()
+
+
+def _capture(read: Callable[[Path], Any], path: Path) -> Any:
+    """read(path), or the exception it raised (readers report bad content; this catches bugs/IO)."""
+    try:
+        return read(path)
+    except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the run
+        return exc
+
+
+def _load_results(
+    report: IngestReport,
+    db: Any,
+    paths: list[Path],
+    read: Callable[[Path], Iterable[Any]],
+    progress: Progress | None,
+    workers: int,
+) -> None:
+    """Read each changed file (results may be several tickers, e.g. a zip) into the database."""
+    started = time.perf_counter()
+    todo = []
+    for path in paths:
+        if _file_is_unchanged(db, path):
+            report.files_unchanged += 1
+        else:
+            todo.append(path)
+    done = report.files_unchanged
+    for path, results in _prefetched(todo, read, workers):
+        done += 1
+        if isinstance(results, Exception):
+            report.skipped_files.append(SkippedFile(str(path), f"unreadable: {results}"))
+        else:
+            _store_results(report, db, path, results)
+        if progress is not None:
+            progress(done, len(paths), str(path))
+    report.timings["files_to_db"] = round(time.perf_counter() - started, 4)
+
+
+def _store_results(report: IngestReport, db: Any, path: Path, results: Iterable[Any]) -> None:
+    """Write each result (a lazy iterator for a bulk zip) of one file; one bad file never stops the run."""
+    loaded = False
+    try:
+        for result in results:
+            _merge_result(report, result)
+            if result.error:
+                report.skipped_files.append(SkippedFile(result.source or str(path), result.error))
+                continue
+            report.facts_written += int(db.replace_ticker(result))
+            loaded = True
+    except Exception as exc:  # noqa: BLE001 - keep what was loaded, report the file
+        report.skipped_files.append(SkippedFile(str(path), f"failed while reading: {exc}"))
+    if loaded:
+        report.files_loaded += 1
+        _record_file(db, path)
+
+
+def load_csv_files(
+    csv_dir: str | Path, db: Any, progress: Progress | None = None, workers: int = 2
+) -> IngestReport:
+    """Every sec-fetcher CSV under `csv_dir` (recursively) -> database."""
+    from narrative_pipeline.readers import iter_csv_files, read_sec_fetcher_csv
+
+    csv_dir = Path(csv_dir)
+    if not csv_dir.is_dir():
+        raise FileNotFoundError(f"CSV folder {csv_dir} does not exist")
+    report = IngestReport(source=str(csv_dir))
+    paths = list(iter_csv_files(csv_dir))
+    report.files_seen = len(paths)
+    concepts = _taxonomy_filter(db)
+    if concepts is None:
+        report.messages.append("no US-GAAP taxonomy loaded: every concept column was taken")
+    _load_results(
+        report, db, paths, lambda p: [read_sec_fetcher_csv(p, concepts)], progress, workers
+    )
+    return report
+
+
+def companyfacts_files(path: str | Path) -> list[Path]:
+    """`path` itself, or the companyfacts files (.json, .json.gz, .zip) in a folder, sorted."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and p.name.lower().endswith(COMPANYFACTS_SUFFIXES)
+        )
+    if not path.exists():
+        raise FileNotFoundError(f"companyfacts path {path} does not exist")
+    return [path]
+
+
+def load_companyfacts(
+    path: str | Path, db: Any, progress: Progress | None = None, workers: int = 2
+) -> IngestReport:
+    """SEC companyfacts documents (one file, a folder of them, or the bulk zip) -> database."""
+    from narrative_pipeline.readers import read_companyfacts
+
+    report = IngestReport(source=str(path))
+    paths = companyfacts_files(path)
+    report.files_seen = len(paths)
+    concepts = _taxonomy_filter(db)
+    if concepts is None:
+        report.messages.append("no US-GAAP taxonomy loaded: every concept was taken")
+    _load_results(report, db, paths, lambda p: read_companyfacts(p, concepts), progress, workers)
+    return report
