@@ -9,7 +9,8 @@ wins; the file is a linked list from its end back to byte 0 through `prev_offset
 
 Reading: the file is memory-mapped; an in-memory hash index (index.py) maps key_hash to the
 offset of the newest entry's metadata. Opening walks the chain once (vectorised, recovery.py)
-and never reads payloads, except the CRC of the entries in the last MiB.
+and never reads payloads, except to check the CRC of the entries in the last MiB (failures
+there are logged, not cut: damage followed by good entries is not a torn tail).
 
 Recovery: if the file does not end in a valid entry whose chain reaches byte 0 (a crash cut the
 last write short, or garbage was appended), the newest offset that does end such an entry -- and
@@ -144,6 +145,8 @@ class DataStore:
 
     def _apply_recovery(self, chain: Chain, size: int, max_recover_bytes: int | None) -> None:
         if not chain.dropped_bytes:
+            for note in chain.notes:
+                log.warning("%s: %s", self._path, note)
             return
         what = (
             f"{self._path}: the last {chain.dropped_bytes} of {size} bytes are not complete "

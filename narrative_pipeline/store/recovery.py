@@ -34,8 +34,8 @@ from narrative_pipeline.store.format import (
     pad_for,
 )
 
-# Entries whose end lies in this many bytes before the tail get their CRC checked at open, so a
-# partially persisted last batch (pages lost out of order) is cut off too.
+# Entries whose end lies in this many bytes before the tail get their CRC checked at open (cheap),
+# so damage near the end is reported at once; `store check` verifies every entry.
 TAIL_VERIFY_BYTES = 1 << 20
 _SHORT_WALK_LINKS = 8
 _BYTE_OFFSETS = np.arange(8, dtype=np.int64)
@@ -292,22 +292,22 @@ def find_chain(view: FileView, scan_limit: int | None = None) -> Chain | None:
 
 
 def _verify_tail_window(view: FileView, chain: Chain, size: int) -> Chain:
-    """CRC-check the entries ending in the last TAIL_VERIFY_BYTES; cut before the oldest bad one."""
+    """CRC-check the entries ending in the last TAIL_VERIFY_BYTES and note any failures.
+
+    A crash leaves a file cut short (handled by the candidate checks: the newest entry must
+    pass its CRC); a bad entry *followed by good ones* is damage, not a torn tail, so it is
+    reported (open logs it, `store check` lists it) and nothing after it is thrown away.
+    """
+    chain.dropped_bytes = size - chain.end
     tails = chain.tails
-    end = chain.end
-    chain.dropped_bytes = size - end
-    recent = np.flatnonzero(tails > end - TAIL_VERIFY_BYTES)
-    bad = [j for j in recent.tolist() if not entry_crc_ok(view, int(tails[j]))]
-    if not bad:
-        return chain
-    oldest_bad = max(bad)
-    chain.notes.append(
-        f"{len(bad)} entries near the tail failed their CRC-32; cut at the oldest, "
-        f"which ended at byte {int(tails[oldest_bad])}"
-    )
-    cut = Chain(tails[oldest_bad + 1 :], notes=chain.notes)
-    cut.dropped_bytes = size - cut.end
-    return cut
+    recent = np.flatnonzero(tails > chain.end - TAIL_VERIFY_BYTES)
+    bad = [int(tails[j]) for j in recent.tolist() if not entry_crc_ok(view, int(tails[j]))]
+    if bad:
+        chain.notes.append(
+            f"{len(bad)} entries near the end fail their CRC-32 (ending at bytes {bad[:5]}); "
+            "they were kept: run `narrative-pipeline store check` for a full report"
+        )
+    return chain
 
 
 @dataclass
