@@ -1,0 +1,288 @@
+"""Ingestion and lookup throughput of the UsGaapStore, for benchmarks/RESULTS.md (issue 4).
+
+Builds a corpus of at least N triplets from the real sec-fetcher CSVs in ../shared/data (copies
+under new tickers, in subfolders, in a temp dir), then, in a fresh child process per
+measurement (so peak RSS is that run's own):
+
+1. ingestion triplets/s: `UsGaapStore.ingest_us_gaap_csvs(corpus, db)` end to end (files ->
+   database -> pairs -> embeddings -> scalers -> PCA -> triplets), wall clock, for
+   SQLite + embedded DataStore and for MariaDB + our WebSocket server;
+2. re-ingestion of the unchanged corpus (must do nothing);
+3. `read_cells` (1M random indices), `read_cell_range` (full scan) and
+   `batch_lookup_by_indices` (300k random indices) cells/s;
+4. peak RSS of the child (ru_maxrss).
+
+The embedding cache of each fresh store is warmed first from a 4-file ingest of the same pairs
+(the steady state: unchanged pairs are never re-embedded); the cold embedding time is reported
+separately, since it depends on the number of pairs (~1k here), not on the number of triplets.
+
+Run: `.venv/bin/python benchmarks/bench_ingest.py [--triplets 2000000] [--also 10000000]
+[--backends embedded,mariadb-ws]`. MariaDB needs NARRATIVE_TEST_MYSQL_URL (scripts/services.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED_CSVS = (
+    Path(os.environ.get("NARRATIVE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    / "sec-fetcher-csvs"
+)
+FILES_PER_FOLDER = 500
+
+
+def facts_per_source_file(sources: list[Path]) -> list[int]:
+    """Facts the reader takes from each real CSV (no taxonomy: every concept column)."""
+    from narrative_pipeline.readers import read_sec_fetcher_csv
+
+    return [len(read_sec_fetcher_csv(path, None).facts) for path in sources]
+
+
+def build_corpus(target: int, root: Path) -> dict:
+    """Copies of the real CSVs under new tickers until the corpus holds >= `target` facts."""
+    sources = sorted(SHARED_CSVS.glob("*.csv"))
+    if not sources:
+        raise SystemExit(f"no CSVs in {SHARED_CSVS}: the benchmark needs the shared real files")
+    counts = facts_per_source_file(sources)
+    n_files = math.ceil(target / (sum(counts) / len(counts)))
+    marker = root / "corpus.json"
+    if marker.exists() and json.loads(marker.read_text())["n_files"] == n_files:
+        return json.loads(marker.read_text())
+    shutil.rmtree(root, ignore_errors=True)
+    total = 0
+    for i in range(n_files):
+        k = i % len(sources)
+        folder = root / f"part{i // FILES_PER_FOLDER:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sources[k], folder / f"{sources[k].stem}{i:05d}.csv")
+        total += counts[k]
+    info = {"n_files": n_files, "facts": total, "target": target, "root": str(root)}
+    marker.write_text(json.dumps(info))
+    return info
+
+
+def start_ws_server(path: Path) -> tuple[subprocess.Popen, int]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "narrative_pipeline.store.server", str(path), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    line = process.stdout.readline()
+    if "listening on" not in line:
+        process.kill()
+        raise RuntimeError(f"store server did not start: {line!r}")
+    return process, int(line.strip().rsplit(":", 1)[1].split("/")[0])
+
+
+def fresh_mysql_url(base_url: str) -> str:
+    """Empty the benchmark's tables in the test database (DbUsGaap recreates them)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(base_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("SET FOREIGN_KEY_CHECKS=0"))
+        for (table,) in conn.execute(sa.text("SHOW TABLES")).fetchall():
+            conn.execute(sa.text(f"DROP TABLE `{table}`"))
+        conn.execute(sa.text("SET FOREIGN_KEY_CHECKS=1"))
+    engine.dispose()
+    return base_url
+
+
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def open_handle(args: argparse.Namespace):
+    """The store the parent prepared: the embedded file, or the server it started."""
+    if args.server_port:
+        from narrative_pipeline.store import DataStoreWsClient
+
+        return DataStoreWsClient("127.0.0.1", args.server_port)
+    from narrative_pipeline.store import DataStore
+
+    return DataStore(Path(args.work) / "store.bin")
+
+
+def child(args: argparse.Namespace) -> dict:
+    """One phase in this (fresh) process: `warm` fills the embedding cache, `measure` times."""
+    from narrative_pipeline.db import DbUsGaap
+    from narrative_pipeline.us_gaap_store import UsGaapStore
+
+    handle = open_handle(args)
+    work = Path(args.work)
+    try:
+        if args.phase == "warm":  # the same pairs from the 4 real files, in a separate database
+            warm = UsGaapStore(handle).ingest_us_gaap_csvs(
+                SHARED_CSVS, DbUsGaap(f"sqlite:///{work / 'warm.sqlite'}"), make_plots=False
+            )
+            return {
+                "cold_embedding_seconds": warm.timings.get("embeddings"),
+                "cold_embedded_texts": warm.embedding_report.embedded,
+                "warmup_peak_rss_mib": round(rss_mib(), 1),
+            }
+        db_url = args.db_url or f"sqlite:///{work / 'narrative.sqlite'}"
+        db = DbUsGaap(db_url)
+        store = UsGaapStore(handle)
+        result: dict = {}
+        started = time.perf_counter()
+        report = store.ingest_us_gaap_csvs(args.corpus, db, make_plots=False)
+        wall = time.perf_counter() - started
+        result.update(
+            triplets=report.triplets,
+            pairs=report.pairs,
+            files=report.files_loaded,
+            ingest_seconds=round(wall, 2),
+            ingest_triplets_per_s=round(report.triplets / wall),
+            step_seconds=report.timings,
+            embedding_cache_hits=report.embedding_report.cache_hits,
+            embedded_in_run=report.embedding_report.embedded,
+            rss_after_ingest_mib=round(rss_mib(), 1),
+        )
+        started = time.perf_counter()
+        again = store.ingest_us_gaap_csvs(args.corpus, db, make_plots=False)
+        result["reingest_seconds"] = round(time.perf_counter() - started, 2)
+        result["reingest_files_loaded"] = again.files_loaded
+        result["reingest_rebuilt"] = again.downstream_ran
+        result.update(measure_reads(UsGaapStore(handle)))
+        result["peak_rss_mib"] = round(rss_mib(), 1)
+        return result
+    finally:
+        close = getattr(handle, "close", None)
+        if close:
+            close()
+
+
+def measure_reads(store) -> dict:
+    """Vectorised and object reads, each on a cold facade (first touch loads the chunks)."""
+    n = store.get_triplet_count()
+    rng = np.random.default_rng(0)
+    out = {}
+    idx = rng.integers(0, n, size=1_000_000)
+    started = time.perf_counter()
+    store.read_cells(idx)
+    out["read_cells_per_s"] = round(len(idx) / (time.perf_counter() - started))
+    started = time.perf_counter()
+    for start in range(0, n, 1 << 20):
+        store.read_cell_range(start, start + (1 << 20))
+    out["read_cell_range_per_s"] = round(n / (time.perf_counter() - started))
+    idx = rng.integers(0, n, size=300_000)
+    started = time.perf_counter()
+    cells = store.batch_lookup_by_indices(idx)
+    out["batch_lookup_per_s"] = round(len(idx) / (time.perf_counter() - started))
+    sample = cells[:2000]
+    out["round_trip_exact_on_sample"] = all(
+        c.scaler.transform([[c.unscaled_value]])[0][0] == c.scaled_value for c in sample
+    )
+    return out
+
+
+def run_phase(phase: str, corpus: dict, work: Path, port: int | None, db_url: str | None) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        phase,
+        "--corpus",
+        corpus["root"],
+        "--work",
+        str(work),
+    ]
+    command += ["--server-port", str(port)] if port else []
+    command += ["--db-url", db_url] if db_url else []
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [ln for ln in completed.stdout.splitlines() if ln.startswith("{")]
+    if completed.returncode != 0 or not lines:
+        raise RuntimeError(f"{phase} phase failed: {completed.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def run_backend(corpus: dict, backend: str, workdir: Path) -> dict:
+    """Warm-up child then measuring child over one fresh store (and database)."""
+    work = workdir / f"run_{backend}_{corpus['facts']}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    server, port, db_url = None, None, None
+    if backend == "mariadb-ws":
+        server, port = start_ws_server(work / "store.bin")
+        db_url = fresh_mysql_url(os.environ["NARRATIVE_TEST_MYSQL_URL"])
+    row = {"backend": backend, "corpus_files": corpus["n_files"], "corpus_facts": corpus["facts"]}
+    try:
+        row.update(run_phase("warm", corpus, work, port, db_url))
+        row.update(run_phase("measure", corpus, work, port, db_url))
+    except RuntimeError as exc:
+        row["error"] = str(exc)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--triplets", type=int, default=2_000_000, help="corpus size (facts)")
+    parser.add_argument(
+        "--also", type=int, nargs="*", default=[], help="further corpus sizes (embedded only)"
+    )
+    parser.add_argument("--backends", default="embedded,mariadb-ws")
+    parser.add_argument(
+        "--workdir", default=None, help="where corpora and stores go (default: a temp dir)"
+    )
+    parser.add_argument("--keep-corpus", action="store_true")
+    parser.add_argument("--out", help="also write the results as JSON here")
+    parser.add_argument(
+        "--child", dest="phase", choices=("warm", "measure"), help=argparse.SUPPRESS
+    )
+    parser.add_argument("--corpus", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    parser.add_argument("--server-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--db-url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        print(json.dumps(child(args)), flush=True)
+        return 0
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_ingest_"))
+    results = {"machine": f"{platform.node()} {os.cpu_count()} cpus", "runs": []}
+    plan = [(args.triplets, b) for b in args.backends.split(",")] + [
+        (n, "embedded") for n in args.also
+    ]
+    try:
+        for target, backend in plan:
+            if backend == "mariadb-ws" and not os.environ.get("NARRATIVE_TEST_MYSQL_URL"):
+                row = {
+                    "backend": backend,
+                    "skipped": "NARRATIVE_TEST_MYSQL_URL unset (scripts/services.sh start)",
+                }
+            else:
+                corpus = build_corpus(target, workdir / f"corpus_{target}")
+                row = run_backend(corpus, backend, workdir)
+            print(json.dumps(row), flush=True)
+            results["runs"].append(row)
+    finally:
+        if not args.keep_corpus and not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
