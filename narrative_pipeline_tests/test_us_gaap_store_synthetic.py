@@ -255,3 +255,22 @@ def test_pca_report_carries_plots_and_saves_them(built, tmp_path) -> None:
     store.write_triplets()
     assert store.load_pca_model().n_components_ == 3
     assert store.get_embedding_matrix()[0].shape == (store.get_pair_count(), 3)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 3])
+def test_tiny_databases_build_without_errors(rows: int) -> None:
+    facts = synthetic_facts().head(rows) if rows else synthetic_facts().head(0)
+    if rows == 3:
+        facts = facts.assign(concept="Assets", unit="USD")  # one pair only
+    db = FakeFactsDb(facts)
+    store = UsGaapStore(FakeDictStore())
+    report = store.build_from_db(db, embedder=CountingEmbedder(), make_plots=False)
+    assert report.downstream_ran and store.get_triplet_count() == rows
+    assert any("PCA skipped" in m for m in report.messages)
+    assert len(store.read_cell_range(0, 10)) == rows
+    again = store.build_from_db(db, embedder=CountingEmbedder(), make_plots=False)
+    assert not again.downstream_ran  # up to date, even without a PCA
+    if rows:
+        cell = store.lookup_by_index(0)
+        assert cell.embedding is None
+        assert cell.scaler.transform([[cell.unscaled_value]])[0][0] == cell.scaled_value

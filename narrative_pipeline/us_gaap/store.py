@@ -191,7 +191,7 @@ class UsGaapStore:
             live
             and manifest["pending"] is None
             and live.get("triplets")
-            and live.get("pca")
+            and (live.get("pca") or live["n_pairs"] < 2)  # PCA needs two pairs
             and live["n_cells"] == int(db.fact_count())
         )
 
