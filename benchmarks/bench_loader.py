@@ -174,7 +174,7 @@ def training_rate(
     model = Stage1Autoencoder(input_dim=input_dim)  # default widths: latent 256, hidden 512
     timer = StepTimer()
     trainer = pl.Trainer(
-        max_epochs=1, accelerator=accelerator, devices=1, limit_train_batches=batches,
+        max_epochs=-1, max_steps=batches, accelerator=accelerator, devices=1,
         limit_val_batches=0, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
         gradient_clip_val=0.5,
@@ -230,7 +230,7 @@ def main() -> int:
     parser.add_argument("--workers", default="0,2")
     parser.add_argument("--no-ws", action="store_true", help="skip the WebSocket store")
     parser.add_argument("--accelerator", default="cpu")
-    parser.add_argument("--train-batch-size", type=int, default=1024)
+    parser.add_argument("--train-batch-sizes", default="1024", help="comma-separated")
     parser.add_argument("--train-batches", type=int, default=60)
     parser.add_argument("--train-workers", type=int, default=0)
     parser.add_argument(
@@ -246,7 +246,7 @@ def main() -> int:
     path = Path(args.workdir) / f"bench_{args.cells}_{args.pairs}_{args.pca_dim}.store"
     meta = build_store(path, args.cells, args.pairs, args.pca_dim)
     print("store:", json.dumps(meta), flush=True)
-    results: dict = {"store": meta, "loader": [], "training": None}
+    results: dict = {"store": meta, "loader": [], "training": []}
     embedded = StoreOpener(str(path))
     if not args.skip_loader:
         for workers in [int(w) for w in args.workers.split(",")]:
@@ -276,11 +276,14 @@ def main() -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    results["training"] = training_rate(
-        embedded, accelerator=args.accelerator, batch_size=args.train_batch_size,
-        batches=args.train_batches, workers=args.train_workers,
-    )  # fmt: skip
-    print("training:", json.dumps(results["training"]), flush=True)
+    results["training"] = []
+    for batch_size in [int(b) for b in args.train_batch_sizes.split(",")]:
+        row = training_rate(
+            embedded, accelerator=args.accelerator, batch_size=batch_size,
+            batches=args.train_batches, workers=args.train_workers,
+        )  # fmt: skip
+        print("training:", json.dumps(row), flush=True)
+        results["training"].append(row)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
     return 0
