@@ -10,7 +10,8 @@ written changes size/mtime between ticks, so it is never picked up half-way; it 
 the first tick after the writer stops. Temporary names (`*.tmp`, `*.part`, dot-files) are ignored,
 so writers that write-then-rename are seen only once complete. The decision uses file sizes and
 mtimes, never the time of the last tick, so a paused daemon misses nothing when it resumes.
-A deleted file is dropped from the cursor and triggers nothing.
+A deleted file is dropped from the cursor and triggers nothing. Settled files the database already
+holds unchanged (`source_file` bookkeeping: loaded by a run started elsewhere) trigger nothing.
 """
 
 # No `from __future__ import annotations`: Dagster reads the Config/resource annotations at runtime.
@@ -21,10 +22,11 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
-from narrative_pipeline.resources import PathsResource
+from narrative_pipeline.resources import DatabaseResource, PathsResource
 
 SETTLE_SECONDS = 10.0
 TICK_SECONDS = 30
@@ -108,6 +110,22 @@ def decide(
     return decision
 
 
+def already_loaded(database: DatabaseResource, changed: dict, log: Any) -> set[str]:
+    """Files the database already holds at this size/mtime (loaded by a run the sensor did not
+    request, e.g. "Materialize all" or raw_records writing the sample): no run needed for them."""
+    if not changed:
+        return set()
+    try:
+        db = database.get_db()
+        unchanged = getattr(db, "source_file_unchanged", None)
+        if unchanged is None:
+            return set()
+        return {path for path in changed if unchanged(Path(path))}
+    except Exception as exc:  # noqa: BLE001 - an unreachable database must not stop the sensor
+        log.warning("could not ask the database which files it holds (%s); requesting a run", exc)
+        return set()
+
+
 def _settle_seconds() -> float:
     raw = os.environ.get("NARRATIVE_SENSOR_SETTLE_SECONDS")
     return float(raw) if raw else SETTLE_SECONDS
@@ -124,11 +142,16 @@ def _settle_seconds() -> float:
         f"{SETTLE_SECONDS:g}s). Ingestion is incremental: unchanged files are skipped."
     ),
 )
-def csv_folder_sensor(context: dg.SensorEvaluationContext, paths: PathsResource):
+def csv_folder_sensor(
+    context: dg.SensorEvaluationContext, paths: PathsResource, database: DatabaseResource
+):
     """Turn settled new/changed CSV files into one run request (cursor: path -> size, mtime)."""
     current = scan_csv_folder(paths.csv_path)
     decision = decide(context.cursor, current, time.time_ns(), _settle_seconds())
     context.update_cursor(decision.cursor)
+    loaded = already_loaded(database, decision.changed, context.log)
+    if loaded and len(loaded) == len(decision.changed):
+        return dg.SkipReason(f"{len(loaded)} changed file(s) already loaded by an earlier run")
     if not decision.changed:
         reason = f"no settled new or changed CSV in {paths.csv_path}"
         if decision.pending:

@@ -6,7 +6,7 @@ import time
 
 import dagster as dg
 
-from narrative_pipeline.resources import PathsResource
+from narrative_pipeline.resources import DatabaseResource, PathsResource
 from narrative_pipeline.schedules import daily_ingestion_sweep
 from narrative_pipeline.sensors import csv_folder_sensor, decide
 
@@ -23,7 +23,11 @@ def _write(path, text, age_seconds=OLD):
 def _tick(csv_dir, cursor):
     """One sensor evaluation; returns (run requests, skip reason, new cursor)."""
     context = dg.build_sensor_context(
-        cursor=cursor, resources={"paths": PathsResource(csv_dir=str(csv_dir))}
+        cursor=cursor,
+        resources={
+            "paths": PathsResource(csv_dir=str(csv_dir)),
+            "database": DatabaseResource(url=f"sqlite:///{csv_dir / 'sensor.sqlite'}"),
+        },
     )
     result = csv_folder_sensor.evaluate_tick(context)
     return result.run_requests or [], result.skip_message, result.cursor

@@ -209,6 +209,24 @@ def _wait_for_run(port: int, run_id: str, logs: list[Path]) -> str:
     return status
 
 
+def _wait_for_sensor_tick(port: int, repository: dict) -> list[dict]:
+    """The daemon evaluates the (default-on) CSV sensor: wait for its first recorded tick."""
+    selector = {
+        "repositoryName": repository["name"],
+        "repositoryLocationName": repository["location"]["name"],
+        "sensorName": "csv_folder_sensor",
+    }
+    deadline = time.monotonic() + 90
+    while True:
+        sensor = _graphql(port, SENSOR_QUERY, {"selector": selector})["sensorOrError"]
+        assert sensor["sensorState"]["status"] == "RUNNING"
+        ticks = sensor["sensorState"]["ticks"]
+        if ticks or time.monotonic() > deadline:
+            assert ticks, "the daemon recorded no sensor tick in 90 s"
+            return ticks
+        time.sleep(2)
+
+
 def _chromium(chromium: str, url: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
@@ -267,18 +285,10 @@ def test_materialize_all_through_the_ui_then_screenshot(tmp_path, chromium_path)
 
         nodes = _graphql(port, ASSET_NODES_QUERY)["assetNodes"]
         repository = nodes[0]["repository"]
-        sensor = _graphql(
-            port,
-            SENSOR_QUERY,
-            {
-                "selector": {
-                    "repositoryName": repository["name"],
-                    "repositoryLocationName": repository["location"]["name"],
-                    "sensorName": "csv_folder_sensor",
-                }
-            },
-        )["sensorOrError"]
-        assert sensor["sensorState"]["status"] == "RUNNING"
+        ticks = _wait_for_sensor_tick(port, repository)
+        # Fresh files are not settled yet: the sensor skipped, saying why, and queued no run.
+        assert all(t["status"] == "SKIPPED" for t in ticks), ticks
+        assert any("still changing" in (t["skipReason"] or "") for t in ticks), ticks
 
         screenshot = tmp_path / "asset_graph.png"
         # The group page lays out its assets and links the other groups' ones by name; the global

@@ -73,8 +73,8 @@ def raw_records(
     db = database.get_db()
     metadata: dict = {"csv_dir": dg.MetadataValue.path(str(csv_dir)), "csv_files": len(files)}
 
-    def progress(done: int, path: object) -> None:
-        context.log.info("file %d/%d: %s", done, len(files), path)
+    def progress(done: int, total: int, path: str) -> None:
+        context.log.info("file %d/%d: %s", done, total, path)
 
     with timed(metadata, "ingest_seconds"), store.us_gaap_store() as us_gaap_store:
         report = us_gaap_store.ingest_us_gaap_csvs(csv_dir, db, downstream=False, progress=progress)
