@@ -34,7 +34,6 @@ import contextlib
 import errno
 import fcntl
 import logging
-import operator
 import os
 import stat
 import threading
@@ -47,6 +46,7 @@ from typing import Any
 import numpy as np
 from xxhash import xxh3_64_intdigest
 
+from narrative_pipeline.store.crc import SMALL_CRC_MAX, crc32_fixed
 from narrative_pipeline.store.errors import (
     CorruptStoreError,
     ReadOnlyStoreError,
@@ -79,7 +79,6 @@ _ZEROS = bytes(ALIGNMENT)
 _META_DTYPE = np.dtype([("hash", "<u8"), ("prev", "<u8"), ("crc", "<u4")])  # packed, 20 bytes
 _BYTE_OFFSETS = np.arange(8, dtype=np.int64)
 _COMPACT_CHUNK = 1 << 16
-_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 
 
 @dataclass(frozen=True)
@@ -209,8 +208,7 @@ class DataStore:
                 return self._tail
             count = len(keys)
             hashes = np.fromiter(map(xxh3_64_intdigest, keys), np.uint64, count)
-            checksums = np.fromiter(map(zlib.crc32, payloads), np.uint32, count)
-            parts, metas = _encode_entries(hashes, payloads, checksums, self._tail)
+            parts, metas = _encode_entries(hashes, payloads, None, self._tail)
             self._append(parts)
             _index_batch(self._index, hashes, metas)
             return self._tail
@@ -299,8 +297,7 @@ class DataStore:
         if not all_found:
             hit_at = np.flatnonzero(found)
             metas = metas[hit_at]
-        raw = view.buf[(metas + 8)[:, None] + _BYTE_OFFSETS]
-        prevs = raw.view("<u8").reshape(-1).astype(np.int64)
+        prevs = view.u64_at(metas + 8).astype(np.int64)
         starts = prevs + (-prevs & (ALIGNMENT - 1))
         mm = view.mm
         values = [mm[s:e] for s, e in zip(starts.tolist(), metas.tolist(), strict=True)]
@@ -503,11 +500,12 @@ def _validate_items(items: Iterable[tuple[bytes, bytes]]) -> tuple[list[bytes], 
     if isinstance(items, dict | bytes | str):
         raise TypeError("batch_write: pass a list of (key, payload) tuples")
     pairs = items if isinstance(items, list) else list(items)
-    if set(map(len, pairs)) - {2} or set(map(type, pairs)) - {tuple, list}:
+    try:
+        keys = [key for key, _ in pairs]
+        payloads = [payload for _, payload in pairs]
+    except (TypeError, ValueError):
         bad = next(i for i, p in enumerate(pairs) if not isinstance(p, tuple | list) or len(p) != 2)
-        raise TypeError(f"batch_write: item {bad} is not a (key, payload) pair")
-    keys = list(map(_FIRST, pairs))
-    payloads = list(map(_SECOND, pairs))
+        raise TypeError(f"batch_write: item {bad} is not a (key, payload) pair") from None
     if set(map(type, keys)) - {bytes}:
         keys = [validate_key(k, f"batch_write item {i}") for i, k in enumerate(keys)]
     if set(map(type, payloads)) - {bytes}:
@@ -529,13 +527,18 @@ def _validate_keys(keys: list[bytes]) -> list[bytes]:
 
 
 def _encode_entries(
-    hashes: np.ndarray, payloads: list[bytes], checksums: np.ndarray, tail: int
+    hashes: np.ndarray, payloads: list[bytes], checksums: np.ndarray | None, tail: int
 ) -> tuple[list[bytes | memoryview], np.ndarray]:
-    """Bytes for appending entries at `tail`, and each entry's metadata offset."""
+    """Bytes for appending entries at `tail`, and each entry's metadata offset.
+
+    `checksums=None` computes the CRC-32s here (vectorised for small equal-size payloads).
+    """
     lengths = list(map(len, payloads))
     length = lengths[0]
     if len(payloads) > 1 and lengths.count(length) == len(lengths):
         return _encode_fixed_size(hashes, payloads, checksums, tail, length)
+    if checksums is None:
+        checksums = np.fromiter(map(zlib.crc32, payloads), np.uint32, len(payloads))
     out = bytearray()
     metas = []
     pos = tail
@@ -555,7 +558,7 @@ def _encode_entries(
 
 
 def _encode_fixed_size(
-    hashes: np.ndarray, payloads: list[bytes], checksums: np.ndarray, tail: int, length: int
+    hashes: np.ndarray, payloads: list[bytes], checksums: np.ndarray | None, tail: int, length: int
 ) -> tuple[list[bytes | memoryview], np.ndarray]:
     """Vectorised encoding when all payloads have one size: every entry has the same stride."""
     count = len(payloads)
@@ -564,7 +567,13 @@ def _encode_fixed_size(
     first_meta = tail + lead + length
     metas = first_meta + np.arange(count, dtype=np.int64) * stride
     records = np.zeros((count, stride), np.uint8)
-    records[:, :length] = np.frombuffer(b"".join(payloads), np.uint8).reshape(count, length)
+    payload_bytes = np.frombuffer(b"".join(payloads), np.uint8).reshape(count, length)
+    records[:, :length] = payload_bytes
+    if checksums is None:
+        if length <= SMALL_CRC_MAX:
+            checksums = crc32_fixed(payload_bytes)
+        else:
+            checksums = np.fromiter(map(zlib.crc32, payloads), np.uint32, count)
     meta = np.empty(count, _META_DTYPE)
     meta["hash"] = hashes
     meta["prev"][0] = tail

@@ -19,7 +19,7 @@ DELETED = -1
 MAX_LOAD = 0.6  # 10M keys still fit 2**24 slots (256 MiB); linear probing degrades past ~0.7
 MIN_BITS = 10
 WINDOW = 8  # the last WINDOW slots are kept empty, so probing never runs off the end
-_VECTOR_ROUNDS = 3
+_SCALAR_BELOW = 8  # keys still probing when fewer than this remain finish in a scalar loop
 
 
 def _bits_for(count: int) -> int:
@@ -56,8 +56,11 @@ class HashIndex:
         positions = np.maximum.accumulate(home - ramp) + ramp if count else ramp
         end = int(positions[-1]) + 1 if count else 0
         length = max(capacity, end) + max(64, capacity >> 8)
-        self._keys = np.zeros(length, np.uint64)
-        self._vals = np.zeros(length, np.int64)
+        # Key and value of a slot side by side (one cache line) -- a random lookup then costs
+        # one memory miss instead of two.
+        slots = np.zeros((length, 2), np.int64)
+        self._keys = slots.view(np.uint64)[:, 0]
+        self._vals = slots[:, 1]
         self._keys[positions] = hashes
         self._vals[positions] = offsets
         self._capacity = capacity
@@ -83,7 +86,7 @@ class HashIndex:
 
     @property
     def nbytes(self) -> int:
-        return self._keys.nbytes + self._vals.nbytes
+        return self._keys.nbytes + self._vals.nbytes  # = the (slots, 2) array
 
     def live_items(self) -> tuple[np.ndarray, np.ndarray]:
         """(hashes, offsets) of every live key, in slot order."""
@@ -141,17 +144,16 @@ class HashIndex:
     def _find_slots(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each hash: (slot, value) -- its own slot, or the first empty slot of its probe run.
 
-        A few vectorised rounds (one slot each) settle most keys; the few in long clusters
-        finish in a scalar loop, since a numpy round costs microseconds even for a handful of
-        keys. (Comparing 8-slot windows per round measured slower: the 2-D gathers cost more.)
+        Vectorised rounds (one slot each) run while many keys are still probing; the last few,
+        in long clusters, finish in a scalar loop, since a numpy round costs microseconds even
+        for a handful of keys. (Comparing 8-slot windows per round measured slower: the 2-D
+        gathers cost more than they save.)
         """
         keys, vals = self._keys, self._vals
         pos = (hashes >> self._shift).astype(np.int64)
         values = vals[pos]
         pending = np.flatnonzero((values != EMPTY) & (keys[pos] != hashes))
-        for _round in range(_VECTOR_ROUNDS):
-            if pending.size == 0:
-                return pos, values
+        while pending.size > _SCALAR_BELOW:
             p = pos[pending] + 1
             pos[pending] = p
             v = vals[p]
