@@ -1,0 +1,520 @@
+"""DbUsGaap: the US-GAAP taxonomy and the raw filings/facts, on SQLite or MySQL/MariaDB.
+
+One code path for both back ends (SQLAlchemy for the schema and small queries; the raw DBAPI
+cursor for bulk rows, because building a dict or an ORM object per fact would cost more than
+the database itself). Writes of one ticker happen in one transaction, so a failure leaves the
+previous data of that ticker intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from sqlalchemy import create_engine, event, select
+from sqlalchemy.engine import URL, Engine, make_url
+
+from narrative_pipeline.db import models
+
+log = logging.getLogger(__name__)
+IN_CHUNK = 500  # parameters per IN (...) list, well under every back end's limit
+TAXONOMY_COLUMNS = ["name", "label", "documentation", "balance_type", "period_type", "concept_type"]
+
+
+@dataclass(frozen=True)
+class SourceFileState:
+    """What the database remembers of a loaded source file (for incremental ingestion)."""
+
+    path: str
+    ticker: str | None
+    size: int
+    mtime: float
+    sha: str
+    loaded_at: datetime | None = None
+
+
+def data_dir() -> Path:
+    """`$NARRATIVE_DATA_DIR`, default `./data`."""
+    return Path(os.environ.get("NARRATIVE_DATA_DIR", "data"))
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The database URL: the argument, else NARRATIVE_DB_URL, else the original's MYSQL_*
+    variables, else SQLite at $NARRATIVE_DATA_DIR/narrative.sqlite."""
+    if url:
+        return _with_mysql_charset(url)
+    if os.environ.get("NARRATIVE_DB_URL"):
+        return _with_mysql_charset(os.environ["NARRATIVE_DB_URL"])
+    if os.environ.get("MYSQL_HOST"):
+        return URL.create(
+            "mysql+pymysql",
+            username=os.environ.get("MYSQL_USER") or None,
+            password=os.environ.get("MYSQL_PASSWORD") or None,
+            host=os.environ["MYSQL_HOST"],
+            port=int(os.environ["MYSQL_PORT"]) if os.environ.get("MYSQL_PORT") else None,
+            database=os.environ.get("MYSQL_DATABASE") or "us_gaap",
+            query={"charset": "utf8mb4"},
+        ).render_as_string(hide_password=False)
+    path = data_dir() / "narrative.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _with_mysql_charset(url: str) -> str:
+    parsed = make_url(url)
+    if parsed.get_backend_name() in ("mysql", "mariadb") and "charset" not in parsed.query:
+        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+    return parsed.render_as_string(hide_password=False)
+
+
+def file_fingerprint(path: str | Path) -> tuple[int, float, str]:
+    """(size, mtime, sha256 hex) of a file: what decides whether it must be loaded again."""
+    path = Path(path)
+    stat = path.stat()
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return stat.st_size, stat.st_mtime, digest.hexdigest()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL + synchronous=NORMAL: durable at checkpoints, no fsync per commit (bulk loads)."""
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache
+    cur.execute("PRAGMA temp_store=MEMORY")
+    cur.close()
+
+
+class DbUsGaap:
+    """The US-GAAP database. `url=None` resolves it from the environment (see resolve_url)."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = resolve_url(url)
+        backend = make_url(self.url).get_backend_name()
+        self.is_sqlite = backend == "sqlite"
+        self.is_mysql = backend in ("mysql", "mariadb")
+        if not (self.is_sqlite or self.is_mysql):
+            raise ValueError(f"unsupported database {backend!r}: use sqlite:// or mysql+pymysql://")
+        kwargs: dict[str, Any] = {"pool_pre_ping": self.is_mysql}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
+        self.engine: Engine = create_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._ph = "?" if self.is_sqlite else "%s"
+        self._insert_ignore = "INSERT OR IGNORE" if self.is_sqlite else "INSERT IGNORE"
+        self._pair_ids: dict[tuple[str, str], int] = {}
+        models.metadata.create_all(self.engine)
+
+    def __repr__(self) -> str:
+        return f"DbUsGaap({make_url(self.url).render_as_string(hide_password=True)!r})"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---------------------------------------------------------------- transactions
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A raw DBAPI cursor inside one transaction: committed on success, else rolled back."""
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.execute("BEGIN IMMEDIATE" if self.is_sqlite else "START TRANSACTION")
+            yield cur
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            self._pair_ids.clear()  # ids inserted in the failed transaction do not exist
+            raise
+        finally:
+            raw.close()
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.execute(sql.replace("?", self._ph), tuple(params))
+            return list(cur.fetchall())
+        finally:
+            raw.close()
+
+    # ---------------------------------------------------------------- raw records
+    def replace_ticker(self, result: Any, source_file: SourceFileState | None = None) -> int:
+        """Replace every filing and fact of `result.ticker` with `result`'s, in one transaction.
+
+        Returns the number of facts written. `source_file`, when given, is recorded in the same
+        transaction. A result with `error` set is refused (its empty frames would erase data).
+        """
+        if getattr(result, "error", None):
+            raise ValueError(f"{result.source}: unusable result not written ({result.error})")
+        filings = _clean_filings(result.filings, result.facts)
+        facts = result.facts
+        accn_codes = pd.Categorical(
+            facts["accn"], categories=pd.Index(filings["accn"].tolist(), dtype=object)
+        ).codes
+        pair_codes, pairs = _pair_codes(facts)
+        values = facts["value"].to_numpy(dtype=np.float64)
+        p = self._ph
+        with self._transaction() as cur:
+            self._delete_ticker(cur, result.ticker)
+            cur.executemany(
+                f"INSERT INTO filing (ticker, accn, form, fy, fp, filed) VALUES ({p},{p},{p},{p},{p},{p})",
+                _filing_rows(result.ticker, filings),
+            )
+            cur.execute(f"SELECT accn, id FROM filing WHERE ticker = {p}", (result.ticker,))
+            id_of = dict(cur.fetchall())
+            filing_ids = np.array([id_of[a] for a in filings["accn"].tolist()], dtype=np.int64)
+            pair_ids = self._ensure_pairs(cur, pairs)
+            fid = filing_ids[accn_codes]
+            cid = pair_ids[pair_codes]
+            order = np.lexsort((cid, fid))  # primary-key order: appends to the b-tree
+            cur.executemany(
+                f"INSERT INTO fact (filing_id, concept_unit_id, value) VALUES ({p},{p},{p})",
+                zip(fid[order].tolist(), cid[order].tolist(), values[order].tolist(), strict=True),
+            )
+            if source_file is not None:
+                self._record(cur, source_file)
+        return len(values)
+
+    def delete_ticker(self, ticker: str) -> None:
+        """Remove a ticker's filings and facts (e.g. its source file was deleted)."""
+        with self._transaction() as cur:
+            self._delete_ticker(cur, ticker)
+
+    def _delete_ticker(self, cur: Any, ticker: str) -> None:
+        p = self._ph
+        cur.execute(
+            f"DELETE FROM fact WHERE filing_id IN (SELECT id FROM filing WHERE ticker = {p})",
+            (ticker,),
+        )
+        cur.execute(f"DELETE FROM filing WHERE ticker = {p}", (ticker,))
+
+    def _ensure_pairs(self, cur: Any, pairs: list[tuple[str, str]]) -> np.ndarray:
+        """concept_unit ids for `pairs` (inserted when new), aligned with `pairs`."""
+        missing = [pair for pair in pairs if pair not in self._pair_ids]
+        if missing:
+            p = self._ph
+            cur.executemany(
+                f"{self._insert_ignore} INTO concept_unit (concept, unit) VALUES ({p},{p})", missing
+            )
+            wanted = set(missing)
+            concepts = sorted({c for c, _ in missing})
+            for chunk in _chunks(concepts, IN_CHUNK):
+                cur.execute(
+                    "SELECT concept, unit, id FROM concept_unit WHERE concept IN "
+                    f"({','.join([p] * len(chunk))})",
+                    tuple(chunk),
+                )
+                for concept, unit, pair_id in cur.fetchall():
+                    if (concept, unit) in wanted:
+                        self._pair_ids[(concept, unit)] = pair_id
+        return np.array([self._pair_ids[pair] for pair in pairs], dtype=np.int64)
+
+    def fact_count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM fact")[0][0])
+
+    def filing_count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM filing")[0][0])
+
+    def tickers(self) -> list[str]:
+        return [r[0] for r in self._query("SELECT DISTINCT ticker FROM filing ORDER BY ticker")]
+
+    def facts_frame(self, tickers: Sequence[str] | None = None) -> pd.DataFrame:
+        """DataFrame[ticker, accn, concept, unit, value] sorted by those four columns.
+
+        Read as three numeric columns (filing id, pair id, value) and decoded with array
+        lookups against the small filing and concept_unit tables.
+        """
+        filings = self._filings(tickers)
+        pair_rows = self._query("SELECT id, concept, unit FROM concept_unit ORDER BY id")
+        if filings.empty:
+            return _empty_facts_frame()
+        raw_facts = self._fact_rows(tickers, filings)
+        if not len(raw_facts):
+            return _empty_facts_frame()
+        return _decode_facts(raw_facts, filings, pair_rows)
+
+    def _filings(self, tickers: Sequence[str] | None) -> pd.DataFrame:
+        sql = "SELECT id, ticker, accn FROM filing"
+        if tickers is None:
+            rows = self._query(sql)
+        else:
+            rows = []
+            for chunk in _chunks(sorted(set(tickers)), IN_CHUNK):
+                rows += self._query(f"{sql} WHERE ticker IN ({','.join('?' * len(chunk))})", chunk)
+        frame = pd.DataFrame(rows, columns=["id", "ticker", "accn"])
+        return frame.sort_values("id").reset_index(drop=True)
+
+    def _fact_rows(self, tickers: Sequence[str] | None, filings: pd.DataFrame) -> np.ndarray:
+        """(filing_id, concept_unit_id, value) rows as a float64 (n, 3) array."""
+        if tickers is None:
+            rows = self._query("SELECT filing_id, concept_unit_id, value FROM fact")
+        else:
+            rows = []
+            ids = filings["id"].tolist()
+            for chunk in _chunks(ids, IN_CHUNK):
+                rows += self._query(
+                    "SELECT filing_id, concept_unit_id, value FROM fact "
+                    f"WHERE filing_id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+        flat = np.fromiter(
+            itertools.chain.from_iterable(rows), dtype=np.float64, count=3 * len(rows)
+        )
+        return flat.reshape(-1, 3)
+
+    # ---------------------------------------------------------------- source files
+    def record_source_file(
+        self,
+        path: str | Path,
+        size: int | None = None,
+        mtime: float | None = None,
+        sha: str | None = None,
+        ticker: str | None = None,
+    ) -> SourceFileState:
+        """Remember a loaded file (fingerprinted now when size/mtime/sha are not given)."""
+        key = _path_key(path)
+        if size is None or mtime is None or sha is None:
+            size, mtime, sha = file_fingerprint(path)
+        state = SourceFileState(key, ticker or Path(key).stem, int(size), float(mtime), sha)
+        with self._transaction() as cur:
+            self._record(cur, state)
+        return state
+
+    def _record(self, cur: Any, state: SourceFileState) -> None:
+        p = self._ph
+        cur.execute(
+            "REPLACE INTO source_file (path, ticker, size, mtime, sha, loaded_at) "
+            f"VALUES ({p},{p},{p},{p},{p},{p})",
+            (
+                _path_key(state.path),
+                state.ticker,
+                state.size,
+                state.mtime,
+                state.sha,
+                datetime.now(UTC).replace(tzinfo=None, microsecond=0),
+            ),
+        )
+
+    def source_file_state(self) -> dict[str, SourceFileState]:
+        """path -> what was recorded when it was last loaded."""
+        rows = self._query("SELECT path, ticker, size, mtime, sha, loaded_at FROM source_file")
+        return {
+            r[0]: SourceFileState(r[0], r[1], int(r[2]), float(r[3]), r[4], _as_datetime(r[5]))
+            for r in rows
+        }
+
+    def source_file_unchanged(self, path: str | Path) -> bool:
+        """True when `path` was loaded and has the same size and mtime, or the same content."""
+        key = _path_key(path)
+        rows = self._query("SELECT size, mtime, sha FROM source_file WHERE path = ?", (key,))
+        if not rows:
+            return False
+        size, mtime, sha = rows[0]
+        stat = Path(path).stat()
+        if stat.st_size != size:
+            return False
+        if stat.st_mtime == float(mtime):
+            return True
+        return file_fingerprint(path)[2] == sha  # touched but identical content
+
+    def forget_source_file(self, path: str | Path) -> None:
+        with self._transaction() as cur:
+            cur.execute(f"DELETE FROM source_file WHERE path = {self._ph}", (_path_key(path),))
+
+    # ---------------------------------------------------------------- taxonomy
+    def replace_taxonomy(self, frame: pd.DataFrame) -> dict[str, int]:
+        """Replace the whole taxonomy with `frame` (columns TAXONOMY_COLUMNS; type columns
+        hold names such as 'credit', 'instant', 'xbrli:monetaryItemType'). One transaction."""
+        frame = frame.drop_duplicates(subset=["name"], keep="last").reset_index(drop=True)
+        type_ids = {
+            column: {v: i + 1 for i, v in enumerate(sorted(frame[column].dropna().unique()))}
+            for column in ("concept_type", "balance_type", "period_type")
+        }
+        p = self._ph
+        with self._transaction() as cur:
+            for table in models.TAXONOMY_TABLES:
+                cur.execute(f"DELETE FROM {table.name}")
+            for column, ids in type_ids.items():
+                cur.executemany(
+                    f"INSERT INTO us_gaap_{column} (id, {column}) VALUES ({p},{p})",
+                    [(i, name) for name, i in ids.items()],
+                )
+            cur.executemany(
+                "INSERT INTO us_gaap_concept (id, name, concept_type_id, balance_type_id, "
+                f"period_type_id, label, documentation) VALUES ({p},{p},{p},{p},{p},{p},{p})",
+                _concept_rows(frame, type_ids),
+            )
+        counts = {"concepts": len(frame)}
+        counts.update({f"{c}s": len(ids) for c, ids in type_ids.items()})
+        return counts
+
+    def taxonomy_frame(self) -> pd.DataFrame:
+        """DataFrame[name, label, documentation, balance_type, period_type, concept_type]."""
+        c, b, pt, ct = models.concept, models.balance_type, models.period_type, models.concept_type
+        query = (
+            select(
+                c.c.name,
+                c.c.label,
+                c.c.documentation,
+                b.c.balance_type,
+                pt.c.period_type,
+                ct.c.concept_type,
+            )
+            .select_from(
+                c.outerjoin(b, c.c.balance_type_id == b.c.id)
+                .outerjoin(pt, c.c.period_type_id == pt.c.id)
+                .outerjoin(ct, c.c.concept_type_id == ct.c.id)
+            )
+            .order_by(c.c.name)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return pd.DataFrame([tuple(r) for r in rows], columns=TAXONOMY_COLUMNS)
+
+    def taxonomy_concepts(self) -> set[str]:
+        """Concept names of the loaded taxonomy (empty set: no taxonomy loaded)."""
+        return {r[0] for r in self._query("SELECT name FROM us_gaap_concept")}
+
+
+# -------------------------------------------------------------------- helpers
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    """SQLite hands DATETIME back as text through the raw cursor; MySQL as datetime."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _path_key(path: str | Path) -> str:
+    return str(Path(path).resolve())
+
+
+def _clean_filings(filings: pd.DataFrame, facts: pd.DataFrame) -> pd.DataFrame:
+    """Filings with an accn, one row per accn; accns used by facts but absent are added."""
+    filings = filings.loc[filings["accn"].notna()].drop_duplicates(subset=["accn"], keep="last")
+    used = pd.Index(pd.unique(facts["accn"].astype(object)))
+    extra = used.difference(pd.Index(filings["accn"].astype(object)))
+    if len(extra):
+        filings = pd.concat([filings, pd.DataFrame({"accn": list(extra)})], ignore_index=True)
+    return filings.reset_index(drop=True)
+
+
+def _none_if_na(values: list) -> list:
+    return [
+        None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v for v in values
+    ]
+
+
+def _filing_rows(ticker: str, filings: pd.DataFrame) -> list[tuple]:
+    def column(name: str) -> list:
+        if name not in filings:
+            return [None] * len(filings)
+        return _none_if_na(filings[name].astype(object).tolist())
+
+    fy = [None if v is None else int(v) for v in column("fy")]
+    return list(
+        zip(
+            [ticker] * len(filings),
+            column("accn"),
+            column("form"),
+            fy,
+            column("fp"),
+            column("filed"),
+            strict=True,
+        )
+    )
+
+
+def _pair_codes(facts: pd.DataFrame) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Per-fact index into the distinct (concept, unit) pairs, and those pairs."""
+    concept = pd.Categorical(facts["concept"])
+    unit = pd.Categorical(facts["unit"])
+    combined = concept.codes.astype(np.int64) * max(1, len(unit.categories)) + unit.codes
+    uniq, inverse = np.unique(combined, return_inverse=True)
+    cats_c = concept.categories.astype(object).tolist()
+    cats_u = unit.categories.astype(object).tolist()
+    n_u = max(1, len(cats_u))
+    pairs = [(cats_c[k // n_u], cats_u[k % n_u]) for k in uniq.tolist()]
+    return inverse.reshape(-1), pairs
+
+
+def _concept_rows(frame: pd.DataFrame, type_ids: dict[str, dict[str, int]]) -> list[tuple]:
+    def ids(column: str) -> list:
+        lookup = type_ids[column]
+        return [lookup.get(v) for v in _none_if_na(frame[column].astype(object).tolist())]
+
+    return list(
+        zip(
+            range(1, len(frame) + 1),
+            frame["name"].astype(object).tolist(),
+            ids("concept_type"),
+            ids("balance_type"),
+            ids("period_type"),
+            _none_if_na(frame["label"].astype(object).tolist()),
+            _none_if_na(frame["documentation"].astype(object).tolist()),
+            strict=True,
+        )
+    )
+
+
+def _empty_facts_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "ticker": pd.Series([], dtype="str"),
+            "accn": pd.Series([], dtype="str"),
+            "concept": pd.Series([], dtype="str"),
+            "unit": pd.Series([], dtype="str"),
+            "value": pd.Series([], dtype="float64"),
+        }
+    )
+
+
+def _rank(*keys: pd.Series) -> np.ndarray:
+    """Position of each row in the order sorted by `keys` (lexicographic)."""
+    frame = pd.DataFrame({i: k.astype(object).to_numpy() for i, k in enumerate(keys)})
+    order = frame.sort_values(list(frame.columns), kind="mergesort").index.to_numpy()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
+def _decode_facts(raw: np.ndarray, filings: pd.DataFrame, pair_rows: list[tuple]) -> pd.DataFrame:
+    """(filing_id, pair_id, value) rows -> sorted DataFrame[ticker, accn, concept, unit, value]."""
+    pairs = pd.DataFrame(pair_rows, columns=["id", "concept", "unit"])
+    filing_pos = np.searchsorted(filings["id"].to_numpy(), raw[:, 0].astype(np.int64))
+    pair_pos = np.searchsorted(pairs["id"].to_numpy(), raw[:, 1].astype(np.int64))
+    filing_rank = _rank(filings["ticker"], filings["accn"])
+    pair_rank = _rank(pairs["concept"], pairs["unit"])
+    order = np.lexsort((pair_rank[pair_pos], filing_rank[filing_pos]))
+    filing_pos, pair_pos = filing_pos[order], pair_pos[order]
+
+    def strings(values: pd.Series, positions: np.ndarray) -> pd.Series:
+        array = pa.array(values.astype(object).tolist(), pa.string()).take(positions)
+        return array.to_pandas()
+
+    return pd.DataFrame(
+        {
+            "ticker": strings(filings["ticker"], filing_pos),
+            "accn": strings(filings["accn"], filing_pos),
+            "concept": strings(pairs["concept"], pair_pos),
+            "unit": strings(pairs["unit"], pair_pos),
+            "value": raw[order, 2],
+        }
+    )

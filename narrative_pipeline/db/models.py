@@ -1,0 +1,120 @@
+"""SQLAlchemy Core tables of the US-GAAP database (one schema for SQLite and MySQL/MariaDB).
+
+Layout choices (measured, see benchmarks/bench_db.py):
+- `fact` stores `(filing_id, concept_unit_id, value)` with the primary key (filing_id,
+  concept_unit_id): the key makes re-ingestion idempotent, and on SQLite the table is
+  `WITHOUT ROWID`, so the key *is* the table (one b-tree, ~21 bytes/fact instead of ~50 with
+  text concept/unit columns and a separate unique index). Concept and unit text live once in
+  `concept_unit`.
+- `fact.filing_id` is not a declared foreign key: InnoDB would check it per inserted row; the
+  only writer (`DbUsGaap.replace_ticker`) deletes facts before their filings in one transaction.
+- Text keys use a binary collation on MySQL (`Assets` and `ASSETS` are different concepts;
+  MySQL's default collations are case-insensitive).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Double,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql
+
+
+def key_string(length: int) -> String:
+    """VARCHAR compared byte-wise on MySQL/MariaDB, plain VARCHAR elsewhere."""
+    return String(length).with_variant(
+        mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+    )
+
+
+metadata = MetaData()
+
+concept_type = Table(
+    "us_gaap_concept_type",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("concept_type", key_string(255), nullable=False, unique=True),
+)
+
+balance_type = Table(
+    "us_gaap_balance_type",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("balance_type", key_string(16), nullable=False, unique=True),
+)
+
+period_type = Table(
+    "us_gaap_period_type",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("period_type", key_string(16), nullable=False, unique=True),
+)
+
+concept = Table(
+    "us_gaap_concept",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("name", key_string(255), nullable=False, unique=True),
+    Column("concept_type_id", Integer, ForeignKey("us_gaap_concept_type.id"), nullable=True),
+    Column("balance_type_id", Integer, ForeignKey("us_gaap_balance_type.id"), nullable=True),
+    Column("period_type_id", Integer, ForeignKey("us_gaap_period_type.id"), nullable=True),
+    Column("label", Text, nullable=True),
+    Column("documentation", Text, nullable=True),
+)
+
+source_file = Table(
+    "source_file",
+    metadata,
+    Column("path", key_string(700), primary_key=True),
+    Column("ticker", key_string(64), nullable=True),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime", Float(53), nullable=False),
+    Column("sha", String(64), nullable=False),
+    Column("loaded_at", DateTime, nullable=False),
+)
+
+filing = Table(
+    "filing",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ticker", key_string(64), nullable=False),
+    Column("accn", key_string(64), nullable=False),
+    Column("form", String(32), nullable=True),
+    Column("fy", Integer, nullable=True),
+    Column("fp", String(16), nullable=True),
+    Column("filed", String(32), nullable=True),
+    UniqueConstraint("ticker", "accn", name="uq_filing_ticker_accn"),
+)
+
+concept_unit = Table(
+    "concept_unit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("concept", key_string(255), nullable=False),
+    Column("unit", key_string(128), nullable=False),
+    UniqueConstraint("concept", "unit", name="uq_concept_unit"),
+)
+
+fact = Table(
+    "fact",
+    metadata,
+    Column("filing_id", Integer, nullable=False),
+    Column("concept_unit_id", Integer, nullable=False),
+    Column("value", Double, nullable=False),
+    PrimaryKeyConstraint("filing_id", "concept_unit_id", name="pk_fact"),
+    sqlite_with_rowid=False,
+)
+
+TAXONOMY_TABLES = (concept, concept_type, balance_type, period_type)  # delete order

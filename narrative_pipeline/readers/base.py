@@ -1,0 +1,210 @@
+"""ReadResult and the vectorised `VALUE::UNIT` cell parsing shared by the readers.
+
+Readers turn one source file into a ReadResult and never raise for bad content: a file that
+cannot be used gets `error` set (and empty frames), everything else is reported as counts and
+per-file messages, so one bad file never stops an ingestion run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+FILING_COLUMNS = ("accn", "form", "fy", "fp", "filed")
+FACT_COLUMNS = ("accn", "concept", "unit", "value")
+# A plain decimal or scientific number; anything else (NaN, inf, "1,000", "abc") is non-numeric.
+NUMBER_PATTERN = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
+EXAMPLES_PER_MESSAGE = 3
+UNIT_SEPARATOR = "::"
+
+
+def _empty_filings() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "accn": pd.Series([], dtype="str"),
+            "form": pd.Series([], dtype="str"),
+            "fy": pd.Series([], dtype="Int64"),
+            "fp": pd.Series([], dtype="str"),
+            "filed": pd.Series([], dtype="str"),
+        }
+    )
+
+
+def _empty_facts() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "accn": pd.Series([], dtype="str"),
+            "concept": pd.Series([], dtype="str"),
+            "unit": pd.Series([], dtype="str"),
+            "value": pd.Series([], dtype="float64"),
+        }
+    )
+
+
+_EMPTY_FILINGS = _empty_filings()
+_EMPTY_FACTS = _empty_facts()
+
+
+def empty_filings() -> pd.DataFrame:
+    """A filings frame with no rows and the contract's columns and dtypes (a cheap copy:
+    building a DataFrame costs ~1 ms, too much per small file)."""
+    return _EMPTY_FILINGS.copy()
+
+
+def empty_facts() -> pd.DataFrame:
+    """A facts frame with no rows and the contract's columns and dtypes."""
+    return _EMPTY_FACTS.copy()
+
+
+@dataclass
+class ReadResult:
+    """One ticker's filings and numeric facts read from one source, plus what was skipped."""
+
+    source: str
+    ticker: str
+    filings: pd.DataFrame = field(default_factory=empty_filings)
+    facts: pd.DataFrame = field(default_factory=empty_facts)
+    skipped_cells: int = 0
+    non_numeric_units: dict[str, int] = field(default_factory=dict)
+    skipped_columns: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    error: str | None = None
+    # False when no taxonomy was given: every concept was taken, balance/period types unknown.
+    taxonomy_applied: bool = True
+    duplicate_facts: int = 0  # (accn, concept, unit) repeats dropped (the kept one is documented)
+
+    @property
+    def fact_count(self) -> int:
+        return len(self.facts)
+
+
+def failed(source: str, ticker: str, error: str) -> ReadResult:
+    """A result for an unusable file: no data, the reason in `error` and in `messages`."""
+    return ReadResult(source=source, ticker=ticker, error=error, messages=[error])
+
+
+def fy_column(values: pa.Array) -> pa.Array:
+    """Fiscal years as int64 (null where the text is not an integer)."""
+    text = pc.utf8_trim_whitespace(values.cast(pa.string()))
+    is_int = pc.fill_null(pc.match_substring_regex(text, r"^[+-]?\d{1,9}$"), False)
+    return pc.if_else(is_int, pc.cast(pc.if_else(is_int, text, "0"), pa.int64()), None)
+
+
+@dataclass
+class ParsedCells:
+    """Result of parsing `VALUE::UNIT` cells: the kept positions and their values and units."""
+
+    keep: np.ndarray  # indices (into the input cells) of numeric, finite cells
+    values: np.ndarray  # float64, one per kept cell
+    units: pa.Array  # upper-cased unit strings, one per kept cell
+    skipped_cells: int = 0
+    non_numeric_units: dict[str, int] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+
+
+def _examples(cells: pa.Array, mask: pa.Array) -> str:
+    sample = pc.filter(cells, mask).slice(0, EXAMPLES_PER_MESSAGE).to_pylist()
+    return ", ".join(repr(s) for s in sample)
+
+
+def _count_units(units: pa.Array) -> dict[str, int]:
+    counts = pc.value_counts(units)
+    return dict(
+        zip(
+            counts.field("values").to_pylist(),
+            counts.field("counts").to_pylist(),
+            strict=True,
+        )
+    )
+
+
+def parse_value_unit_cells(cells: pa.Array) -> ParsedCells:
+    """Split trimmed, non-empty `VALUE::UNIT` cells into float values and upper-cased units.
+
+    Semantics of the original: values that are not numbers (including NaN) are skipped and
+    their units counted as non-numeric units; additionally cells without `::` or with an empty
+    unit, and values outside float64's range (inf), are skipped and counted, with a message.
+    """
+    cells = cells.cast(pa.string())
+    n = len(cells)
+    messages: list[str] = []
+    skipped = 0
+    has_sep = pc.greater_equal(pc.find_substring(cells, UNIT_SEPARATOR), 0)
+    no_sep = int(n - pc.sum(has_sep).as_py()) if n else 0
+    if no_sep:
+        skipped += no_sep
+        messages.append(
+            f"{no_sep} cells without '::UNIT' skipped (e.g. {_examples(cells, pc.invert(has_sep))})"
+        )
+    positions = np.flatnonzero(has_sep.to_numpy(zero_copy_only=False)) if no_sep else np.arange(n)
+    with_sep = pc.take(cells, positions) if no_sep else cells
+    parts = pc.split_pattern(with_sep, UNIT_SEPARATOR, max_splits=1)
+    value_text = pc.utf8_trim_whitespace(pc.list_element(parts, 0))
+    units = pc.utf8_upper(pc.utf8_trim_whitespace(pc.list_element(parts, 1)))
+    has_unit = pc.greater(pc.binary_length(units), 0)
+    no_unit = int(len(units) - pc.sum(has_unit).as_py()) if len(units) else 0
+    if no_unit:
+        skipped += no_unit
+        messages.append(
+            f"{no_unit} cells with an empty unit skipped "
+            f"(e.g. {_examples(with_sep, pc.invert(has_unit))})"
+        )
+    numeric = pc.match_substring_regex(value_text, NUMBER_PATTERN)
+    non_numeric = pc.and_(has_unit, pc.invert(numeric))
+    non_numeric_units: dict[str, int] = {}
+    n_non_numeric = int(pc.sum(non_numeric).as_py() or 0)
+    if n_non_numeric:
+        skipped += n_non_numeric
+        non_numeric_units = _count_units(pc.filter(units, non_numeric))
+        messages.append(
+            f"{n_non_numeric} non-numeric values skipped (e.g. {_examples(with_sep, non_numeric)})"
+        )
+    candidate = pc.and_(has_unit, numeric)
+    cand_idx = np.flatnonzero(candidate.to_numpy(zero_copy_only=False))
+    values = pc.cast(pc.take(value_text, cand_idx), pa.float64()).to_numpy(zero_copy_only=False)
+    finite = np.isfinite(values)
+    n_inf = int(len(values) - finite.sum())
+    if n_inf:
+        skipped += n_inf
+        bad = pc.take(with_sep, cand_idx[~finite])
+        messages.append(
+            f"{n_inf} values outside the float64 range skipped "
+            f"(e.g. {_examples(bad, pa.array(np.ones(len(bad), dtype=bool)))})"
+        )
+        cand_idx = cand_idx[finite]
+        values = values[finite]
+    return ParsedCells(
+        keep=positions[cand_idx],
+        values=values,
+        units=pc.take(units, cand_idx),
+        skipped_cells=skipped,
+        non_numeric_units=non_numeric_units,
+        messages=messages,
+    )
+
+
+def drop_duplicate_facts(facts: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Keep the last row of each (accn, concept, unit); callers order rows so 'last' is the
+    one to keep. Returns (facts, rows dropped)."""
+    dup = facts.duplicated(subset=["accn", "concept", "unit"], keep="last").to_numpy()
+    n = int(dup.sum())
+    if not n:
+        return facts, 0
+    return facts.loc[~dup].reset_index(drop=True), n
+
+
+_TICKER_SUFFIX = re.compile(r"([_.-]?companyfacts)?(\.json)?(\.gz)?$", re.IGNORECASE)
+
+
+def ticker_from_name(name: str) -> str:
+    """`AAPL.csv` -> `AAPL`, `AAPL_companyfacts.json.gz` -> `AAPL`, `CIK0000320193.json` ->
+    `CIK0000320193`: the file name is the ticker, as sec-fetcher writes it."""
+    stem = name.rsplit("/", 1)[-1]
+    if stem.lower().endswith(".csv"):
+        return stem[:-4]
+    return _TICKER_SUFFIX.sub("", stem, count=1) or stem

@@ -1,0 +1,199 @@
+"""SEC companyfacts JSON (`.json`, `.json.gz`, or the bulk `companyfacts.zip`) -> ReadResults.
+
+Layout: `facts -> {namespace: {concept: {label, description, units: {UNIT: [{end, val, accn,
+fy, fp, form, filed, start?, frame?}]}}}}`.
+
+Decisions (documented because companyfacts is richer than sec-fetcher's one-cell-per-filing):
+- Namespaces: `us-gaap` and `dei` are read (sec-fetcher CSVs carry the dei columns
+  EntityCommonStockSharesOutstanding/EntityPublicFloat too); the taxonomy filter then applies
+  exactly as for CSV columns. Other namespaces (srt, invest, ifrs-full, ...) are skipped and
+  counted in a message.
+- A filing reports the same (concept, unit) for several periods (this year and comparatives).
+  One fact is kept per (accn, concept, unit): the one with the latest `end`, then the latest
+  `start` (the shortest period ending then, e.g. the quarter rather than year-to-date), then
+  the last listed. The number dropped is `duplicate_facts`.
+- Filing fields (form, fy, fp, filed) come from the facts of that accn (the same on each).
+- Ticker: the file name (`AAPL.json`, `AAPL_companyfacts.json.gz`); inside the bulk zip the
+  members are named by CIK (`CIK0000320193.json`) and that name is used.
+
+JSON parsing makes Python objects by nature; columns are built with one comprehension per
+field per (concept, unit) list, and all later steps are vectorised.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from narrative_pipeline.readers.base import (
+    ReadResult,
+    drop_duplicate_facts,
+    failed,
+    fy_column,
+    ticker_from_name,
+)
+
+log = logging.getLogger(__name__)
+NAMESPACES = ("us-gaap", "dei")
+FIELDS = ("accn", "end", "start", "form", "fy", "fp", "filed")
+
+
+def read_companyfacts(
+    path: str | Path, taxonomy_concepts: set[str] | None = None
+) -> Iterator[ReadResult]:
+    """One ReadResult per company document in `path` (a zip yields one per member)."""
+    path = Path(path)
+    if path.suffix.lower() == ".zip":
+        yield from _read_zip(path, taxonomy_concepts)
+        return
+    ticker = ticker_from_name(path.name)
+    try:
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            yield read_companyfacts_stream(fh, str(path), ticker, taxonomy_concepts)
+    except OSError as exc:
+        yield failed(str(path), ticker, f"cannot read file: {exc}")
+
+
+def _read_zip(path: Path, taxonomy: set[str] | None) -> Iterator[ReadResult]:
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        yield failed(str(path), ticker_from_name(path.name), f"not a readable zip: {exc}")
+        return
+    with archive:
+        for info in sorted(archive.infolist(), key=lambda i: i.filename):
+            if info.is_dir() or not info.filename.lower().endswith((".json", ".json.gz")):
+                continue
+            source = f"{path}!{info.filename}"
+            ticker = ticker_from_name(info.filename)
+            try:
+                with archive.open(info) as raw:
+                    fh = gzip.open(raw) if info.filename.lower().endswith(".gz") else raw
+                    yield read_companyfacts_stream(fh, source, ticker, taxonomy)
+            except (OSError, zipfile.BadZipFile, EOFError) as exc:
+                yield failed(source, ticker, f"cannot read archive member: {exc}")
+
+
+def read_companyfacts_stream(
+    fh: BinaryIO, source: str, ticker: str, taxonomy: set[str] | None
+) -> ReadResult:
+    """Parse one companyfacts document from an open binary stream."""
+    try:
+        doc = json.load(fh)
+    except (ValueError, EOFError, OSError) as exc:
+        return failed(source, ticker, f"not valid JSON: {exc}")
+    if not isinstance(doc, dict) or not isinstance(doc.get("facts"), dict):
+        return failed(source, ticker, "no 'facts' object: not a companyfacts document")
+    result = ReadResult(source=source, ticker=ticker)
+    columns = _collect(doc["facts"], taxonomy, result)
+    if columns is None:
+        return result
+    _build_frames(columns, result)
+    if result.duplicate_facts:
+        result.messages.append(
+            f"{result.duplicate_facts} repeated (accn, concept, unit) facts (comparative "
+            "periods) dropped: kept the latest end, then latest start"
+        )
+    return result
+
+
+def _collect(facts: dict, taxonomy: set[str] | None, result: ReadResult) -> dict | None:
+    """Flatten the nested facts into column lists (one comprehension per field per unit)."""
+    other = [ns for ns in facts if ns not in NAMESPACES]
+    if other:
+        n = sum(len(facts[ns]) for ns in other if isinstance(facts[ns], dict))
+        result.messages.append(f"namespaces {sorted(other)} ({n} concepts) not read")
+    if taxonomy is None:
+        result.taxonomy_applied = False
+        result.messages.append("no taxonomy: every concept taken, balance/period types unknown")
+    cols: dict[str, list] = {k: [] for k in (*FIELDS, "concept", "unit", "val")}
+    for ns in NAMESPACES:
+        for concept, body in (facts.get(ns) or {}).items():
+            if taxonomy is not None and concept not in taxonomy:
+                result.skipped_columns.append(concept)
+                continue
+            units = body.get("units") if isinstance(body, dict) else None
+            if not isinstance(units, dict):
+                result.messages.append(f"concept {concept!r} has no units; skipped")
+                continue
+            for unit, items in units.items():
+                _append_unit(cols, concept, unit, items)
+    if taxonomy is not None and result.skipped_columns:
+        result.messages.append(
+            f"{len(result.skipped_columns)} concepts outside the US-GAAP taxonomy skipped"
+        )
+    return cols
+
+
+def _append_unit(cols: dict[str, list], concept: str, unit: str, items: Any) -> None:
+    items = [f for f in items if isinstance(f, dict)] if isinstance(items, list) else []
+    for name in FIELDS:
+        cols[name].extend([f.get(name) for f in items])
+    cols["val"].extend([f.get("val") for f in items])
+    cols["concept"].extend([concept] * len(items))
+    cols["unit"].extend([unit] * len(items))
+
+
+def _as_text(values: list) -> pa.Array:
+    return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def _build_frames(cols: dict[str, list], result: ReadResult) -> None:
+    """Vectorised: numeric filter, dedupe per (accn, concept, unit), filings per accn."""
+    frame = pd.DataFrame(
+        {
+            "accn": _as_text(cols["accn"]).to_pandas(),
+            "concept": pd.Series(cols["concept"], dtype="str"),
+            "unit": pd.Series(cols["unit"], dtype="str").str.upper().str.strip(),
+            "value": pd.to_numeric(pd.Series(cols["val"], dtype=object), errors="coerce"),
+            "end": _as_text(cols["end"]).to_pandas(),
+            "start": _as_text(cols["start"]).to_pandas(),
+        }
+    )
+    value = frame["value"].to_numpy(dtype="float64", na_value=np.nan)
+    bad_value = ~np.isfinite(value)
+    no_accn = frame["accn"].isna().to_numpy()
+    if bad_value.any():
+        result.skipped_cells += int(bad_value.sum())
+        counts = frame.loc[bad_value, "unit"].value_counts()
+        for unit, n in counts.items():
+            result.non_numeric_units[str(unit)] = result.non_numeric_units.get(str(unit), 0) + int(
+                n
+            )
+        result.messages.append(f"{int(bad_value.sum())} non-numeric or non-finite values skipped")
+    if (no_accn & ~bad_value).any():
+        result.skipped_cells += int((no_accn & ~bad_value).sum())
+        result.messages.append(f"{int((no_accn & ~bad_value).sum())} facts without accn skipped")
+    keep = ~bad_value & ~no_accn
+    filings = _filings(cols, keep)
+    frame = frame.loc[keep].sort_values(
+        ["accn", "concept", "unit", "end", "start"], kind="stable", na_position="first"
+    )
+    facts, result.duplicate_facts = drop_duplicate_facts(
+        frame[["accn", "concept", "unit", "value"]].reset_index(drop=True)
+    )
+    facts["value"] = facts["value"].astype("float64")
+    result.facts = facts
+    result.filings = filings
+
+
+def _filings(cols: dict[str, list], keep: np.ndarray) -> pd.DataFrame:
+    """One row per accn with its form, fy, fp, filed (first fact of that accn)."""
+    idx = np.flatnonzero(keep)
+    table = pa.table(
+        {name: pa.array(_as_text(cols[name]).take(idx)) for name in ("accn", "form", "fp", "filed")}
+    )
+    table = table.append_column("fy", fy_column(_as_text(cols["fy"]).take(idx)))
+    frame = table.to_pandas().drop_duplicates(subset=["accn"], keep="first")
+    frame["fy"] = frame["fy"].astype("Int64")
+    return frame[["accn", "form", "fy", "fp", "filed"]].sort_values("accn").reset_index(drop=True)

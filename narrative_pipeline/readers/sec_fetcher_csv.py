@@ -1,0 +1,306 @@
+"""sec-fetcher CSVs (one file per ticker, one row per filing, `VALUE::UNIT` cells) -> ReadResult.
+
+Vectorised: the whole file becomes one Arrow string array of cells (row-major) plus row and
+column indices, and every step after that is an Arrow/numpy column operation; no Python
+object is made per cell. Files without double quotes (what sec-fetcher writes) are split with
+Arrow string kernels, which costs the same whatever the column count; files with quotes go
+through pyarrow.csv. sec-fetcher files are small and wide (~10 rows x ~500 columns), where
+pyarrow.csv spends ~10 ms per file on per-column set-up alone.
+
+Decisions on bad input (each reported in `messages`; the good part of the file still loads):
+- empty file, header-only file: no facts, a message (header-only is not an error).
+- not UTF-8, unparsable quoting, no `accn` column: `error` (the file is unusable).
+- missing `form`/`fy`/`fp`/`filed` column: loaded with that field NULL.
+- duplicated column name: the first copy is used, later copies are ignored.
+- a row with the wrong number of fields, or an empty `accn`: that row is skipped.
+- a filing (accn) repeated in several rows: the last row wins per (concept, unit).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from narrative_pipeline.readers.base import (
+    FILING_COLUMNS,
+    ReadResult,
+    drop_duplicate_facts,
+    failed,
+    fy_column,
+    parse_value_unit_cells,
+    ticker_from_name,
+)
+
+log = logging.getLogger(__name__)
+MAX_ROW_MESSAGES = 5
+
+
+@dataclass
+class Grid:
+    """A CSV's non-empty cells in long form, plus its header."""
+
+    header: list[str]
+    n_rows: int
+    cells: pa.Array  # trimmed, non-empty cell texts
+    row: np.ndarray  # data-row index of each cell
+    col: np.ndarray  # column index of each cell
+
+
+def iter_csv_files(root: str | Path) -> list[Path]:
+    """Every `.csv` file under `root` (subfolders included), sorted, so runs are reproducible."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() == ".csv")
+
+
+def _non_empty(cells: pa.Array, row: np.ndarray, col: np.ndarray) -> tuple:
+    cells = pc.utf8_trim_whitespace(cells.cast(pa.string()))
+    filled = pc.fill_null(pc.greater(pc.binary_length(cells), 0), False)
+    idx = np.flatnonzero(filled.to_numpy(zero_copy_only=False))
+    return pc.take(cells, idx), row[idx], col[idx]
+
+
+def _split_plain(text: str, messages: list[str]) -> Grid:
+    """Split a quote-free CSV with Arrow string kernels (commas and newlines only)."""
+    lines = pc.list_flatten(pc.split_pattern(pa.array([text]), "\n"))
+    lines = pc.utf8_rtrim(lines, characters="\r")
+    line_no = (
+        np.flatnonzero(pc.greater(pc.binary_length(lines), 0).to_numpy(zero_copy_only=False)) + 1
+    )
+    lines = pc.take(lines, line_no - 1)
+    header = [h.strip() for h in lines[0].as_py().split(",")]
+    rows = pc.split_pattern(lines.slice(1), ",")
+    lengths = pc.list_value_length(rows).to_numpy()
+    good = lengths == len(header)
+    if not good.all():
+        bad = np.flatnonzero(~good)
+        shown = ", ".join(
+            f"line {line_no[1 + i]} has {lengths[i]} fields"
+            for i in bad[:MAX_ROW_MESSAGES].tolist()
+        )
+        messages.append(
+            f"{len(bad)} rows with a field count other than the header's {len(header)} "
+            f"skipped ({shown})"
+        )
+        rows = pc.filter(rows, pa.array(good))
+    n_rows = len(rows)
+    cells = pc.list_flatten(rows)
+    row = np.repeat(np.arange(n_rows), len(header))
+    col = np.tile(np.arange(len(header)), n_rows)
+    return Grid(header, n_rows, *_non_empty(cells, row, col))
+
+
+def _split_quoted(data: bytes, messages: list[str]) -> Grid:
+    """Full CSV parsing (quotes, embedded commas) with pyarrow.csv, every column as text."""
+    bad_rows: list[int] = []
+
+    def skip_row(row: pacsv.InvalidRow) -> str:
+        bad_rows.append(row.number if row.number is not None else -1)
+        return "skip"
+
+    table = pacsv.read_csv(
+        pa.py_buffer(data),
+        read_options=pacsv.ReadOptions(autogenerate_column_names=True, use_threads=False),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=skip_row),
+        convert_options=pacsv.ConvertOptions(
+            strings_can_be_null=False, quoted_strings_can_be_null=False
+        ),
+    )
+    if bad_rows:
+        messages.append(
+            f"{len(bad_rows)} rows with a field count other than the header's skipped "
+            f"(lines {bad_rows[:MAX_ROW_MESSAGES]})"
+        )
+    header = [str(v.as_py()).strip() for v in (col[0] for col in table.columns)]
+    table = table.slice(1)
+    n_rows = table.num_rows
+    columns = [c.combine_chunks().cast(pa.string()) for c in table.columns]
+    cells = pa.concat_arrays(columns) if columns else pa.array([], pa.string())
+    col = np.repeat(np.arange(len(columns)), n_rows)
+    row = np.tile(np.arange(n_rows), len(columns))
+    return Grid(header, n_rows, *_non_empty(cells, row, col))
+
+
+def _first_copies(header: list[str], messages: list[str]) -> np.ndarray:
+    """Bool per column: True for the first column of each name (later duplicates ignored)."""
+    seen: dict[str, int] = {}
+    first = np.zeros(len(header), dtype=bool)
+    for i, name in enumerate(header):
+        if name in seen:
+            messages.append(
+                f"column {name!r} duplicated (positions {seen[name] + 1} and {i + 1}); "
+                "the first copy is used"
+            )
+        else:
+            seen[name] = i
+            first[i] = True
+    return first
+
+
+def _filing_field(grid: Grid, col_index: int | None) -> list[str | None]:
+    """One filing column as a per-row list (None where empty or absent); rows are few."""
+    out: list[str | None] = [None] * grid.n_rows
+    if col_index is None:
+        return out
+    sel = np.flatnonzero(grid.col == col_index)
+    for row, text in zip(grid.row[sel].tolist(), pc.take(grid.cells, sel).to_pylist(), strict=True):
+        out[row] = text
+    return out
+
+
+def _concept_columns(
+    header: list[str], first: np.ndarray, taxonomy: set[str] | None, result: ReadResult
+) -> np.ndarray:
+    """Bool per column: a concept column to read (not a filing column, in the taxonomy)."""
+    take = first.copy()
+    for i, name in enumerate(header):
+        if not take[i]:
+            continue
+        if name in FILING_COLUMNS:
+            take[i] = False
+        elif not name:
+            take[i] = False
+            result.messages.append(f"column {i + 1} has an empty name and was skipped")
+        elif taxonomy is not None and name not in taxonomy:
+            take[i] = False
+            result.skipped_columns.append(name)
+    if taxonomy is None:
+        result.taxonomy_applied = False
+        result.messages.append(
+            f"no taxonomy: all {int(take.sum())} concept columns taken, "
+            "balance and period types unknown"
+        )
+    elif result.skipped_columns:
+        result.messages.append(
+            f"{len(result.skipped_columns)} columns outside the US-GAAP taxonomy skipped"
+        )
+    return take
+
+
+def _grid_from_bytes(data: bytes, result: ReadResult) -> Grid | None:
+    """Decode and split the file; sets result.error and returns None when unusable."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if not data.strip():
+        result.messages.append("empty file: nothing to load")
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        result.error = f"not UTF-8 text (byte {exc.start}): {exc.reason}"
+        return None
+    try:
+        if '"' in text:
+            return _split_quoted(data, result.messages)
+        return _split_plain(text, result.messages)
+    except pa.ArrowInvalid as exc:
+        result.error = f"malformed CSV: {exc}"
+        return None
+
+
+def _filings_frame(grid: Grid, index: dict[str, int], result: ReadResult) -> pd.DataFrame | None:
+    """Per-row filing fields; None (with result.error) when there is no accn column."""
+    if "accn" not in index:
+        result.error = "no 'accn' column: facts cannot be attached to filings"
+        return None
+    for name in ("form", "fy", "fp", "filed"):
+        if name not in index:
+            result.messages.append(f"no {name!r} column: loaded with {name} empty (NULL)")
+    fields = {name: _filing_field(grid, index.get(name)) for name in FILING_COLUMNS}
+    fields["fy"] = pd.array(fy_column(pa.array(fields["fy"], pa.string())).to_pylist(), "Int64")
+    return pd.DataFrame(fields)
+
+
+def read_sec_fetcher_csv(path: str | Path, taxonomy_concepts: set[str] | None = None) -> ReadResult:
+    """Read one sec-fetcher CSV; the ticker is the file name. Never raises for bad content."""
+    path = Path(path)
+    result = ReadResult(source=str(path), ticker=ticker_from_name(path.name))
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return failed(str(path), result.ticker, f"cannot read file: {exc}")
+    grid = _grid_from_bytes(data, result)
+    if grid is None:
+        return _finish(result)
+    first = _first_copies(grid.header, result.messages)
+    index = {name: i for i, name in enumerate(grid.header) if first[i]}
+    rows = _filings_frame(grid, index, result)
+    if rows is None:
+        return _finish(result)
+    if grid.n_rows == 0:
+        result.messages.append("header only: no filings")
+    take_col = _concept_columns(grid.header, first, taxonomy_concepts, result)
+    _fill_facts(result, grid, rows, take_col)
+    return _finish(result)
+
+
+def _categorical(codes: np.ndarray, categories: list[str]) -> pd.Categorical:
+    """Categorical from codes that are valid by construction (pandas' validation of a
+    500-name category list costs more than the rest of a small file)."""
+    dtype = pd.CategoricalDtype(pd.Index(categories, dtype=object), ordered=False)
+    return pd.Categorical.from_codes(
+        codes.astype(np.int32, copy=False), dtype=dtype, validate=False
+    )
+
+
+def _fill_facts(result: ReadResult, grid: Grid, rows: pd.DataFrame, take_col: np.ndarray) -> None:
+    """Parse the concept cells of rows that have an accn into result.facts/filings.
+
+    Facts columns are pandas Categoricals built from integer codes (row -> accn, column ->
+    concept, unit dictionary), so no string object is made per cell.
+    """
+    has_accn = rows["accn"].notna().to_numpy()
+    if not has_accn.all():
+        result.messages.append(f"{int((~has_accn).sum())} rows without an accn skipped")
+    sel = np.flatnonzero(take_col[grid.col] & has_accn[grid.row])
+    parsed = parse_value_unit_cells(pc.take(grid.cells, sel))
+    result.skipped_cells += parsed.skipped_cells
+    result.non_numeric_units.update(parsed.non_numeric_units)
+    result.messages.extend(parsed.messages)
+    kept = sel[parsed.keep]
+    accn_codes, accns = pd.factorize(rows["accn"])  # accn missing -> -1, never selected
+    concept_cols = np.flatnonzero(take_col)
+    concept_code = np.full(len(grid.header), -1, dtype=np.int64)
+    concept_code[concept_cols] = np.arange(len(concept_cols))
+    units = parsed.units.dictionary_encode()
+    concepts = [grid.header[i] for i in concept_cols]
+    facts = pd.DataFrame(
+        {
+            "accn": _categorical(accn_codes[grid.row[kept]], list(accns)),
+            "concept": _categorical(concept_code[grid.col[kept]], concepts),
+            "unit": _categorical(
+                units.indices.to_numpy(zero_copy_only=False), units.dictionary.to_pylist()
+            ),
+            "value": parsed.values,
+        },
+        copy=False,
+    )
+    filings = rows.loc[has_accn]
+    if filings["accn"].duplicated().any():
+        n_rep = int(filings["accn"].duplicated().sum())
+        result.messages.append(f"{n_rep} rows repeat an earlier accn: the last row wins")
+        facts, dropped = drop_duplicate_facts(facts)
+        result.duplicate_facts += dropped
+        filings = filings.drop_duplicates(subset=["accn"], keep="last")
+    result.filings = filings.reset_index(drop=True)
+    result.facts = facts
+
+
+def _finish(result: ReadResult) -> ReadResult:
+    if result.error:
+        log.warning("%s: %s", result.source, result.error)
+        ok = ReadResult(source=result.source, ticker=result.ticker)
+        ok.error, ok.messages = result.error, result.messages
+        if result.error not in ok.messages:
+            ok.messages.append(result.error)
+        ok.skipped_columns = result.skipped_columns
+        return ok
+    return result
