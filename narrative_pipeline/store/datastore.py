@@ -67,7 +67,6 @@ from narrative_pipeline.store.index import DELETED, HashIndex
 from narrative_pipeline.store.recovery import (
     Chain,
     FileView,
-    entry_arrays,
     find_chain,
     newest_per_key,
 )
@@ -602,7 +601,7 @@ def _index_batch(index: HashIndex, hashes: np.ndarray, metas: np.ndarray) -> Non
 
 def _build_index(view: FileView, chain: Chain) -> HashIndex:
     """Index the newest live entry of each key from a chain (newest first) without payloads."""
-    metas, _prevs, tomb = entry_arrays(view, chain.tails)
+    metas, _prevs, tomb = chain.entries(view)
     hashes = view.u64_at(metas) if len(metas) else np.zeros(0, np.uint64)
     newest = newest_per_key(hashes)
     live = newest[~tomb[newest]]

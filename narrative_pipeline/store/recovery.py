@@ -132,6 +132,13 @@ class Chain:
     tails: np.ndarray
     dropped_bytes: int = 0  # bytes after the chain's end that recovery cut off
     notes: list[str] = field(default_factory=list)
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # entry_arrays(), if known
+
+    def entries(self, view: FileView) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(meta_offsets, prev_offsets, is_tombstone), newest first; computed once."""
+        if self.arrays is None:
+            self.arrays = entry_arrays(view, self.tails)
+        return self.arrays
 
     @property
     def end(self) -> int:
@@ -142,6 +149,7 @@ class Chain:
 class WalkResult:
     tails: np.ndarray | None  # None when the chain is broken
     broken_at: int = 0  # end offset of the entry whose link or shape was invalid
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def _link_ok(prev: int, tail: int) -> bool:
@@ -185,10 +193,11 @@ def walk_chain(view: FileView, tail: int) -> WalkResult:
     if scalar:
         chunks.append(np.array(scalar, np.int64))
     tails = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
-    bad = _first_malformed(view, tails)
+    arrays = entry_arrays(view, tails)
+    bad = _first_malformed(arrays)
     if bad is not None:
         return WalkResult(None, int(tails[bad]))
-    return WalkResult(tails)
+    return WalkResult(tails, arrays=arrays)
 
 
 def entry_arrays(view: FileView, tails: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -198,15 +207,17 @@ def entry_arrays(view: FileView, tails: np.ndarray) -> tuple[np.ndarray, np.ndar
     prevs[:-1] = tails[1:]
     if len(prevs):
         prevs[-1] = 0
-    tomb = (metas - prevs == 1) & (view.buf[prevs] == 0) if len(tails) else np.zeros(0, bool)
+    tomb = metas - prevs == 1  # only these can be tombstones: look at their byte
+    maybe = np.flatnonzero(tomb)
+    tomb[maybe] = view.buf[prevs[maybe]] == 0
     return metas, prevs, tomb
 
 
-def _first_malformed(view: FileView, tails: np.ndarray) -> int | None:
+def _first_malformed(arrays: tuple[np.ndarray, np.ndarray, np.ndarray]) -> int | None:
     """Index of the first entry whose payload would be empty (padding reaching the metadata)."""
-    if not len(tails):
+    metas, prevs, tomb = arrays
+    if not len(metas):
         return None
-    metas, prevs, tomb = entry_arrays(view, tails)
     starts = prevs + (-prevs & 63)
     bad = np.flatnonzero(~tomb & (starts >= metas))
     return int(bad[0]) if bad.size else None
@@ -276,7 +287,7 @@ def find_chain(view: FileView, scan_limit: int | None = None) -> Chain | None:
     if candidate_ok(view, size):
         result = walk_chain(view, size)
         if result.tails is not None:
-            return _verify_tail_window(view, Chain(result.tails), size)
+            return _verify_tail_window(view, Chain(result.tails, arrays=result.arrays), size)
         high = result.broken_at - 1
     else:
         high = size - 1
@@ -289,7 +300,7 @@ def find_chain(view: FileView, scan_limit: int | None = None) -> Chain | None:
                 continue
             result = walk_chain(view, tail)
             if result.tails is not None:
-                return _verify_tail_window(view, Chain(result.tails), size)
+                return _verify_tail_window(view, Chain(result.tails, arrays=result.arrays), size)
             high = result.broken_at - 1  # everything above the break hangs off a broken link
         high = min(high, low - 1)
         window = min(window * 2, 1 << 20)
@@ -327,7 +338,7 @@ class ChainStats:
 def chain_stats(view: FileView, chain: Chain, verify_crc: bool) -> ChainStats:
     """Counts for `store check`; optionally CRC-verifies every entry (slow for huge files)."""
     tails = chain.tails
-    metas, prevs, tomb = entry_arrays(view, tails)
+    metas, prevs, tomb = chain.entries(view)
     hashes = view.u64_at(metas)
     newest = newest_per_key(hashes)
     live = newest[~tomb[newest]]
