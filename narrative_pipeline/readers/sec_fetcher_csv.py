@@ -8,7 +8,8 @@ through pyarrow.csv. sec-fetcher files are small and wide (~10 rows x ~500 colum
 pyarrow.csv spends ~10 ms per file on per-column set-up alone.
 
 Decisions on bad input (each reported in `messages`; the good part of the file still loads):
-- empty file, header-only file: no facts, a message (header-only is not an error).
+- empty file: `error` (likely a failed download; the ticker's stored data is kept).
+- header-only file: no filings, a message (a valid file of a ticker without filings).
 - not UTF-8, unparsable quoting, no `accn` column: `error` (the file is unusable).
 - missing `form`/`fy`/`fp`/`filed` column: loaded with that field NULL.
 - duplicated column name: the first copy is used, later copies are ignored.
@@ -190,7 +191,8 @@ def _grid_from_bytes(data: bytes, result: ReadResult) -> Grid | None:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if not data.strip():
-        result.messages.append("empty file: nothing to load")
+        # An error, not an empty ticker: a truncated download must not erase stored data.
+        result.error = "empty file: no header, nothing to load"
         return None
     try:
         text = data.decode("utf-8")
