@@ -13,8 +13,9 @@ export PYTHONUNBUFFERED=1
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
   "$PY" -c "import torch, pytorch_lightning as pl; print('torch', torch.__version__, 'lightning', pl.__version__, 'cuda', torch.cuda.is_available())"
   # 2M cells, 2000 pairs, PCA width 243 (the last original's), like the CPU figures in RESULTS.md.
-  timeout 480 "$PY" benchmarks/bench_loader.py --cells 2000000 --pairs 2000 --pca-dim 243 \
-    --no-ws --workers 0,4 --batch-sizes 8192 \
-    --accelerator gpu --train-batch-sizes 1024,8192,65536 --train-batches 150 --train-workers 4 \
+  # CELLS / ACCELERATOR / TRAIN_BATCHES override for a dry run on a CPU machine.
+  timeout 480 "$PY" benchmarks/bench_loader.py --cells "${CELLS:-2000000}" --pairs 2000 --pca-dim 243 \
+    --no-ws --workers 0,4 --batch-sizes 8192 --accelerator "${ACCELERATOR:-gpu}" \
+    --train-batch-sizes 1024,8192,65536 --train-batches "${TRAIN_BATCHES:-150}" --train-workers 4 \
     --workdir /tmp/bench_loader --out "$OUT/gpu_check.json"
 } 2>&1 | tee "$OUT/gpu_check.log"

@@ -127,6 +127,8 @@ def test_early_stopping_stops_before_max_epochs(tmp_path):
         ({"loss": "huber"}, "loss"),
         ({"val_fraction": 0.0}, "val_fraction"),
         ({"learning_rate": 0}, "learning_rate"),
+        ({"torch_threads": 0}, "torch_threads"),
+        ({"patience": -1}, "patience"),
         ({"resume": "/nonexistent/last.ckpt"}, "resume"),
     ],
 )

@@ -45,6 +45,9 @@ class TrainConfig:
     accelerator: str = "auto"
     deterministic: bool = True
     progress_bar: bool = False
+    # torch intra-op threads for CPU training (None: torch's default). 1 is often fastest on a
+    # small shared machine, where spinning threads contend (see benchmarks/RESULTS.md).
+    torch_threads: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_epochs", "batch_size", "latent_dim", "hidden_dim", "t_max"):
@@ -65,6 +68,7 @@ class TrainConfig:
         _require("save_top_k", self.save_top_k, lambda v: v >= -1, ">= -1 (-1 keeps all)")
         _require("num_workers", self.num_workers, lambda v: v >= 0, ">= 0")
         _require("val_fraction", self.val_fraction, lambda v: 0 < v < 1, "in (0, 1)")
+        _require("torch_threads", self.torch_threads, lambda v: v is None or v >= 1, ">= 1 or None")
         for name in ("limit_train_batches", "limit_val_batches"):
             _require(name, getattr(self, name), lambda v: v is None or v > 0, "> 0 or None")
         if self.resume == "":  # an empty launchpad field means "do not resume"

@@ -206,6 +206,8 @@ def train_stage1(
     output_dir = Path(output_dir)
     resume_path = resolve_resume_path(config, output_dir)
     pl.seed_everything(config.seed, workers=True)
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
 
     store = store_factory()
     matrix, pair_names = store.get_embedding_matrix()
