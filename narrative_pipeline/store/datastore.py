@@ -258,29 +258,29 @@ class DataStore:
 
     # ---- reads --------------------------------------------------------------------------
     def _current_view(self) -> FileView:
-        """The memory map, re-made when writes have grown the file past it."""
+        """The memory map, re-made when writes have grown the file past it (call with the lock).
+
+        The old map is not closed here: bytes already sliced from it are copies, and numpy
+        views keep it alive until they go, so dropping the reference is enough.
+        """
         view = self._view
         if view is None:
             raise StoreError(f"{self._path}: store is closed")
         if view.size != self._tail:
-            with self._lock:
-                view = self._view
-                if view is None:
-                    raise StoreError(f"{self._path}: store is closed")
-                if view.size != self._tail:
-                    view.close()  # unmaps unless a caller still holds bytes views into it
-                    view = self._view = FileView(self._fd, self._tail)
+            view = self._view = FileView(self._fd, self._tail)
         return view
 
     def read(self, key: bytes) -> bytes | None:
         """The newest payload for `key`, or None when missing or deleted."""
         key = validate_key(key, "read")
-        meta = self._index.get(xxh3_64_intdigest(key))
-        if meta <= 0:
-            return None
-        view = self._current_view()
-        prev = view.u64(meta + 8)
-        return view.mm[prev + pad_for(prev) : meta]
+        key_hash = xxh3_64_intdigest(key)
+        with self._lock:  # index and map must come from the same file (compaction swaps both)
+            meta = self._index.get(key_hash)
+            if meta <= 0:
+                return None
+            view = self._current_view()
+            prev = view.u64(meta + 8)
+            return view.mm[prev + pad_for(prev) : meta]
 
     def batch_read(self, keys: list[bytes]) -> list[bytes | None]:
         """Payloads for `keys` in order (None where missing), vectorised over the batch."""
@@ -289,17 +289,18 @@ class DataStore:
         if not count:
             return []
         hashes = np.fromiter(map(xxh3_64_intdigest, keys), np.uint64, count)
-        metas = self._index.lookup(hashes)
-        view = self._current_view()
-        found = metas > 0
-        all_found = bool(found.all())
-        if not all_found:
-            hit_at = np.flatnonzero(found)
-            metas = metas[hit_at]
-        prevs = view.u64_at(metas + 8).astype(np.int64)
-        starts = prevs + (-prevs & (ALIGNMENT - 1))
-        mm = view.mm
-        values = [mm[s:e] for s, e in zip(starts.tolist(), metas.tolist(), strict=True)]
+        with self._lock:
+            metas = self._index.lookup(hashes)
+            view = self._current_view()
+            found = metas > 0
+            all_found = bool(found.all())
+            if not all_found:
+                hit_at = np.flatnonzero(found)
+                metas = metas[hit_at]
+            prevs = view.u64_at(metas + 8).astype(np.int64)
+            starts = prevs + (-prevs & (ALIGNMENT - 1))
+            mm = view.mm
+            values = [mm[s:e] for s, e in zip(starts.tolist(), metas.tolist(), strict=True)]
         if all_found:
             return values
         out: list[bytes | None] = [None] * count
@@ -346,9 +347,10 @@ class DataStore:
         return self._index.live_items()[0]
 
     def iter_live_entries(self) -> Iterator[tuple[int, bytes]]:
-        """(key_hash, payload) of every live key, in file order."""
-        hashes, metas = self._live_in_file_order()
-        view = self._current_view()
+        """(key_hash, payload) of every live key, in file order (a snapshot taken at the call)."""
+        with self._lock:
+            hashes, metas = self._live_in_file_order()
+            view = self._current_view()
         for key_hash, meta in zip(hashes.tolist(), metas.tolist(), strict=True):
             prev = view.u64(meta + 8)
             yield key_hash, view.mm[prev + pad_for(prev) : meta]
@@ -381,9 +383,7 @@ class DataStore:
                 tmp_path.unlink(missing_ok=True)
                 raise
             old_fd, self._fd = self._fd, tmp_fd
-            if self._view is not None:
-                self._view.close()
-            os.close(old_fd)
+            os.close(old_fd)  # releases the old inode's lock; live iterators keep their map
             self._tail = os.fstat(tmp_fd).st_size
             self._view = FileView(self._fd, self._tail)
             order = newest_per_key(hashes)  # hashes are unique; this only sorts them
