@@ -1,4 +1,4 @@
-"""`narrative-pipeline ingest`: real CSVs and companyfacts into SQLite + an embedded store."""
+"""`narrative-pipeline ingest` with the real packaged model: real CSVs into SQLite + an embedded store."""
 
 from __future__ import annotations
 
@@ -10,42 +10,60 @@ import pytest
 from narrative_pipeline.cli import main
 
 
-@pytest.mark.slow  # loads the packaged sentence-transformers model
-def test_ingest_command_builds_the_store_and_is_idempotent(
+@pytest.mark.slow  # loads the packaged sentence-transformers model and embeds ~500 pair texts
+def test_ingest_command_with_the_real_model(
     shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    csvs = tmp_path / "csvs"
-    shutil.copytree(shared_data / "sec-fetcher-csvs", csvs)
-    store_path = tmp_path / "store.bin"
-    argv = [
-        "ingest",
-        str(csvs),
-        "--db",
-        f"sqlite:///{tmp_path / 'db.sqlite'}",
-        "--store",
-        str(store_path),
-    ]
-    argv += ["--companyfacts", str(shared_data / "companyfacts" / "AAPL_companyfacts.json.gz")]
-    argv += ["--plot-dir", str(tmp_path / "plots"), "--no-progress"]
-    assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert "4 loaded" in out and "1 loaded" in out and "triplets" in out
-    assert (tmp_path / "plots" / "pca_explained_variance.png").is_file()
-
+    from narrative_pipeline.db import DbUsGaap
     from narrative_pipeline.store import DataStore
     from narrative_pipeline.us_gaap_store import UsGaapStore
 
-    with DataStore(store_path, read_only=True) as handle:
-        store = UsGaapStore(handle)
-        count = store.get_triplet_count()
-        assert count > 0 and store.load_pca_model() is not None
-    assert main(argv) == 0
+    csvs = tmp_path / "csvs"
+    shutil.copytree(shared_data / "sec-fetcher-csvs", csvs)
+    store_path, db_url = tmp_path / "store.bin", f"sqlite:///{tmp_path / 'db.sqlite'}"
+    argv = ["ingest", str(csvs), "--db", db_url, "--store", str(store_path), "--no-progress"]
+    assert main([*argv, "--plot-dir", str(tmp_path / "plots")]) == 0
     out = capsys.readouterr().out
-    assert "0 loaded" in out and "nothing changed" in out
+    assert "4 loaded" in out and "triplets" in out and "from cache" in out
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "pca_explained_variance.png",
+        "pca_pair_scatter.png",
+    ]
+
+    with DataStore(store_path) as handle:
+        store = UsGaapStore(handle)
+        count, n_pairs = store.get_triplet_count(), store.get_pair_count()
+        matrix, pairs = store.get_embedding_matrix()
+        pca = store.load_pca_model()
+        assert count > 0 and matrix.shape == (n_pairs, pca.n_components_) and len(pairs) == n_pairs
+        assert pca.explained_variance_ratio_.sum() >= 0.95 and pca.n_features_in_ == 384
+        again = store.generate_embeddings(DbUsGaap(db_url))
+        assert again.embedded == 0 and again.cache_hits == n_pairs  # every text from the cache
+
+    assert main(argv) == 0
+    assert "nothing changed" in capsys.readouterr().out
+    companyfacts = shared_data / "companyfacts" / "AAPL_companyfacts.json.gz"
+    assert (
+        main(
+            [
+                "ingest",
+                "--companyfacts",
+                str(companyfacts),
+                "--db",
+                db_url,
+                "--store",
+                str(store_path),
+                "--files-only",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert "1 loaded" in capsys.readouterr().out
     with DataStore(store_path, read_only=True) as handle:
-        assert UsGaapStore(handle).get_triplet_count() == count
+        assert UsGaapStore(handle).get_triplet_count() == count  # files only: store untouched
 
 
-def test_ingest_command_needs_a_source(capsys: pytest.CaptureFixture[str]) -> None:
+def test_ingest_command_needs_a_source() -> None:
     with pytest.raises(SystemExit, match="CSV folder"):
         main(["ingest"])

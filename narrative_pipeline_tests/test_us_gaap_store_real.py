@@ -1,7 +1,7 @@
 """UsGaapStore end to end on the real SEC files: SQLite + the embedded DataStore.
 
-Uses the test fake embedder for speed (the real model is covered in test_preprocessing_embeddings
-and in the slow test at the end); everything else is the real code path.
+Uses the test fake embedder for speed (the real model runs in test_us_gaap_store_cli.py);
+everything else is the real code path.
 """
 
 from __future__ import annotations
@@ -128,23 +128,3 @@ def test_companyfacts_ingest(shared_data: Path, tmp_path: Path) -> None:
         for cell in sample:
             assert cell.scaler.transform([[cell.unscaled_value]])[0][0] == cell.scaled_value
         assert store.ingest_companyfacts(source, db, **FAST).files_loaded == 0
-
-
-@pytest.mark.slow
-def test_real_model_embeddings_and_pca_plots(workdir: Path) -> None:
-    db, handle = _open(workdir)
-    with handle:
-        store = UsGaapStore(handle)
-        report = store.ingest_us_gaap_csvs(workdir / "csvs", db, plot_dir=workdir / "plots")
-        emb = report.embedding_report
-        assert emb.dim == 384 and emb.embedded == emb.n_pairs == store.get_pair_count()
-        pca = report.pca_report
-        assert pca.explained_variance >= 0.95 and 1 < pca.n_components < 384
-        assert sorted(p.name for p in (workdir / "plots").iterdir()) == [
-            "pca_explained_variance.png",
-            "pca_pair_scatter.png",
-        ]
-        matrix, pairs = store.get_embedding_matrix()
-        assert matrix.shape == (len(pairs), pca.n_components)
-        second = store.generate_embeddings(db)
-        assert second.embedded == 0 and second.cache_hits == emb.n_pairs

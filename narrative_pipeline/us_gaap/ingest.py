@@ -26,15 +26,16 @@ def _taxonomy_filter(db: Any) -> set[str] | None:
     return set(concepts) if concepts else None
 
 
-def _file_is_unchanged(db: Any, path: Path) -> bool:
-    checker = getattr(db, "source_file_unchanged", None)
-    return bool(checker(path)) if checker is not None else False
+def _fingerprinted(read: Callable[[Path], Any]) -> Callable[[Path], tuple[tuple, Any]]:
+    """read(path) preceded by the file's (size, mtime, sha): taken first, so an edit made while
+    reading shows up as a change on the next run instead of being recorded as loaded."""
+    from narrative_pipeline.db.database import file_fingerprint
 
+    def run(path: Path) -> tuple[tuple, Any]:
+        fingerprint = file_fingerprint(path)
+        return fingerprint, read(path)
 
-def _record_file(db: Any, path: Path) -> None:
-    recorder = getattr(db, "record_source_file", None)
-    if recorder is not None:
-        recorder(path)
+    return run
 
 
 def _merge_result(report: IngestReport, result: Any) -> None:
@@ -92,38 +93,53 @@ def _load_results(
     started = time.perf_counter()
     todo = []
     for path in paths:
-        if _file_is_unchanged(db, path):
+        if db.source_file_unchanged(path):
             report.files_unchanged += 1
         else:
             todo.append(path)
     done = report.files_unchanged
-    for path, results in _prefetched(todo, read, workers):
+    for path, outcome in _prefetched(todo, _fingerprinted(read), workers):
         done += 1
-        if isinstance(results, Exception):
-            report.skipped_files.append(SkippedFile(str(path), f"unreadable: {results}"))
+        if isinstance(outcome, Exception):
+            report.skipped_files.append(SkippedFile(str(path), f"unreadable: {outcome}"))
         else:
-            _store_results(report, db, path, results)
+            _store_results(report, db, path, *outcome)
         if progress is not None:
             progress(done, len(paths), str(path))
     report.timings["files_to_db"] = round(time.perf_counter() - started, 4)
 
 
-def _store_results(report: IngestReport, db: Any, path: Path, results: Iterable[Any]) -> None:
-    """Write each result (a lazy iterator for a bulk zip) of one file; one bad file never stops the run."""
-    loaded = False
+def _store_results(
+    report: IngestReport, db: Any, path: Path, fingerprint: tuple, results: Iterable[Any]
+) -> None:
+    """Write each result of one file (a lazy iterator for a bulk zip), then record the file.
+
+    A one-ticker file is recorded in the same transaction as its facts; a multi-ticker file
+    (companyfacts zip) after all of them. One bad file never stops the run.
+    """
+    from narrative_pipeline.db.database import SourceFileState
+
+    size, mtime, sha = fingerprint
+    results = results if isinstance(results, list) else iter(results)
+    single = isinstance(results, list) and len(results) == 1
+    loaded = failed = False
     try:
         for result in results:
             _merge_result(report, result)
             if result.error:
+                failed = True
                 report.skipped_files.append(SkippedFile(result.source or str(path), result.error))
                 continue
-            report.facts_written += int(db.replace_ticker(result))
+            state = SourceFileState(str(path), result.ticker, size, mtime, sha) if single else None
+            report.facts_written += int(db.replace_ticker(result, source_file=state))
             loaded = True
     except Exception as exc:  # noqa: BLE001 - keep what was loaded, report the file
+        failed = True
         report.skipped_files.append(SkippedFile(str(path), f"failed while reading: {exc}"))
     if loaded:
         report.files_loaded += 1
-        _record_file(db, path)
+        if not single and not failed:
+            db.record_source_file(path, size, mtime, sha)
 
 
 def load_csv_files(
