@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -118,6 +119,22 @@ def test_bad_crc_before_good_entries_is_reported_not_cut(tmp_path: Path, caplog)
         assert store.read(b"b9") == b"y" * 8 and store.read(b"a0") == b"x" * 8
     assert "fail their CRC-32" in caplog.text
     assert path.read_bytes() == bytes(data)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [bytes(1 << 20), (b"\x05" + bytes(7)) * (1 << 17), bytes(range(256)) * 4096],
+    ids=["zeros", "small ints", "byte ramp"],
+)
+def test_non_store_patterns_are_refused_quickly(tmp_path: Path, content: bytes) -> None:
+    """Patterns whose bytes look like small offsets must not make the backward scan crawl."""
+    path = tmp_path / "pattern.bin"
+    path.write_bytes(content)
+    started = time.perf_counter()
+    with pytest.raises(CorruptStoreError, match="not a simd-r-drive store"):
+        DataStore(path)
+    assert time.perf_counter() - started < 20
+    assert path.read_bytes() == content
 
 
 def test_random_bytes_file_is_refused_untouched(tmp_path: Path) -> None:

@@ -113,6 +113,17 @@ class FileView:
             return np.zeros(0, np.uint32)
         return self._words_at(positions, "<u4")
 
+    def u64_range(self, start: int, count: int) -> np.ndarray:
+        """u64 at start, start + 1, ..., start + count - 1: eight contiguous word-view slices."""
+        out = np.empty(count, np.uint64)
+        for shift in range(min(8, count)):
+            first = start + shift
+            residue = first % 8
+            words = self._word_view("<u8", residue)
+            begin = (first - residue) // 8
+            out[shift::8] = words[begin : begin + len(out[shift::8])]
+        return out
+
     def u64_descending(self, start: int, step: int, count: int) -> np.ndarray:
         """u64 at start, start - step, ..., count of them (a strided view when step % 8 == 0)."""
         if step % 8:
@@ -265,13 +276,25 @@ def candidate_ok(view: FileView, tail: int) -> bool:
 
 def _plausible_candidates(view: FileView, low: int, high: int) -> np.ndarray:
     """Candidate ends in [low, high], newest first, whose prev field passes the link rule."""
-    ends = np.arange(high, low - 1, -1, dtype=np.int64)
-    prevs = view.u64_at(ends - 12).astype(np.int64)
-    hashes = view.u64_at(ends - METADATA_SIZE)
-    checks = view.u32_at(ends - 4)
-    in_range = (prevs >= MIN_ENTRY_END) & (prevs <= ends - METADATA_SIZE - 1)
-    zero_fill = (hashes == 0) & (prevs == 0) & (checks == 0)
-    return ends[((prevs == 0) | in_range) & ~zero_fill]
+    count = high - low + 1
+    ends = np.arange(low, high + 1, dtype=np.int64)
+    prevs = view.u64_range(low - 12, count).astype(np.int64)
+    metas = ends - METADATA_SIZE
+    in_range = (prevs >= MIN_ENTRY_END) & (prevs <= metas - 1)
+    # Payload shape: a tombstone byte right before the metadata, or an aligned non-empty payload.
+    in_range &= (metas - prevs == 1) | (prevs + (-prevs & 63) < metas)
+    linked = np.flatnonzero(in_range)
+    if linked.size:  # the entry before must link on too (vectorised first step of the walk)
+        back = view.u64_at(prevs[linked] - 12).astype(np.int64)
+        ok = (back == 0) | ((back >= MIN_ENTRY_END) & (back <= prevs[linked] - METADATA_SIZE - 1))
+        in_range[linked[~ok]] = False
+    plausible = in_range | (prevs == 0)
+    zero_prev = np.flatnonzero(prevs == 0)
+    if zero_prev.size:  # drop zero fill: hash, prev and CRC all zero
+        hashes = view.u64_range(low - METADATA_SIZE, count)[zero_prev]
+        checks = view.u64_range(low - 8, count)[zero_prev] >> np.uint64(32)
+        plausible[zero_prev[(hashes == 0) & (checks == 0)]] = False
+    return ends[plausible][::-1]
 
 
 def find_chain(view: FileView, scan_limit: int | None = None) -> Chain | None:
