@@ -171,10 +171,12 @@ class DbUsGaap:
         p = self._ph
         with self._transaction() as cur:
             self._delete_ticker(cur, result.ticker)
-            cur.executemany(
-                f"INSERT INTO filing (ticker, accn, form, fy, fp, filed) VALUES ({p},{p},{p},{p},{p},{p})",
-                _filing_rows(result.ticker, filings),
-            )
+            if len(filings):
+                cur.executemany(
+                    "INSERT INTO filing (ticker, accn, form, fy, fp, filed) "
+                    f"VALUES ({p},{p},{p},{p},{p},{p})",
+                    _filing_rows(result.ticker, filings),
+                )
             cur.execute(f"SELECT accn, id FROM filing WHERE ticker = {p}", (result.ticker,))
             id_of = dict(cur.fetchall())
             filing_ids = np.array([id_of[a] for a in filings["accn"].tolist()], dtype=np.int64)
@@ -182,13 +184,20 @@ class DbUsGaap:
             fid = filing_ids[accn_codes]
             cid = pair_ids[pair_codes]
             order = np.lexsort((cid, fid))  # primary-key order: appends to the b-tree
-            cur.executemany(
-                f"INSERT INTO fact (filing_id, concept_unit_id, value) VALUES ({p},{p},{p})",
-                zip(fid[order].tolist(), cid[order].tolist(), values[order].tolist(), strict=True),
-            )
+            if len(order):
+                self._insert_facts(cur, fid[order], cid[order], values[order])
             if source_file is not None:
                 self._record(cur, source_file)
         return len(values)
+
+    def _insert_facts(self, cur: Any, fid: np.ndarray, cid: np.ndarray, values: np.ndarray) -> None:
+        """Bulk insert: executemany over plain tuples (pymysql turns it into multi-row INSERTs
+        of up to ~1 MB; sqlite3 steps one prepared statement)."""
+        p = self._ph
+        cur.executemany(
+            f"INSERT INTO fact (filing_id, concept_unit_id, value) VALUES ({p},{p},{p})",
+            zip(fid.tolist(), cid.tolist(), values.tolist(), strict=True),
+        )
 
     def delete_ticker(self, ticker: str) -> None:
         """Remove a ticker's filings and facts (e.g. its source file was deleted)."""

@@ -18,7 +18,22 @@ from typing import Any
 
 import pandas as pd
 
-TABLES = ("us_gaap_concept", "us_gaap_concept_type", "us_gaap_balance_type", "us_gaap_period_type")
+# Column order of the original schema, used when a dump has neither CREATE TABLE nor a column list.
+DEFAULT_COLUMNS = {
+    "us_gaap_concept": [
+        "id",
+        "name",
+        "concept_type_id",
+        "balance_type_id",
+        "period_type_id",
+        "label",
+        "documentation",
+    ],
+    "us_gaap_concept_type": ["id", "concept_type"],
+    "us_gaap_balance_type": ["id", "balance_type"],
+    "us_gaap_period_type": ["id", "period_type"],
+}
+TABLES = tuple(DEFAULT_COLUMNS)
 _CREATE = re.compile(r"CREATE TABLE\s+`?(\w+)`?\s*\((.*?)\n\)", re.S | re.I)
 _CREATE_COLUMN = re.compile(r"^\s*`(\w+)`\s", re.M)
 _INSERT = re.compile(r"INSERT\s+(?:IGNORE\s+)?INTO\s+`?(\w+)`?\s*(\(([^)]*)\))?\s*VALUES\s*", re.I)
@@ -129,7 +144,7 @@ def parse_mysql_dump(path: str | Path) -> pd.DataFrame:
         names = (
             [c.strip().strip("`") for c in match.group(3).split(",")]
             if match.group(3)
-            else columns.get(table)
+            else columns.get(table, DEFAULT_COLUMNS[table])
         )
         if not names:
             raise TaxonomyParseError(f"{path}: no column list for table {table}")

@@ -23,6 +23,7 @@ field per (concept, unit) list, and all later steps are vectorised.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import logging
 import zipfile
@@ -78,9 +79,11 @@ def _read_zip(path: Path, taxonomy: set[str] | None) -> Iterator[ReadResult]:
             ticker = ticker_from_name(info.filename)
             try:
                 with archive.open(info) as raw:
-                    fh = gzip.open(raw) if info.filename.lower().endswith(".gz") else raw
-                    yield read_companyfacts_stream(fh, source, ticker, taxonomy)
-            except (OSError, zipfile.BadZipFile, EOFError) as exc:
+                    data = raw.read()
+                if info.filename.lower().endswith(".gz"):
+                    data = gzip.decompress(data)
+                yield read_companyfacts_stream(io.BytesIO(data), source, ticker, taxonomy)
+            except (OSError, zipfile.BadZipFile, EOFError, gzip.BadGzipFile) as exc:
                 yield failed(source, ticker, f"cannot read archive member: {exc}")
 
 

@@ -1,0 +1,210 @@
+"""DbUsGaap on SQLite and on the real MariaDB (scripts/services.sh): same tests, both back ends.
+
+On MariaDB each test gets its own uniquely named database, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from narrative_pipeline.db import DbUsGaap, resolve_url
+from narrative_pipeline.db.taxonomy import load_taxonomy
+from narrative_pipeline.readers import ReadResult, iter_csv_files, read_sec_fetcher_csv
+
+SESSION_TAG = f"np_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.sqlite'}"
+        return
+    server = make_url(request.getfixturevalue("mysql_url"))
+    name = f"{SESSION_TAG}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server.set(database=""))
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[DbUsGaap]:
+    database = DbUsGaap(db_url)
+    yield database
+    database.close()
+
+
+def result(ticker: str, rows: list[tuple[str, str, str, float]], forms=None) -> ReadResult:
+    """A ReadResult from (accn, concept, unit, value) rows."""
+    facts = pd.DataFrame(rows, columns=["accn", "concept", "unit", "value"])
+    facts["value"] = facts["value"].astype("float64")
+    accns = sorted(set(facts["accn"]))
+    filings = pd.DataFrame(
+        {
+            "accn": accns,
+            "form": [(forms or {}).get(a, "10-K") for a in accns],
+            "fy": pd.array([2024] * len(accns), dtype="Int64"),
+            "fp": ["FY"] * len(accns),
+            "filed": ["2025-01-31"] * len(accns),
+        }
+    )
+    return ReadResult(source=f"{ticker}.csv", ticker=ticker, filings=filings, facts=facts)
+
+
+def test_replace_ticker_is_idempotent_and_round_trips(db: DbUsGaap) -> None:
+    r = result("AAA", [("A1", "Assets", "USD", 1.5), ("A1", "EPS", "USD/SHARES", -0.25)])
+    assert db.replace_ticker(r) == 2
+    assert db.replace_ticker(r) == 2
+    assert db.fact_count() == 2 and db.filing_count() == 1
+    frame = db.facts_frame()
+    assert frame.values.tolist() == [
+        ["AAA", "A1", "Assets", "USD", 1.5],
+        ["AAA", "A1", "EPS", "USD/SHARES", -0.25],
+    ]
+
+
+def test_replace_ticker_replaces_only_that_ticker(db: DbUsGaap) -> None:
+    db.replace_ticker(result("AAA", [("A1", "Assets", "USD", 1.0), ("A2", "Assets", "USD", 2.0)]))
+    db.replace_ticker(result("BBB", [("B1", "Assets", "USD", 3.0)]))
+    db.replace_ticker(result("AAA", [("A3", "Liabilities", "USD", 4.0)]))
+    assert db.tickers() == ["AAA", "BBB"]
+    assert db.facts_frame()[["ticker", "accn", "value"]].values.tolist() == [
+        ["AAA", "A3", 4.0],
+        ["BBB", "B1", 3.0],
+    ]
+    assert db.facts_frame(tickers=["BBB"])["accn"].tolist() == ["B1"]
+    db.delete_ticker("AAA")
+    assert db.tickers() == ["BBB"] and db.fact_count() == 1
+
+
+def test_failed_replace_keeps_old_data(db: DbUsGaap, monkeypatch: pytest.MonkeyPatch) -> None:
+    db.replace_ticker(result("AAA", [("A1", "Assets", "USD", 1.0)]))
+
+    def boom(*_args, **_kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(db, "_ensure_pairs", boom)  # fails after the delete, mid-transaction
+    with pytest.raises(RuntimeError):
+        db.replace_ticker(result("AAA", [("A9", "Other", "USD", 9.0)]))
+    monkeypatch.undo()
+    assert db.facts_frame()[["accn", "concept", "value"]].values.tolist() == [["A1", "Assets", 1.0]]
+    # the pair cache was dropped with the transaction: new pairs still get valid ids
+    db.replace_ticker(result("AAA", [("A9", "Other", "USD", 9.0)]))
+    assert db.facts_frame()["concept"].tolist() == ["Other"]
+
+
+def test_error_results_are_refused(db: DbUsGaap) -> None:
+    db.replace_ticker(result("AAA", [("A1", "Assets", "USD", 1.0)]))
+    bad = ReadResult(source="AAA.csv", ticker="AAA", error="empty file")
+    with pytest.raises(ValueError, match="unusable"):
+        db.replace_ticker(bad)
+    assert db.fact_count() == 1
+
+
+def test_concepts_and_units_are_case_sensitive(db: DbUsGaap) -> None:
+    db.replace_ticker(result("AAA", [("A1", "Assets", "USD", 1.0), ("A1", "ASSETS", "USD", 2.0)]))
+    assert sorted(db.facts_frame()["concept"]) == ["ASSETS", "Assets"]
+
+
+def test_facts_frame_sorted_and_exact(db: DbUsGaap) -> None:
+    rng = np.random.default_rng(0)
+    rows = [
+        (f"A{a}", f"C{c:03d}", u, float(rng.normal() * 10 ** rng.integers(0, 15)))
+        for a in range(5)
+        for c in range(120)
+        for u in ("USD", "SHARES")
+    ]
+    db.replace_ticker(result("ZZZ", rows[::-1]))
+    db.replace_ticker(result("AAA", rows[:7]))
+    frame = db.facts_frame()
+    expected = sorted([("AAA", *r) for r in rows[:7]] + [("ZZZ", *r) for r in rows])
+    assert [tuple(r) for r in frame.itertuples(index=False)] == expected  # values bit-exact
+
+
+def test_source_file_bookkeeping(db: DbUsGaap, tmp_path: Path) -> None:
+    path = tmp_path / "AAA.csv"
+    path.write_text("Assets,accn\n1::USD,A1\n")
+    assert not db.source_file_unchanged(path)
+    state = db.record_source_file(path)
+    assert state.ticker == "AAA" and state.size == path.stat().st_size
+    assert db.source_file_unchanged(path)
+    os.utime(path, (1, 1))  # touched, same content
+    assert db.source_file_unchanged(path)
+    path.write_text("Assets,accn\n2::USD,A1\n")
+    assert not db.source_file_unchanged(path)
+    assert set(db.source_file_state()) == {str(path.resolve())}
+    db.forget_source_file(path)
+    assert db.source_file_state() == {}
+
+
+def test_real_csvs_and_taxonomy(db: DbUsGaap, shared_data: Path) -> None:
+    report = load_taxonomy(shared_data / "taxonomy" / "us_gaap_schema_2025.sql.gz", db)
+    assert report.concepts == 8469
+    concepts = db.taxonomy_concepts()
+    assert len(concepts) == 8469 and "Assets" in concepts
+    frame = db.taxonomy_frame()
+    assets = frame.set_index("name").loc["Assets"]
+    assert (assets["balance_type"], assets["period_type"]) == ("debit", "instant")
+    assert assets["concept_type"] == "xbrli:monetaryItemType"
+    results = [
+        read_sec_fetcher_csv(p, concepts) for p in iter_csv_files(shared_data / "sec-fetcher-csvs")
+    ]
+    written = sum(db.replace_ticker(r) for r in results)
+    assert written == sum(len(r.facts) for r in results) == db.fact_count()
+    again = sum(db.replace_ticker(r) for r in results)
+    assert again == written == db.fact_count()
+    assert db.tickers() == ["AAPL", "AMZN", "GOOG", "MSFT"]
+    frame = db.facts_frame(tickers=["MSFT"])
+    msft = next(r for r in results if r.ticker == "MSFT").facts
+    assert len(frame) == len(msft)
+    assert np.allclose(
+        np.sort(frame["value"].to_numpy()), np.sort(msft["value"].to_numpy()), rtol=0
+    )
+
+
+def test_resolve_url_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("NARRATIVE_DB_URL", "MYSQL_HOST", "MYSQL_PORT", "MYSQL_USER", "MYSQL_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NARRATIVE_DATA_DIR", str(tmp_path / "d"))
+    assert resolve_url() == f"sqlite:///{tmp_path / 'd' / 'narrative.sqlite'}"
+    monkeypatch.setenv("MYSQL_HOST", "db.example")
+    monkeypatch.setenv("MYSQL_PORT", "3307")
+    monkeypatch.setenv("MYSQL_USER", "u")
+    monkeypatch.setenv("MYSQL_PASSWORD", "p@ss")
+    monkeypatch.setenv("MYSQL_DATABASE", "gaap")
+    url = make_url(resolve_url())
+    assert (url.host, url.port, url.username, url.password, url.database) == (
+        "db.example",
+        3307,
+        "u",
+        "p@ss",
+        "gaap",
+    )
+    assert url.query["charset"] == "utf8mb4"
+    monkeypatch.setenv("NARRATIVE_DB_URL", "sqlite:///x.sqlite")
+    assert resolve_url() == "sqlite:///x.sqlite"
+    assert resolve_url("sqlite:///y.sqlite") == "sqlite:///y.sqlite"
+    with pytest.raises(ValueError, match="unsupported"):
+        DbUsGaap("postgresql://x/y")
+
+
+def test_result_without_filings_empties_the_ticker(db: DbUsGaap) -> None:
+    """A header-only file is a valid 'no filings' ticker: replacing empties it."""
+    db.replace_ticker(result("AAA", [("A1", "Assets", "USD", 1.0)]))
+    db.replace_ticker(result("BBB", [("B1", "Assets", "USD", 2.0)]))
+    assert db.replace_ticker(ReadResult(source="AAA.csv", ticker="AAA")) == 0
+    assert db.tickers() == ["BBB"] and db.fact_count() == 1
