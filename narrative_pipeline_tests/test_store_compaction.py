@@ -110,17 +110,23 @@ def test_cli_check_and_compact(tmp_path: Path, capsys) -> None:
     assert path.stat().st_size < size
 
 
-def test_cli_check_reports_crc_failure_in_old_entry(tmp_path: Path, capsys) -> None:
+def test_cli_check_reports_crc_failures_in_old_entries(tmp_path: Path, capsys) -> None:
     path = tmp_path / "s.bin"
     with DataStore(path) as store:
         for i in range(50):
+            store.write(b"k%d" % i, b"payload-%d" % i)  # small: checked vectorised
+        big_at = store.file_size() + (-store.file_size() % 64)
+        store.write(b"big", b"B" * 300)  # large: checked with zlib
+        store.delete(b"k1")
+        for i in range(50, 60):
             store.write(b"k%d" % i, b"payload-%d" % i)
     data = bytearray(path.read_bytes())
     data[64 * 3] ^= 1  # a payload byte of the 4th entry
+    data[big_at + 7] ^= 1
     path.write_bytes(bytes(data))
     assert cli_main(["store", "check", str(path)]) == 1
     out = capsys.readouterr().out
-    assert "CRC failures: 1 (entries ending at [" in out and "entries: 50" in out
+    assert "CRC failures: 2 (entries ending at [" in out and "entries: 62 (1 tombstones)" in out
     assert path.read_bytes() == bytes(data)
 
 
