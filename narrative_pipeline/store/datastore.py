@@ -76,7 +76,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_RECOVER_BYTES = 64 << 20
 _ZEROS = bytes(ALIGNMENT)
 _META_DTYPE = np.dtype([("hash", "<u8"), ("prev", "<u8"), ("crc", "<u4")])  # packed, 20 bytes
-_BYTE_OFFSETS = np.arange(8, dtype=np.int64)
 _COMPACT_CHUNK = 1 << 16
 
 
@@ -127,11 +126,16 @@ class DataStore:
         chain = find_chain(view, scan_limit=max_recover_bytes)
         if chain is None:
             view.close()
+            limited = max_recover_bytes is not None and size > max_recover_bytes
+            hint = (
+                f"only the last {max_recover_bytes} bytes were searched; "
+                f"`narrative-pipeline store check --recover {self._path}` searches all of it"
+                if limited
+                else "a store whose only write was cut short holds no complete entry and can be deleted"
+            )
             raise CorruptStoreError(
-                f"{self._path}: not a simd-r-drive store: no valid entry chain found "
-                f"({size} bytes, searched the last {min(size, max_recover_bytes or size)}); "
-                "the file was left untouched. If it is a store whose writes were all torn, "
-                f"`narrative-pipeline store check --recover {self._path}` cuts it back."
+                f"{self._path}: not a simd-r-drive store: no valid entry chain found in its "
+                f"{size} bytes; the file was left untouched ({hint})"
             )
         self._apply_recovery(chain, size, max_recover_bytes)
         self._tail = chain.end
