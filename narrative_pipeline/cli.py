@@ -18,11 +18,16 @@ COMMAND_GROUPS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; when argv names a group, only that group's module is imported.
+
+    Groups import heavy libraries (torch, Dagster); `store serve` must start in well under a second.
+    """
     parser = argparse.ArgumentParser(prog="narrative-pipeline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="group", required=True)
-    for module_name in COMMAND_GROUPS.values():
+    chosen = [COMMAND_GROUPS[a] for a in (argv or []) if a in COMMAND_GROUPS][:1]
+    for module_name in chosen or COMMAND_GROUPS.values():
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -34,12 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # Dagster's instance migrations
     return int(args.func(args) or 0)
 
 

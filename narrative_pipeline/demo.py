@@ -59,10 +59,15 @@ def demo_store() -> None:
 
 def demo_pipeline(epochs: int) -> None:
     """Materialise every asset in-process, like 'Materialize all' in the UI."""
-    from narrative_pipeline.definitions import materialize_all
+    from narrative_pipeline.definitions import materialize_all, training_run_config
 
     print("\n== Dagster asset graph on the embedded defaults")
     print(f"data folder: {Path(os.environ.get('NARRATIVE_DATA_DIR', 'data')).resolve()}")
-    result = materialize_all(max_epochs=epochs)
+    # Dagster's console logger defaults to DEBUG (one line per engine event); INFO keeps the counts.
+    run_config = {
+        **training_run_config(max_epochs=epochs),
+        "loggers": {"console": {"config": {"log_level": "INFO"}}},
+    }
+    result = materialize_all(run_config=run_config)
     for line in result:
         print(line)
