@@ -105,7 +105,19 @@ def fresh_mysql_url(base_url: str) -> str:
 
 
 def rss_mib() -> float:
+    """Peak resident set of this process so far (MiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_split_mib() -> dict[str, float]:
+    """Current anonymous vs file-backed resident memory: the store's memory map is file-backed
+    (the kernel can drop it), anonymous memory is what the process itself holds."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("RssAnon", "RssFile"):
+            fields[name.lower() + "_mib"] = round(int(value.split()[0]) / 1024, 1)
+    return fields
 
 
 def open_handle(args: argparse.Namespace):
@@ -153,6 +165,7 @@ def child(args: argparse.Namespace) -> dict:
             embedding_cache_hits=report.embedding_report.cache_hits,
             embedded_in_run=report.embedding_report.embedded,
             rss_after_ingest_mib=round(rss_mib(), 1),
+            **{f"after_ingest_{k}": v for k, v in rss_split_mib().items()},
         )
         started = time.perf_counter()
         again = store.ingest_us_gaap_csvs(args.corpus, db, make_plots=False)
@@ -161,6 +174,7 @@ def child(args: argparse.Namespace) -> dict:
         result["reingest_rebuilt"] = again.downstream_ran
         result.update(measure_reads(UsGaapStore(handle)))
         result["peak_rss_mib"] = round(rss_mib(), 1)
+        result.update({f"end_{k}": v for k, v in rss_split_mib().items()})
         return result
     finally:
         close = getattr(handle, "close", None)
