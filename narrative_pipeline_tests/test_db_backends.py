@@ -125,7 +125,7 @@ def test_facts_frame_sorted_and_exact(db: DbUsGaap) -> None:
     rows = [
         (f"A{a}", f"C{c:03d}", u, float(rng.normal() * 10 ** rng.integers(0, 15)))
         for a in range(5)
-        for c in range(120)
+        for c in range(240)  # 2400 rows: MariaDB takes the LOAD DATA path
         for u in ("USD", "SHARES")
     ]
     db.replace_ticker(result("ZZZ", rows[::-1]))
@@ -208,3 +208,20 @@ def test_result_without_filings_empties_the_ticker(db: DbUsGaap) -> None:
     db.replace_ticker(result("BBB", [("B1", "Assets", "USD", 2.0)]))
     assert db.replace_ticker(ReadResult(source="AAA.csv", ticker="AAA")) == 0
     assert db.tickers() == ["BBB"] and db.fact_count() == 1
+
+
+def test_bulk_path_falls_back_when_local_infile_is_refused(
+    db: DbUsGaap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pymysql
+
+    from narrative_pipeline.db import database
+
+    def refused(*_args):
+        raise pymysql.err.OperationalError(1148, "The used command is not allowed")
+
+    monkeypatch.setattr(database, "_load_data_local", refused)
+    rows = [("A1", f"C{i}", "USD", float(i)) for i in range(3000)]
+    assert db.replace_ticker(result("AAA", rows)) == 3000
+    assert db.facts_frame()["value"].sum() == sum(range(3000))
+    assert db._load_data_ok is not db.is_mysql  # MariaDB switched to INSERTs for good

@@ -1,0 +1,131 @@
+"""Reader throughput (cells/s) and DbUsGaap write/read rows/s on SQLite and MariaDB.
+
+    .venv/bin/python benchmarks/bench_db.py [--copies 50] [--rows 1000000] [--mysql URL]
+
+- reader: the real sec-fetcher CSVs copied `--copies` times under new tickers, read one by one.
+- db write (real): replace_ticker of those results (small files: per-ticker overhead included).
+- db write (bulk): replace_ticker of synthetic tickers of 50k facts each, `--rows` in total.
+- db read: facts_frame() of everything.
+MariaDB runs when --mysql or NARRATIVE_TEST_MYSQL_URL is set (a temporary database is created
+and dropped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from narrative_pipeline.db import DbUsGaap
+from narrative_pipeline.readers import ReadResult, iter_csv_files, read_sec_fetcher_csv
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sec-fetcher-csvs"
+FACTS_PER_TICKER = 50_000
+
+
+def make_corpus(folder: Path, copies: int) -> list[Path]:
+    sources = iter_csv_files(SHARED)
+    for i in range(copies):
+        for src in sources:
+            shutil.copy(src, folder / f"{src.stem}{i:05d}.csv")
+    return iter_csv_files(folder)
+
+
+def bench_reader(paths: list[Path]) -> list[ReadResult]:
+    start = time.perf_counter()
+    results = [read_sec_fetcher_csv(p, None) for p in paths]
+    elapsed = time.perf_counter() - start
+    cells = sum(len(r.facts) for r in results)
+    print(
+        f"reader: {len(paths)} files, {cells:,} facts in {elapsed:.2f} s = "
+        f"{cells / elapsed:,.0f} facts/s, {len(paths) / elapsed:,.0f} files/s"
+    )
+    return results
+
+
+def synthetic(ticker: str, rng: np.random.Generator) -> ReadResult:
+    n_filings, n_pairs = 50, FACTS_PER_TICKER // 50
+    accn = np.repeat([f"{ticker}-{i:04d}" for i in range(n_filings)], n_pairs)
+    concept = np.tile([f"Concept{j:04d}" for j in range(n_pairs)], n_filings)
+    facts = pd.DataFrame(
+        {
+            "accn": pd.Categorical(accn),
+            "concept": pd.Categorical(concept),
+            "unit": pd.Categorical(["USD"] * len(accn)),
+            "value": rng.normal(size=len(accn)) * 1e9,
+        }
+    )
+    filings = pd.DataFrame({"accn": sorted(set(accn))})
+    return ReadResult(source=ticker, ticker=ticker, filings=filings, facts=facts)
+
+
+def bench_db(label: str, url: str, results: list[ReadResult], rows: int) -> None:
+    db = DbUsGaap(url)
+    start = time.perf_counter()
+    written = sum(db.replace_ticker(r) for r in results)
+    elapsed = time.perf_counter() - start
+    print(
+        f"{label} write (real small files): {written:,} facts, {len(results)} tickers in "
+        f"{elapsed:.2f} s = {written / elapsed:,.0f} rows/s ({elapsed / len(results) * 1e3:.2f} ms/ticker)"
+    )
+    rng = np.random.default_rng(0)
+    big = [synthetic(f"SYN{i:04d}", rng) for i in range(max(1, rows // FACTS_PER_TICKER))]
+    start = time.perf_counter()
+    written = sum(db.replace_ticker(r) for r in big)
+    elapsed = time.perf_counter() - start
+    print(
+        f"{label} write (bulk, 50k facts/ticker): {written:,} rows in {elapsed:.2f} s = {written / elapsed:,.0f} rows/s"
+    )
+    start = time.perf_counter()
+    again = db.replace_ticker(big[0])
+    print(
+        f"{label} replace of one existing 50k ticker: {time.perf_counter() - start:.3f} s ({again:,} rows)"
+    )
+    start = time.perf_counter()
+    frame = db.facts_frame()
+    elapsed = time.perf_counter() - start
+    print(
+        f"{label} read facts_frame(): {len(frame):,} rows in {elapsed:.2f} s = {len(frame) / elapsed:,.0f} rows/s"
+    )
+    db.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--copies", type=int, default=50)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--mysql", default=os.environ.get("NARRATIVE_TEST_MYSQL_URL"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        (tmp_path / "csv").mkdir()
+        results = bench_reader(make_corpus(tmp_path / "csv", args.copies))
+        bench_db("sqlite", f"sqlite:///{tmp_path / 'bench.sqlite'}", results, args.rows)
+        size = (tmp_path / "bench.sqlite").stat().st_size
+        print(f"sqlite file: {size / 1e6:.1f} MB")
+    if args.mysql:
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        server = make_url(args.mysql)
+        name = f"np_bench_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(server.set(database=""))
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE DATABASE `{name}`"))
+        try:
+            url = server.set(database=name).render_as_string(hide_password=False)
+            bench_db("mariadb", url, results, args.rows)
+        finally:
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP DATABASE `{name}`"))
+
+
+if __name__ == "__main__":
+    main()
