@@ -48,10 +48,10 @@ def test_loss_weights_and_l1_option():
     torch.manual_seed(0)
     x, recon = torch.zeros(4, 3), torch.ones(4, 3) * 2
     mse = tiny_model(input_dim=3, value_weight=0.5)._losses(x, recon)
-    assert mse["embedding_loss"] == pytest.approx(4.0)
-    assert mse["loss"] == pytest.approx(4.0 + 0.5 * 4.0)
+    assert mse["embedding_loss"] == pytest.approx(8.0)  # summed over the 2 embedding dims
+    assert mse["loss"] == pytest.approx(8.0 + 0.5 * 4.0)
     l1 = tiny_model(input_dim=3, loss="l1")._losses(x, recon)
-    assert l1["loss"] == pytest.approx(4.0)
+    assert l1["loss"] == pytest.approx(4.0 + 2.0)
     with pytest.raises(ValueError, match="loss"):
         tiny_model(loss="huber")
 
@@ -77,15 +77,17 @@ def test_inverse_scaling_runs_each_pairs_own_scaler():
 
 
 def test_per_pair_metrics_and_worst_pair():
-    actual = np.array([1.0, 2.0, 3.0, 10.0, 20.0, 30.0, 5.0])
-    predicted = np.array([1.0, 2.0, 3.0, 11.0, 22.0, 33.0, 6.0])
-    pair_id = np.array([0, 0, 0, 1, 1, 1, 2])
+    actual = np.array([1.0, 2.0, 3.0, 10.0, 20.0, 30.0, 5.0, 0.0, 0.0])
+    predicted = np.array([1.0, 2.0, 3.0, 11.0, 22.0, 33.0, 6.0, 1.0, 2.0])
+    pair_id = np.array([0, 0, 0, 1, 1, 1, 2, 3, 3])
     table = per_pair_value_metrics(predicted, actual, pair_id)
     assert table.loc[0, "median_rel_error"] == 0 and table.loc[0, "r2"] == 1
     assert table.loc[1, "median_rel_error"] == pytest.approx(0.1)
     assert table.loc[1, "r2"] == pytest.approx(1 - 14 / 200)
     assert np.isnan(table.loc[2, "r2"])  # one cell: R2 undefined
-    summary = summarise_pair_metrics(table, [("A", "USD"), ("B", "USD"), ("C", "shares")])
+    assert np.isnan(table.loc[3, "median_rel_error"])  # all zeros: relative error undefined
+    names = [("A", "USD"), ("B", "USD"), ("C", "shares"), ("D", "USD")]
+    summary = summarise_pair_metrics(table, names)
     assert summary["worst_rel_error_pair"] == "C [shares]"
     assert summary["worst_r2_pair"] == "B [USD]"
     assert summary["r2_worst"] == pytest.approx(0.93)

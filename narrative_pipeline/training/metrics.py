@@ -28,18 +28,20 @@ def inverse_scale_by_pair(
 
 
 def per_pair_value_metrics(
-    predicted: np.ndarray, actual: np.ndarray, pair_id: np.ndarray, eps: float = 1e-9
+    predicted: np.ndarray, actual: np.ndarray, pair_id: np.ndarray
 ) -> pd.DataFrame:
     """Median relative error and R2 of `predicted` against `actual` per pair.
 
-    R2 is NaN for pairs with fewer than two cells or a constant actual value (undefined there).
+    Relative error is undefined where the actual value is 0 (those cells are left out; a pair
+    of zeros only gets NaN). R2 is NaN for pairs with fewer than two cells or a constant actual
+    value (undefined there).
     """
     predicted = np.asarray(predicted, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
     frame = pd.DataFrame(
         {
             "pair_id": np.asarray(pair_id, dtype=np.int64),
-            "rel_error": np.abs(predicted - actual) / np.maximum(np.abs(actual), eps),
+            "rel_error": np.abs(predicted - actual) / np.where(actual != 0, np.abs(actual), np.nan),
             "sq_error": (predicted - actual) ** 2,
             "actual": actual,
         }
@@ -64,11 +66,12 @@ def summarise_pair_metrics(
     """Scalars to log (medians over pairs and the worst pair) plus the worst pair's name."""
     if table.empty:
         return {}
-    summary: dict[str, Any] = {
-        "median_rel_error": float(table["median_rel_error"].median()),
-        "worst_pair_median_rel_error": float(table["median_rel_error"].max()),
-        "worst_rel_error_pair_id": int(table["median_rel_error"].idxmax()),
-    }
+    summary: dict[str, Any] = {}
+    rel = table["median_rel_error"].dropna()
+    if not rel.empty:
+        summary["median_rel_error"] = float(rel.median())
+        summary["worst_pair_median_rel_error"] = float(rel.max())
+        summary["worst_rel_error_pair_id"] = int(rel.idxmax())
     r2 = table["r2"].dropna()
     if not r2.empty:
         summary["r2_median"] = float(r2.median())

@@ -115,8 +115,16 @@ class Stage1Autoencoder(pl.LightningModule):
         return self.decode(z), z
 
     def _losses(self, x: torch.Tensor, recon: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Weighted embedding + value reconstruction losses, and the embedding cosine.
+
+        The embedding term is summed over its dimensions (squared / absolute L2-style distance
+        per cell, averaged over the batch), so the whole embedding and the single value weigh
+        alike at weight 1: averaged per dimension, the small PCA components were ignored
+        (on the real CSVs: embedding cosine 0.20 averaged vs 0.87 with 100x weight).
+        """
         loss_fn = F.mse_loss if self.hparams.loss == "mse" else F.l1_loss
-        embedding_loss = loss_fn(recon[:, :-1], x[:, :-1])
+        per_dim = loss_fn(recon[:, :-1], x[:, :-1], reduction="none")
+        embedding_loss = per_dim.sum(dim=1).mean()
         value_loss = loss_fn(recon[:, -1], x[:, -1])
         total = (
             self.hparams.embedding_weight * embedding_loss + self.hparams.value_weight * value_loss
