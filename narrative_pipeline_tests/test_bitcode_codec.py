@@ -25,14 +25,26 @@ GOLDEN_REQUESTS = [
         ([(b"k1", b"v1"), (b"key2", b"value2")],),
         "2400000000000000000000000011eaf3f72561060000010000005704b6d9597c20b01500020204006b316b657932020600763176616c756532",
     ),
-    ("read", (b"alice",), "16000000000000000000000000933f26f8256106000001000000f2cdf251a122262c07000500616c696365"),
+    (
+        "read",
+        (b"alice",),
+        "16000000000000000000000000933f26f8256106000001000000f2cdf251a122262c07000500616c696365",
+    ),
     (
         "batch_read",
         ([b"k1", b"key2", b"zz"],),
         "1b00000000000000000000000098a858f8256106000001000000c284728b140b03010c00030462006b316b6579327a7a",
     ),
-    ("delete", (b"alice",), "16000000000000000000000000b2358bf8256106000001000000fddee9f7c7badb4207000500616c696365"),
-    ("exists", (b"alice",), "16000000000000000000000000dd8cbdf825610600000100000086c08919821c47cb07000500616c696365"),
+    (
+        "delete",
+        (b"alice",),
+        "16000000000000000000000000b2358bf8256106000001000000fddee9f7c7badb4207000500616c696365",
+    ),
+    (
+        "exists",
+        (b"alice",),
+        "16000000000000000000000000dd8cbdf825610600000100000086c08919821c47cb07000500616c696365",
+    ),
     ("len", (), "0f00000000000000000000000015feeff8256106000001000000e3e3960e76bb1da40000"),
     ("is_empty", (), "0f000000000000000000000000cb8022f925610600000100000070072d289b5ae0340000"),
     ("file_size", (), "0f000000000000000000000000efd454f9256106000001000000c268340df4a10e720000"),
@@ -69,17 +81,27 @@ def _without_timestamp(frame: bytes) -> bytes:
     return frame[:13] + frame[21:]
 
 
-@pytest.mark.parametrize(("method", "args", "golden"), GOLDEN_REQUESTS, ids=lambda v: v if isinstance(v, str) and len(v) < 20 else "")
+@pytest.mark.parametrize(
+    ("method", "args", "golden"),
+    GOLDEN_REQUESTS,
+    ids=lambda v: v if isinstance(v, str) and len(v) < 20 else "",
+)
 def test_request_frames_match_golden(method: str, args: tuple, golden: str) -> None:
     expected = bytes.fromhex(golden)
-    body = muxio.encode_rpc(muxio.MSG_CALL, 1, rpc.METHOD_IDS[method], rpc.encode_request(method, *args))
+    body = muxio.encode_rpc(
+        muxio.MSG_CALL, 1, rpc.METHOD_IDS[method], rpc.encode_request(method, *args)
+    )
     frames = muxio.encode_stream(0, body)
     assert len(frames) == 2
     assert _without_timestamp(frames[0]) == _without_timestamp(expected)
     assert _without_timestamp(frames[1]) == _without_timestamp(bytes.fromhex(GOLDEN_END_FRAME))
 
 
-@pytest.mark.parametrize(("method", "args", "golden"), GOLDEN_REQUESTS, ids=lambda v: v if isinstance(v, str) and len(v) < 20 else "")
+@pytest.mark.parametrize(
+    ("method", "args", "golden"),
+    GOLDEN_REQUESTS,
+    ids=lambda v: v if isinstance(v, str) and len(v) < 20 else "",
+)
 def test_golden_requests_decode(method: str, args: tuple, golden: str) -> None:
     frame = bytes.fromhex(golden)
     header, payload = muxio.decode_rpc(frame[muxio.FRAME_HEADER_SIZE :])
@@ -97,8 +119,14 @@ def test_responses_match_golden(method: str, value: object, golden: str) -> None
 
 def test_reference_blocks() -> None:
     assert bitcode.encode_lengths([300, 2, 2]).hex() == "00ff0202042c01"
-    assert bitcode.encode_u64_column(list(range(1000, 1010))).hex() == "05e803000000000000021032547698"
-    assert bitcode.decode_lengths(Reader(bytes.fromhex("00ff0202042c01")), 3).tolist() == [300, 2, 2]
+    assert (
+        bitcode.encode_u64_column(list(range(1000, 1010))).hex() == "05e803000000000000021032547698"
+    )
+    assert bitcode.decode_lengths(Reader(bytes.fromhex("00ff0202042c01")), 3).tolist() == [
+        300,
+        2,
+        2,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -154,11 +182,16 @@ def test_u64_column(values: list[int], header: int) -> None:
 
 def test_lengths_with_long_items_and_option_columns() -> None:
     rng = random.Random(3)
-    items = [None if rng.random() < 0.3 else rng.randbytes(rng.choice([0, 1, 8, 254, 255, 256, 70000])) for _ in range(300)]
+    items = [
+        None if rng.random() < 0.3 else rng.randbytes(rng.choice([0, 1, 8, 254, 255, 256, 70000]))
+        for _ in range(300)
+    ]
     encoded = bitcode.encode_option_byte_vecs(items)
     assert bitcode.decode_option_byte_vecs(Reader(encoded), len(items)) == items
     entries = [(rng.randbytes(16), rng.randbytes(rng.randint(1, 600))) for _ in range(500)]
-    assert rpc.decode_request("batch_write", rpc.encode_request("batch_write", entries)) == (entries,)
+    assert rpc.decode_request("batch_write", rpc.encode_request("batch_write", entries)) == (
+        entries,
+    )
 
 
 def test_big_batch_round_trip() -> None:
@@ -195,7 +228,12 @@ def test_stream_assembler_reassembles_split_and_shared_messages() -> None:
     body_b = b"short call"
     frames_a = muxio.encode_stream(4, body_a)
     frames_b = muxio.encode_stream(9, body_b)
-    assert [f[12] for f in frames_a] == [muxio.KIND_OPEN, muxio.KIND_DATA, muxio.KIND_DATA, muxio.KIND_END]
+    assert [f[12] for f in frames_a] == [
+        muxio.KIND_OPEN,
+        muxio.KIND_DATA,
+        muxio.KIND_DATA,
+        muxio.KIND_END,
+    ]
     assembler = muxio.StreamAssembler()
     done, _ = assembler.feed(frames_a[0] + frames_b[0])
     assert done == []
@@ -210,10 +248,22 @@ def test_stream_assembler_reassembles_split_and_shared_messages() -> None:
 
 def test_stream_assembler_reports_bad_frames_and_limits() -> None:
     assembler = muxio.StreamAssembler(max_stream_bytes=1000)
-    done, _ = assembler.feed(muxio.encode_frame(1, 0, 9, b"x") + muxio.encode_frame(2, 1, muxio.KIND_END))
+    done, _ = assembler.feed(
+        muxio.encode_frame(1, 0, 9, b"x") + muxio.encode_frame(2, 1, muxio.KIND_END)
+    )
     assert done == [] and len(assembler.problems) == 2
-    with pytest.raises(muxio.FrameError, match="exceeds"):
-        assembler.feed(muxio.encode_frame(3, 0, muxio.KIND_OPEN, bytes(2000)))
+    done, _ = assembler.feed(
+        muxio.encode_frame(3, 0, muxio.KIND_OPEN, b"head-of-call-xyz" + bytes(600))
+    )
+    assert done == [] and not assembler.overflowed
+    done, _ = assembler.feed(muxio.encode_frame(3, 1, muxio.KIND_DATA, bytes(600)))
+    assert assembler.overflowed == [(3, b"head-of-call-xy")] and assembler.pending_bytes() == 0
+    done, _ = assembler.feed(
+        muxio.encode_frame(3, 2, muxio.KIND_DATA, b"x") + muxio.encode_frame(3, 3, muxio.KIND_END)
+    )
+    assert (
+        done == [] and len(assembler.problems) == 2
+    )  # the rest of the refused stream is dropped quietly
 
 
 def test_rpc_header_with_lying_metadata_length() -> None:

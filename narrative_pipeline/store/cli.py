@@ -47,9 +47,17 @@ def add_compact_command(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_compact)
 
 
+def add_serve_command(commands: argparse._SubParsersAction) -> None:
+    """`store serve PATH --host --port`: the WebSocket server (defined in store/server.py)."""
+    from narrative_pipeline.store.server import add_serve_command as add_server_parser
+
+    add_server_parser(commands)
+
+
 STORE_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_check_command,
     add_compact_command,
+    add_serve_command,
 ]
 
 

@@ -96,6 +96,9 @@ class StreamAssembler:
     open_sizes: dict[int, int] = field(default_factory=dict)
     partial: bytes = b""
     problems: list[str] = field(default_factory=list)  # frames dropped, for the caller to log
+    # Streams cut off for exceeding the cap: (stream id, first bytes) so the caller can answer.
+    overflowed: list[tuple[int, bytes]] = field(default_factory=list)
+    discarded: set[int] = field(default_factory=set)
 
     def feed(self, message: bytes) -> tuple[list[tuple[int, bytes]], list[tuple[int, int, bytes]]]:
         data = self.partial + message if self.partial else message
@@ -121,6 +124,10 @@ class StreamAssembler:
             self.open_streams[stream_id] = [payload]
             self.open_sizes[stream_id] = len(payload)
         elif kind in (KIND_DATA, KIND_END):
+            if stream_id in self.discarded:  # the rest of a stream already refused
+                if kind == KIND_END:
+                    self.discarded.discard(stream_id)
+                return
             if stream_id not in self.open_streams:
                 name = "Data" if kind == KIND_DATA else "End"
                 self.problems.append(f"{name} frame for stream {stream_id} that was never opened")
@@ -140,9 +147,10 @@ class StreamAssembler:
             self.problems.append(f"unknown frame kind {kind} on stream {stream_id}")
             return
         if self.open_sizes.get(stream_id, 0) > self.max_stream_bytes:
-            self.open_streams.pop(stream_id, None)
-            self.open_sizes.pop(stream_id, None)
-            raise FrameError(f"stream {stream_id} exceeds {self.max_stream_bytes} bytes")
+            head = self.open_streams.pop(stream_id)[0][:RPC_HEADER_SIZE]
+            del self.open_sizes[stream_id]
+            self.discarded.add(stream_id)
+            self.overflowed.append((stream_id, head))
 
     def pending_bytes(self) -> int:
         return len(self.partial) + sum(self.open_sizes.values())

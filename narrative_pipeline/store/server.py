@@ -27,6 +27,7 @@ import contextlib
 import logging
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +39,7 @@ from websockets.http11 import Request, Response
 
 from narrative_pipeline.store import muxio, rpc
 from narrative_pipeline.store.bitcode import BitcodeError
+from narrative_pipeline.store.errors import ReadOnlyStoreError, StoreLockedError
 from narrative_pipeline.store.muxio import FrameError
 
 log = logging.getLogger(__name__)
@@ -146,6 +148,7 @@ class StoreServer:
             ping_interval=self.ping_interval,
             ping_timeout=None,
             compression=None,
+            close_timeout=1.0,  # on shutdown, idle synchronous clients cannot answer the close
             write_limit=4 * 1024 * 1024,
         )
         sockname = self._server.sockets[0].getsockname()
@@ -205,6 +208,18 @@ class StoreServer:
             assembler.open_streams.clear()
             assembler.open_sizes.clear()
             streams, control = [], []
+        for _stream_id, head in assembler.overflowed:
+            text = f"call exceeds the server's limit of {self.max_message_size} bytes (--max-message-mib)"
+            if len(head) >= muxio.RPC_HEADER_SIZE and head[0] == muxio.MSG_CALL:
+                request_id, method_id = _ids_of(head)
+                await self._send_stream(
+                    ws,
+                    next_stream,
+                    self._error_reply(peer, request_id, method_id, muxio.STATUS_FAIL, text),
+                )
+            else:
+                log.warning("client %s: %s; dropped", peer, text)
+        assembler.overflowed.clear()
         for problem in assembler.problems:
             log.warning("client %s: %s; frame dropped", peer, problem)
         assembler.problems.clear()
@@ -226,6 +241,9 @@ class StoreServer:
         try:
             header, method, args = await self._maybe_threaded(decode_call, body, large=large)
         except FrameError as exc:
+            if len(body) >= muxio.RPC_HEADER_SIZE and body[0] == muxio.MSG_CALL:
+                request_id, method_id = _ids_of(body)  # header readable: answer the caller
+                return self._error_reply(peer, request_id, method_id, muxio.STATUS_FAIL, str(exc))
             log.warning("client %s sent an unusable call: %s", peer, exc)
             return None
         except CallError as exc:
@@ -240,7 +258,7 @@ class StoreServer:
             return self._error_reply(
                 peer, header.request_id, header.method_id, exc.status, str(exc)
             )
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, ReadOnlyStoreError, StoreLockedError) as exc:
             return self._error_reply(
                 peer,
                 header.request_id,
@@ -433,3 +451,24 @@ def serve_command(args: Any) -> int:
         if close:
             close()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m narrative_pipeline.store.server PATH ...`: the `store serve` command alone.
+
+    Same arguments and code as `narrative-pipeline store serve`, without importing the other
+    command groups (the full CLI pulls in torch/lightning, which costs seconds per start).
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m narrative_pipeline.store.server")
+    add_serve_command(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return serve_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,6 +20,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from typing import Any
 
 from narrative_pipeline.store import muxio, rpc
@@ -57,6 +58,7 @@ class _Connection:
         self.pos = 0
         self.assembler = muxio.StreamAssembler()
         self.fragments: list[bytes] = []
+        self.deadline: float | None = None
         self.calls = 0
         self._handshake(host, port)
 
@@ -89,6 +91,11 @@ class _Connection:
         elif self.pos > _RECV_CHUNK and self.pos * 2 > len(self.buf):
             del self.buf[: self.pos]
             self.pos = 0
+        if self.deadline is not None:  # pings must not stretch a call past its timeout
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("deadline passed")
+            self.sock.settimeout(remaining)
         chunk = self.sock.recv(_RECV_CHUNK)
         if not chunk:
             raise ConnectionError(f"{self.address} closed the connection")
@@ -325,9 +332,12 @@ class DataStoreWsClient:
             conn = self._ready_connection()
             try:
                 return self._roundtrip(conn, method, args_bytes, timeout)
-            except _Retryable:
+            except _Retryable:  # the server had closed this connection: one fresh try
                 self._drop()
+            try:
                 return self._roundtrip(self._ready_connection(), method, args_bytes, timeout)
+            except _Retryable as exc:
+                raise ConnectionError(str(exc)) from exc.__cause__
 
     def _ready_connection(self) -> _Connection:
         conn = self._connection()
@@ -351,6 +361,7 @@ class DataStoreWsClient:
         sent = False
         try:
             conn.sock.settimeout(timeout)
+            conn.deadline = time.monotonic() + timeout
             conn.send_messages(muxio.encode_stream(stream_id, body))
             sent = True
             reply = self._await_reply(conn, request_id)
@@ -360,7 +371,9 @@ class DataStoreWsClient:
         except OSError as exc:
             self._drop()
             if not sent or method in _READ_ONLY:
-                raise _Retryable from exc
+                raise _Retryable(
+                    f"connection to {self.address} lost during {method}: {exc}"
+                ) from exc
             raise ConnectionError(
                 f"connection to {self.address} lost during {method}: {exc}"
             ) from exc
@@ -399,7 +412,7 @@ def _call_ids(n: int) -> tuple[int, int]:
     return (2 * n + 1) & 0xFFFF_FFFF, (2 * n) & 0xFFFF_FFFF
 
 
-class _Retryable(Exception):
+class _Retryable(ConnectionError):
     """The connection failed before the server can have applied the call."""
 
 
