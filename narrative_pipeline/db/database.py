@@ -168,25 +168,24 @@ class DbUsGaap:
         """
         if getattr(result, "error", None):
             raise ValueError(f"{result.source}: unusable result not written ({result.error})")
-        filings = _clean_filings(result.filings, result.facts)
         facts = result.facts
-        accn_codes = pd.Categorical(
-            facts["accn"], categories=pd.Index(filings["accn"].tolist(), dtype=object)
-        ).codes
+        filings = _filing_records(result.filings, facts)  # accn -> (form, fy, fp, filed)
+        accns = list(filings)
+        accn_codes = _codes_against(facts["accn"], accns)
         pair_codes, pairs = _pair_codes(facts)
         values = facts["value"].to_numpy(dtype=np.float64)
         p = self._ph
         with self._transaction() as cur:
             self._delete_ticker(cur, result.ticker)
-            if len(filings):
+            if filings:
                 cur.executemany(
                     "INSERT INTO filing (ticker, accn, form, fy, fp, filed) "
                     f"VALUES ({p},{p},{p},{p},{p},{p})",
-                    _filing_rows(result.ticker, filings),
+                    [(result.ticker, accn, *rest) for accn, rest in filings.items()],
                 )
             cur.execute(f"SELECT accn, id FROM filing WHERE ticker = {p}", (result.ticker,))
             id_of = dict(cur.fetchall())
-            filing_ids = np.array([id_of[a] for a in filings["accn"].tolist()], dtype=np.int64)
+            filing_ids = np.array([id_of[a] for a in accns], dtype=np.int64)
             pair_ids = self._ensure_pairs(cur, pairs)
             fid = filing_ids[accn_codes]
             cid = pair_ids[pair_codes]
@@ -451,14 +450,47 @@ def _path_key(path: str | Path) -> str:
     return str(Path(path).resolve())
 
 
-def _clean_filings(filings: pd.DataFrame, facts: pd.DataFrame) -> pd.DataFrame:
-    """Filings with an accn, one row per accn; accns used by facts but absent are added."""
-    filings = filings.loc[filings["accn"].notna()].drop_duplicates(subset=["accn"], keep="last")
-    used = pd.Index(pd.unique(facts["accn"].astype(object)))
-    extra = used.difference(pd.Index(filings["accn"].astype(object)))
-    if len(extra):
-        filings = pd.concat([filings, pd.DataFrame({"accn": list(extra)})], ignore_index=True)
-    return filings.reset_index(drop=True)
+def _column_list(frame: pd.DataFrame, name: str) -> list:
+    """A column as a Python list with None for missing values (NaN, NA, absent column)."""
+    if name not in frame:
+        return [None] * len(frame)
+    return frame[name].to_numpy(dtype=object, na_value=None).tolist()
+
+
+def _filing_records(filings: pd.DataFrame, facts: pd.DataFrame) -> dict[str, tuple]:
+    """accn -> (form, fy, fp, filed): one per accn (the last row wins); an accn used by facts
+    but missing from filings gets an all-NULL filing. Filings are few: plain lists."""
+    records: dict[str, tuple] = {}
+    columns = [_column_list(filings, name) for name in ("accn", "form", "fy", "fp", "filed")]
+    for accn, form, fy, fp, filed in zip(*columns, strict=True):
+        if accn is not None and accn == accn:
+            records[str(accn)] = (form, None if fy is None else int(fy), fp, filed)
+    for accn in _distinct(facts["accn"]):
+        records.setdefault(accn, (None, None, None, None))
+    return records
+
+
+def _distinct(series: pd.Series) -> list[str]:
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        used = np.unique(series.cat.codes.to_numpy())
+        return [str(c) for c in series.cat.categories[used[used >= 0]]]
+    return [str(v) for v in pd.unique(series.dropna())]
+
+
+def _codes_against(series: pd.Series, categories: list[str]) -> np.ndarray:
+    """Index of each value in `categories` (vectorised; categoricals map their few categories)."""
+    index = pd.Index(categories, dtype=object)
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        mapping = index.get_indexer(series.cat.categories.astype(object))
+        return mapping[series.cat.codes.to_numpy()]
+    return index.get_indexer(series.astype(object))
+
+
+def _factorized(series: pd.Series) -> tuple[np.ndarray, list[str]]:
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return series.cat.codes.to_numpy(), series.cat.categories.astype(object).tolist()
+    codes, uniques = pd.factorize(series)
+    return codes, [str(u) for u in uniques]
 
 
 def _none_if_na(values: list) -> list:
@@ -467,35 +499,13 @@ def _none_if_na(values: list) -> list:
     ]
 
 
-def _filing_rows(ticker: str, filings: pd.DataFrame) -> list[tuple]:
-    def column(name: str) -> list:
-        if name not in filings:
-            return [None] * len(filings)
-        return _none_if_na(filings[name].astype(object).tolist())
-
-    fy = [None if v is None else int(v) for v in column("fy")]
-    return list(
-        zip(
-            [ticker] * len(filings),
-            column("accn"),
-            column("form"),
-            fy,
-            column("fp"),
-            column("filed"),
-            strict=True,
-        )
-    )
-
-
 def _pair_codes(facts: pd.DataFrame) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Per-fact index into the distinct (concept, unit) pairs, and those pairs."""
-    concept = pd.Categorical(facts["concept"])
-    unit = pd.Categorical(facts["unit"])
-    combined = concept.codes.astype(np.int64) * max(1, len(unit.categories)) + unit.codes
-    uniq, inverse = np.unique(combined, return_inverse=True)
-    cats_c = concept.categories.astype(object).tolist()
-    cats_u = unit.categories.astype(object).tolist()
+    concept_codes, cats_c = _factorized(facts["concept"])
+    unit_codes, cats_u = _factorized(facts["unit"])
     n_u = max(1, len(cats_u))
+    combined = concept_codes.astype(np.int64) * n_u + unit_codes
+    uniq, inverse = np.unique(combined, return_inverse=True)
     pairs = [(cats_c[k // n_u], cats_u[k % n_u]) for k in uniq.tolist()]
     return inverse.reshape(-1), pairs
 
