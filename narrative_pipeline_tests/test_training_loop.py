@@ -38,6 +38,7 @@ def test_training_lowers_validation_loss_and_logs_metrics(three_epochs):
     ):  # fmt: skip
         assert key in metrics, key
     assert metrics["worst_r2_pair"].startswith("Concept")
+    assert metrics["stopped_early"] is False
     assert result.best_val_loss <= metrics["val_loss_epoch"] + 1e-9
     assert result.loss_curve_png.startswith(b"\x89PNG")
 
