@@ -208,8 +208,9 @@ def _grid_from_bytes(data: bytes, result: ReadResult) -> Grid | None:
         return None
 
 
-def _filings_frame(grid: Grid, index: dict[str, int], result: ReadResult) -> pd.DataFrame | None:
-    """Per-row filing fields; None (with result.error) when there is no accn column."""
+def _filing_rows(grid: Grid, index: dict[str, int], result: ReadResult) -> dict[str, list] | None:
+    """Per-row filing fields as lists (rows are few); None (with result.error) when there is
+    no accn column."""
     if "accn" not in index:
         result.error = "no 'accn' column: facts cannot be attached to filings"
         return None
@@ -217,8 +218,8 @@ def _filings_frame(grid: Grid, index: dict[str, int], result: ReadResult) -> pd.
         if name not in index:
             result.messages.append(f"no {name!r} column: loaded with {name} empty (NULL)")
     fields = {name: _filing_field(grid, index.get(name)) for name in FILING_COLUMNS}
-    fields["fy"] = pd.array(fy_column(pa.array(fields["fy"], pa.string())).to_pylist(), "Int64")
-    return pd.DataFrame(fields)
+    fields["fy"] = fy_column(pa.array(fields["fy"], pa.string())).to_pylist()
+    return fields
 
 
 def read_sec_fetcher_csv(path: str | Path, taxonomy_concepts: set[str] | None = None) -> ReadResult:
@@ -234,7 +235,7 @@ def read_sec_fetcher_csv(path: str | Path, taxonomy_concepts: set[str] | None = 
         return _finish(result)
     first = _first_copies(grid.header, result.messages)
     index = {name: i for i, name in enumerate(grid.header) if first[i]}
-    rows = _filings_frame(grid, index, result)
+    rows = _filing_rows(grid, index, result)
     if rows is None:
         return _finish(result)
     if grid.n_rows == 0:
@@ -253,13 +254,16 @@ def _categorical(codes: np.ndarray, categories: list[str]) -> pd.Categorical:
     )
 
 
-def _fill_facts(result: ReadResult, grid: Grid, rows: pd.DataFrame, take_col: np.ndarray) -> None:
+def _fill_facts(
+    result: ReadResult, grid: Grid, rows: dict[str, list], take_col: np.ndarray
+) -> None:
     """Parse the concept cells of rows that have an accn into result.facts/filings.
 
     Facts columns are pandas Categoricals built from integer codes (row -> accn, column ->
     concept, unit dictionary), so no string object is made per cell.
     """
-    has_accn = rows["accn"].notna().to_numpy()
+    accn_of_row = rows["accn"]
+    has_accn = np.array([a is not None for a in accn_of_row], dtype=bool)
     if not has_accn.all():
         result.messages.append(f"{int((~has_accn).sum())} rows without an accn skipped")
     sel = np.flatnonzero(take_col[grid.col] & has_accn[grid.row])
@@ -268,16 +272,20 @@ def _fill_facts(result: ReadResult, grid: Grid, rows: pd.DataFrame, take_col: np
     result.non_numeric_units.update(parsed.non_numeric_units)
     result.messages.extend(parsed.messages)
     kept = sel[parsed.keep]
-    accn_codes, accns = pd.factorize(rows["accn"])  # accn missing -> -1, never selected
+    accns: dict[str, int] = {}  # accn -> code, first-seen order; -1 for rows without accn
+    accn_codes = np.array(
+        [-1 if a is None else accns.setdefault(a, len(accns)) for a in accn_of_row], np.int64
+    )
     concept_cols = np.flatnonzero(take_col)
     concept_code = np.full(len(grid.header), -1, dtype=np.int64)
     concept_code[concept_cols] = np.arange(len(concept_cols))
     units = parsed.units.dictionary_encode()
-    concepts = [grid.header[i] for i in concept_cols]
     facts = pd.DataFrame(
         {
             "accn": _categorical(accn_codes[grid.row[kept]], list(accns)),
-            "concept": _categorical(concept_code[grid.col[kept]], concepts),
+            "concept": _categorical(
+                concept_code[grid.col[kept]], [grid.header[i] for i in concept_cols]
+            ),
             "unit": _categorical(
                 units.indices.to_numpy(zero_copy_only=False), units.dictionary.to_pylist()
             ),
@@ -285,15 +293,22 @@ def _fill_facts(result: ReadResult, grid: Grid, rows: pd.DataFrame, take_col: np
         },
         copy=False,
     )
-    filings = rows.loc[has_accn]
-    if filings["accn"].duplicated().any():
-        n_rep = int(filings["accn"].duplicated().sum())
+    n_rep = int(has_accn.sum()) - len(accns)
+    if n_rep:
         result.messages.append(f"{n_rep} rows repeat an earlier accn: the last row wins")
         facts, dropped = drop_duplicate_facts(facts)
         result.duplicate_facts += dropped
-        filings = filings.drop_duplicates(subset=["accn"], keep="last")
-    result.filings = filings.reset_index(drop=True)
+    result.filings = _filings_frame(rows, accns)
     result.facts = facts
+
+
+def _filings_frame(rows: dict[str, list], accns: dict[str, int]) -> pd.DataFrame:
+    """One filing per accn (the last row of a repeated accn wins), in first-seen order."""
+    last_row = {a: i for i, a in enumerate(rows["accn"]) if a is not None}
+    picked = [last_row[a] for a in accns]
+    frame = pd.DataFrame({name: [rows[name][i] for i in picked] for name in FILING_COLUMNS})
+    frame["fy"] = pd.array(frame["fy"].tolist(), dtype="Int64")
+    return frame
 
 
 def _finish(result: ReadResult) -> ReadResult:
