@@ -50,6 +50,28 @@ def bench_reader(paths: list[Path]) -> list[ReadResult]:
     return results
 
 
+def bench_reader_threads(paths: list[Path], workers: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        cells = sum(len(r.facts) for r in pool.map(read_sec_fetcher_csv, paths))
+    elapsed = time.perf_counter() - start
+    print(f"reader, {workers} threads: {cells / elapsed:,.0f} facts/s")
+
+
+def bench_companyfacts() -> None:
+    from narrative_pipeline.readers import read_companyfacts
+
+    paths = sorted((SHARED.parent / "companyfacts").glob("*.json.gz"))
+    start = time.perf_counter()
+    facts = sum(len(r.facts) for p in paths for r in read_companyfacts(p))
+    elapsed = time.perf_counter() - start
+    print(
+        f"companyfacts reader: {len(paths)} files, {facts:,} facts = {facts / elapsed:,.0f} facts/s"
+    )
+
+
 def synthetic(ticker: str, rng: np.random.Generator) -> ReadResult:
     n_filings, n_pairs = 50, FACTS_PER_TICKER // 50
     accn = np.repeat([f"{ticker}-{i:04d}" for i in range(n_filings)], n_pairs)
@@ -106,7 +128,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         (tmp_path / "csv").mkdir()
-        results = bench_reader(make_corpus(tmp_path / "csv", args.copies))
+        paths = make_corpus(tmp_path / "csv", args.copies)
+        results = bench_reader(paths)
+        bench_reader_threads(paths, 2)
+        bench_companyfacts()
         bench_db("sqlite", f"sqlite:///{tmp_path / 'bench.sqlite'}", results, args.rows)
         size = (tmp_path / "bench.sqlite").stat().st_size
         print(f"sqlite file: {size / 1e6:.1f} MB")

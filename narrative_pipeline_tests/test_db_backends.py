@@ -225,3 +225,20 @@ def test_bulk_path_falls_back_when_local_infile_is_refused(
     assert db.replace_ticker(result("AAA", rows)) == 3000
     assert db.facts_frame()["value"].sum() == sum(range(3000))
     assert db._load_data_ok is not db.is_mysql  # MariaDB switched to INSERTs for good
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([("A1", "Assets", "USD", float("nan"))], "non-finite"),
+        ([("A1", "Assets", "USD", 1.0), ("A1", "Assets", "USD", 2.0)], "repeated"),
+        ([("A1", None, "USD", 1.0)], "empty concept"),
+    ],
+)
+def test_invalid_facts_are_refused_before_touching_data(
+    db: DbUsGaap, rows: list, message: str
+) -> None:
+    db.replace_ticker(result("AAA", [("A0", "Assets", "USD", 1.0)]))
+    with pytest.raises(ValueError, match=message):
+        db.replace_ticker(result("AAA", rows))
+    assert db.facts_frame()["accn"].tolist() == ["A0"]

@@ -174,6 +174,7 @@ class DbUsGaap:
         accn_codes = _codes_against(facts["accn"], accns)
         pair_codes, pairs = _pair_codes(facts)
         values = facts["value"].to_numpy(dtype=np.float64)
+        _check_facts(result.source, accn_codes, pair_codes, len(pairs), values)
         p = self._ph
         with self._transaction() as cur:
             self._delete_ticker(cur, result.ticker)
@@ -450,6 +451,24 @@ def _path_key(path: str | Path) -> str:
     return str(Path(path).resolve())
 
 
+def _check_facts(
+    source: str, accn_codes: np.ndarray, pair_codes: np.ndarray, n_pairs: int, values: np.ndarray
+) -> None:
+    """Refuse facts the schema would reject, before the transaction touches stored data."""
+    problems = []
+    if (accn_codes < 0).any():
+        problems.append(f"{int((accn_codes < 0).sum())} facts without an accn")
+    if not np.isfinite(values).all():
+        problems.append(f"{int((~np.isfinite(values)).sum())} non-finite values")
+    if len(values) and not problems:
+        keys = accn_codes.astype(np.int64) * max(1, n_pairs) + pair_codes
+        repeats = len(keys) - len(np.unique(keys))
+        if repeats:
+            problems.append(f"{repeats} repeated (accn, concept, unit) facts")
+    if problems:
+        raise ValueError(f"{source}: facts not written: " + "; ".join(problems))
+
+
 def _column_list(frame: pd.DataFrame, name: str) -> list:
     """A column as a Python list with None for missing values (NaN, NA, absent column)."""
     if name not in frame:
@@ -503,6 +522,8 @@ def _pair_codes(facts: pd.DataFrame) -> tuple[np.ndarray, list[tuple[str, str]]]
     """Per-fact index into the distinct (concept, unit) pairs, and those pairs."""
     concept_codes, cats_c = _factorized(facts["concept"])
     unit_codes, cats_u = _factorized(facts["unit"])
+    if (concept_codes < 0).any() or (unit_codes < 0).any():
+        raise ValueError("facts with an empty concept or unit cannot be written")
     n_u = max(1, len(cats_u))
     combined = concept_codes.astype(np.int64) * n_u + unit_codes
     uniq, inverse = np.unique(combined, return_inverse=True)
