@@ -24,6 +24,7 @@ def _deps(graph, key):
 
 
 def test_asset_chain_and_direct_dependencies(graph):
+    """A strict chain (each step writes the single-writer store), plus direct data dependencies."""
     assert ASSET_KEYS == [
         "raw_records",
         "concept_unit_pairs",
@@ -36,7 +37,7 @@ def test_asset_chain_and_direct_dependencies(graph):
     assert _deps(graph, "raw_records") == set()
     assert _deps(graph, "concept_unit_pairs") == {"raw_records"}
     assert _deps(graph, "embeddings") == {"concept_unit_pairs"}
-    assert _deps(graph, "scalers") == {"concept_unit_pairs"}
+    assert _deps(graph, "scalers") == {"embeddings", "concept_unit_pairs"}
     assert _deps(graph, "pca_model") == {"embeddings", "scalers"}
     assert _deps(graph, "triplets") == {"pca_model", "scalers", "raw_records"}
     assert _deps(graph, "stage1_checkpoint") == {"triplets", "pca_model", "scalers"}

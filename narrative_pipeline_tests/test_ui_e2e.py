@@ -23,7 +23,7 @@ from narrative_pipeline.sample_data import generate_sample_csvs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-RUN_TIMEOUT_S = 150
+RUN_TIMEOUT_S = 300  # about 150 s on a busy 2-core machine: one process per step
 
 # The UI's "Materialize all" (LaunchAssetExecutionButton) sends this mutation.
 LAUNCH_MUTATION = """
@@ -265,7 +265,7 @@ def _png_is_not_blank(path: Path) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.browser
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(600)
 def test_materialize_all_through_the_ui_then_screenshot(tmp_path, chromium_path):
     env = _environment(tmp_path)
     generate_sample_csvs(tmp_path / "csv", tickers=["AAPL", "KO"], filings_per_ticker=4)
@@ -277,9 +277,12 @@ def test_materialize_all_through_the_ui_then_screenshot(tmp_path, chromium_path)
         env,
         web_log,
     )
-    daemon = _start([str(BIN / "dagster-daemon"), "run", "-w", workspace], env, daemon_log)
+    daemon = None
     try:
+        # The daemon starts once the webserver has created the instance's SQLite storage: two
+        # processes creating it at once leave two alembic heads behind.
         _wait_for_webserver(port, web, web_log)
+        daemon = _start([str(BIN / "dagster-daemon"), "run", "-w", workspace], env, daemon_log)
         run_id = _launch_materialize_all(port, web_log)
         _wait_for_run(port, run_id, [web_log, daemon_log])
 
@@ -301,10 +304,13 @@ def test_materialize_all_through_the_ui_then_screenshot(tmp_path, chromium_path)
         dom = _chromium(chromium_path, url, "--dump-dom").stdout
         missing = [key for key in ASSET_KEYS if key not in dom]
         assert not missing, f"asset graph page lacks {missing}; DOM starts {dom[:1500]}"
-        keep = os.environ.get("NARRATIVE_E2E_ARTIFACTS")
+    finally:
+        keep = os.environ.get("NARRATIVE_E2E_ARTIFACTS")  # screenshot and logs, to look at
         if keep:
             Path(keep).mkdir(parents=True, exist_ok=True)
-            shutil.copy(screenshot, Path(keep) / "asset_graph.png")
-    finally:
-        _stop(daemon)
+            for artifact in (tmp_path / "asset_graph.png", web_log, daemon_log):
+                if artifact.is_file():
+                    shutil.copy(artifact, Path(keep) / artifact.name)
+        if daemon is not None:
+            _stop(daemon)
         _stop(web)

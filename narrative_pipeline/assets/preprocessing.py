@@ -93,8 +93,9 @@ class ScalerConfig(dg.Config):
     kind: str = "robust"
 
 
+# After `embeddings`, not beside it: both write the store, and the embedded store has one writer.
 @dg.asset(
-    deps=["concept_unit_pairs"],
+    deps=["embeddings", "concept_unit_pairs"],
     group_name=PREPROCESSING_GROUP,
     kinds={"python", "scikitlearn", STORE_KIND},
     description="One scaler per (concept, unit) pair, fitted on all values of that pair.",
