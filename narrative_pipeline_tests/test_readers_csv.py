@@ -199,3 +199,33 @@ def test_iter_csv_files_recurses_and_sorts(tmp_path: Path) -> None:
 def test_missing_file_is_reported_not_raised(tmp_path: Path) -> None:
     r = read_sec_fetcher_csv(tmp_path / "GONE.csv", None)
     assert r.error and "cannot read" in r.error
+
+
+def test_simple_quotes_take_the_fast_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from narrative_pipeline.readers import sec_fetcher_csv
+
+    def no_full_parser(*_args):
+        raise AssertionError("full CSV parser used for simply quoted fields")
+
+    monkeypatch.setattr(sec_fetcher_csv, "_split_quoted", no_full_parser)
+    path = write(
+        tmp_path, "SQ.csv", '"Assets",Liabilities,"accn"\r\n"1::USD","",A1\r\n,"2::usd","A2"\r\n'
+    )
+    r = read_sec_fetcher_csv(path, None)
+    assert as_dict(r) == {("A1", "Assets", "USD"): 1.0, ("A2", "Liabilities", "USD"): 2.0}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Assets,accn\n"1::USD","A""1"\n',
+        'Assets,accn\n"1::USD","A\n1"\n',
+        'Assets,accn\nx"1::USD",A1\n',
+    ],
+)
+def test_complex_quotes_use_the_full_parser(tmp_path: Path, text: str) -> None:
+    from narrative_pipeline.readers.sec_fetcher_csv import _only_simple_quotes
+
+    assert not _only_simple_quotes(text)
+    r = read_sec_fetcher_csv(write(tmp_path, "CQ.csv", text), None)
+    assert r.error is None

@@ -5,7 +5,8 @@ column indices, and every step after that is an Arrow/numpy column operation; no
 object is made per cell. Files without double quotes (what sec-fetcher writes) are split with
 Arrow string kernels, which costs the same whatever the column count; files with quotes go
 through pyarrow.csv. sec-fetcher files are small and wide (~10 rows x ~500 columns), where
-pyarrow.csv spends ~10 ms per file on per-column set-up alone.
+pyarrow.csv spends ~10 ms per file on per-column set-up alone. Quotes that only wrap whole
+simple fields (`""`, `"accn"`) keep the fast path.
 
 Decisions on bad input (each reported in `messages`; the good part of the file still loads):
 - empty file: `error` (likely a failed download; the ticker's stored data is kept).
@@ -20,6 +21,7 @@ Decisions on bad input (each reported in `messages`; the good part of the file s
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,15 +71,35 @@ def _non_empty(cells: pa.Array, row: np.ndarray, col: np.ndarray) -> tuple:
     return pc.take(cells, idx), row[idx], col[idx]
 
 
-def _split_plain(text: str, messages: list[str]) -> Grid:
-    """Split a quote-free CSV with Arrow string kernels (commas and newlines only)."""
+_QUOTED = re.compile(r'"([^"]*)"')
+
+
+def _only_simple_quotes(text: str) -> bool:
+    """True when every quote pair wraps a whole field holding no comma, newline or quote
+    (e.g. `""` or `"accn"`), so splitting on commas and then dropping the quotes is exact."""
+    last_end = -1
+    for match in _QUOTED.finditer(text):
+        start, end = match.span()
+        if start == last_end or any(c in match.group(1) for c in ",\r\n"):
+            return False
+        if (start > 0 and text[start - 1] not in ",\n") or (
+            end < len(text) and text[end] not in ",\r\n"
+        ):
+            return False
+        last_end = end
+    return text.count('"') % 2 == 0
+
+
+def _split_plain(text: str, messages: list[str], unquote: bool = False) -> Grid:
+    """Split a CSV without quoted commas/newlines with Arrow string kernels; `unquote` drops
+    the quotes of simply quoted fields."""
     lines = pc.list_flatten(pc.split_pattern(pa.array([text]), "\n"))
     lines = pc.utf8_rtrim(lines, characters="\r")
     line_no = (
         np.flatnonzero(pc.greater(pc.binary_length(lines), 0).to_numpy(zero_copy_only=False)) + 1
     )
     lines = pc.take(lines, line_no - 1)
-    header = [h.strip() for h in lines[0].as_py().split(",")]
+    header = [h.strip().strip('"') if unquote else h.strip() for h in lines[0].as_py().split(",")]
     rows = pc.split_pattern(lines.slice(1), ",")
     lengths = pc.list_value_length(rows).to_numpy()
     good = lengths == len(header)
@@ -94,6 +116,8 @@ def _split_plain(text: str, messages: list[str]) -> Grid:
         rows = pc.filter(rows, pa.array(good))
     n_rows = len(rows)
     cells = pc.list_flatten(rows)
+    if unquote:
+        cells = pc.utf8_trim(pc.utf8_trim_whitespace(cells), characters='"')
     row = np.repeat(np.arange(n_rows), len(header))
     col = np.tile(np.arange(len(header)), n_rows)
     return Grid(header, n_rows, *_non_empty(cells, row, col))
@@ -200,9 +224,11 @@ def _grid_from_bytes(data: bytes, result: ReadResult) -> Grid | None:
         result.error = f"not UTF-8 text (byte {exc.start}): {exc.reason}"
         return None
     try:
-        if '"' in text:
-            return _split_quoted(data, result.messages)
-        return _split_plain(text, result.messages)
+        if '"' not in text:
+            return _split_plain(text, result.messages)
+        if _only_simple_quotes(text):
+            return _split_plain(text, result.messages, unquote=True)
+        return _split_quoted(data, result.messages)
     except pa.ArrowInvalid as exc:
         result.error = f"malformed CSV: {exc}"
         return None
