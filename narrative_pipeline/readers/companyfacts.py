@@ -148,7 +148,11 @@ def _append_unit(cols: dict[str, list], concept: str, unit: str, items: Any) -> 
 
 
 def _as_text(values: list) -> pa.Array:
-    return pa.array([None if v is None else str(v) for v in values], pa.string())
+    """Strings as Arrow text; mixed types (e.g. a number where text is expected) via str()."""
+    try:
+        return pa.array(values, pa.string())
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
 def _build_frames(cols: dict[str, list], result: ReadResult) -> None:
