@@ -177,11 +177,12 @@ class StoreServer:
         quick_ack = _quick_ack_setter(ws)
         try:
             async for message in ws:
-                quick_ack()
                 if isinstance(message, str):
                     log.warning("client %s sent a text message; muxio uses binary, ignored", peer)
                     continue
                 await self._message(ws, peer, assembler, next_stream, message)
+                if assembler.open_streams:  # a call's End frame is still to come
+                    quick_ack()
         except ConnectionClosed as exc:
             log.info("client %s closed the connection (%s)", peer, exc)
         finally:
