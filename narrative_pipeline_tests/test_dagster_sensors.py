@@ -122,3 +122,16 @@ def test_daily_schedule_targets_the_whole_graph():
     assert sorted(k.to_user_string() for k in job.asset_layer.executable_asset_keys) == sorted(
         ASSET_KEYS
     )
+
+
+def test_files_the_database_already_holds_request_nothing(tmp_path):
+    """E.g. raw_records wrote the sample and loaded it in a run the sensor did not start."""
+    csv = tmp_path / "AAPL.csv"
+    _write(csv, "Assets,fy\n1::USD,2024\n")
+    database = DatabaseResource(url=f"sqlite:///{tmp_path / 'sensor.sqlite'}")
+    database.get_db().record_source_file(csv)
+    runs, skip, cursor = _settle(tmp_path, None)
+    assert runs == [] and "already loaded" in skip
+    _write(csv, "Assets,fy\n2::USD,2024\n", age_seconds=OLD - 10)  # new content, same size
+    runs, _, _ = _settle(tmp_path, cursor)
+    assert len(runs) == 1
