@@ -5,10 +5,13 @@ the official Python client `simd_r_drive_ws_client` and our `DataStoreWsClient` 
 
 Behaviour worth knowing:
 
-* Every connection has its own reader task; store calls are serialised by one asyncio lock.
-  Small calls run inline (they take microseconds); calls whose message exceeds
-  `EXECUTOR_THRESHOLD` bytes are decoded, executed and encoded in a worker thread so pings and
-  other clients keep flowing. A client that stops reading only blocks its own task.
+* One asyncio thread; the WebSocket layer is a small asyncio.Protocol (HTTP upgrade, frames,
+  ping/pong/close) because a WebSocket library's per-message task switching cost more than the
+  store calls. Small calls are answered inline (microseconds); a call whose stream exceeds
+  `EXECUTOR_THRESHOLD` bytes runs in a worker thread under the store lock while this
+  connection's reading is paused, so pings and other clients keep flowing and each client's
+  calls stay in order. A client that stops reading our answers only stops its own calls
+  (write-buffer flow control at 4 MiB).
 * Limits: a WebSocket message and a reassembled stream are capped at `MAX_MESSAGE_SIZE`
   (256 MiB by default, `--max-message-mib`); bigger messages close that connection with 1009.
 * Like the reference (muxio's tokio server) the server sends a WebSocket ping every 5 s; it does
@@ -23,19 +26,29 @@ Behaviour worth knowing:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import logging
 import signal
 import socket
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+try:  # websockets ships a C helper for XOR-unmasking; fall back to big-int XOR without it
+    from websockets.speedups import apply_mask as _apply_mask
+except ImportError:  # pragma: no cover - depends on the wheel
+
+    def _apply_mask(data: bytes | memoryview, mask: bytes) -> bytes:
+        n = len(data)
+        repeated = (mask * (n // 4 + 1))[:n]
+        return (int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")).to_bytes(
+            n, "little"
+        )
+
 
 from narrative_pipeline.store import muxio, rpc
 from narrative_pipeline.store.bitcode import BitcodeError
@@ -49,6 +62,10 @@ EXECUTOR_THRESHOLD = 256 * 1024  # messages above this are handled off the event
 PING_INTERVAL_S = 5.0
 RESPONSE_MESSAGE_BYTES = 1024 * 1024  # response frames are grouped into messages of about this size
 WS_PATH = "/ws"
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+WRITE_BUFFER_HIGH = 4 * 1024 * 1024  # stop reading a client's calls while it owes us this much
+MAX_HANDSHAKE = 16 * 1024
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 
 class CallError(Exception):
@@ -114,7 +131,7 @@ def encode_reply(request_id: int, method_id: int, status: int, payload: bytes) -
 
 
 class StoreServer:
-    """Serves one DataStore to any number of WebSocket clients."""
+    """Serves one DataStore to any number of WebSocket clients (asyncio, one thread)."""
 
     def __init__(
         self,
@@ -130,156 +147,94 @@ class StoreServer:
         self.port = port
         self.max_message_size = max_message_size
         self.ping_interval = ping_interval
-        self._store_lock: asyncio.Lock | None = None
-        self._server: Any = None
+        self.connections: set[WsConnection] = set()
+        self.store_lock: asyncio.Lock | None = None
+        self._server: asyncio.Server | None = None
+        self._pinger: asyncio.Task | None = None
         self.calls_served = 0
         self.errors_answered = 0
 
     async def start(self) -> tuple[str, int]:
         """Bind and start accepting; returns the (host, port) actually bound."""
-        self._store_lock = asyncio.Lock()
-        self._server = await serve(
-            self._connection,
-            self.host,
-            self.port,
-            process_request=_only_ws_path,
-            max_size=self.max_message_size,
-            max_queue=4,
-            ping_interval=self.ping_interval,
-            ping_timeout=None,
-            compression=None,
-            close_timeout=1.0,  # on shutdown, idle synchronous clients cannot answer the close
-            write_limit=4 * 1024 * 1024,
+        loop = asyncio.get_running_loop()
+        self.store_lock = asyncio.Lock()
+        self._server = await loop.create_server(
+            lambda: WsConnection(self), self.host, self.port, reuse_address=True
         )
         sockname = self._server.sockets[0].getsockname()
         self.host, self.port = sockname[0], sockname[1]
+        if self.ping_interval:
+            self._pinger = asyncio.create_task(self._ping_forever(self.ping_interval))
+        log.info("serving %s", self.url)
         return self.host, self.port
 
-    async def serve_forever(self) -> None:
-        await self._server.serve_forever()
+    async def _ping_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            for connection in list(self.connections):
+                connection.send_ping()
 
     async def close(self) -> None:
+        """Stop accepting, say goodbye (1001) to every client, and wait for the running call."""
+        if self._pinger:
+            self._pinger.cancel()
         if self._server is not None:
             self._server.close()
+            for connection in list(self.connections):
+                connection.close_ws(1001, "server shutting down")
             await self._server.wait_closed()
+        if self.store_lock is not None:
+            async with self.store_lock:  # a call running in a worker thread finishes first
+                pass
 
     @property
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}{WS_PATH}"
 
-    # ------------------------------------------------------------------ per connection
+    # ------------------------------------------------------------------ calls
 
-    async def _connection(self, ws: ServerConnection) -> None:
-        peer = _peer(ws)
-        log.info("client %s connected", peer)
-        assembler = muxio.StreamAssembler(max_stream_bytes=self.max_message_size)
-        next_stream = [0]
-        quick_ack = _quick_ack_setter(ws)
+    def call(self, peer: str, body: bytes) -> bytes | None:
+        """The response stream for one call stream (None when it cannot be answered at all)."""
         try:
-            async for message in ws:
-                if isinstance(message, str):
-                    log.warning("client %s sent a text message; muxio uses binary, ignored", peer)
-                    continue
-                await self._message(ws, peer, assembler, next_stream, message)
-                if assembler.open_streams:  # a call's End frame is still to come
-                    quick_ack()
-        except ConnectionClosed as exc:
-            log.info("client %s closed the connection (%s)", peer, exc)
-        finally:
-            if assembler.pending_bytes():
-                log.warning(
-                    "client %s left %d bytes of unfinished calls; nothing of them was applied",
-                    peer,
-                    assembler.pending_bytes(),
-                )
-            log.info("client %s disconnected", peer)
-
-    async def _message(
-        self,
-        ws: ServerConnection,
-        peer: str,
-        assembler: muxio.StreamAssembler,
-        next_stream: list[int],
-        message: bytes,
-    ) -> None:
-        try:
-            streams, control = assembler.feed(message)
-        except FrameError as exc:
-            log.warning("client %s sent bad frames: %s", peer, exc)
-            assembler.open_streams.clear()
-            assembler.open_sizes.clear()
-            streams, control = [], []
-        for _stream_id, head in assembler.overflowed:
-            text = f"call exceeds the server's limit of {self.max_message_size} bytes (--max-message-mib)"
-            if len(head) >= muxio.RPC_HEADER_SIZE and head[0] == muxio.MSG_CALL:
-                request_id, method_id = _ids_of(head)
-                await self._send_stream(
-                    ws,
-                    next_stream,
-                    self._error_reply(peer, request_id, method_id, muxio.STATUS_FAIL, text),
-                )
-            else:
-                log.warning("client %s: %s; dropped", peer, text)
-        assembler.overflowed.clear()
-        for problem in assembler.problems:
-            log.warning("client %s: %s; frame dropped", peer, problem)
-        assembler.problems.clear()
-        truncated = assembler.partial
-        if truncated:
-            # A WebSocket message carries whole frames; a frame that runs past its message
-            # declared a length it did not send.
-            assembler.partial = b""
-            await self._answer_truncated(ws, peer, next_stream, truncated)
-        for stream_id, kind, _payload in control:
-            log.debug("client %s sent control frame kind %d on stream %d", peer, kind, stream_id)
-        for _stream_id, body in streams:
-            reply = await self._call(peer, body, large=len(body) > EXECUTOR_THRESHOLD)
-            if reply is not None:
-                await self._send_stream(ws, next_stream, reply)
-
-    async def _call(self, peer: str, body: bytes, *, large: bool) -> bytes | None:
-        """The response stream bytes for one call stream, or None when it cannot be answered."""
-        try:
-            header, method, args = await self._maybe_threaded(decode_call, body, large=large)
+            header, method, args = decode_call(body)
         except FrameError as exc:
             if len(body) >= muxio.RPC_HEADER_SIZE and body[0] == muxio.MSG_CALL:
                 request_id, method_id = _ids_of(body)  # header readable: answer the caller
-                return self._error_reply(peer, request_id, method_id, muxio.STATUS_FAIL, str(exc))
+                return self.error_reply(peer, request_id, method_id, muxio.STATUS_FAIL, str(exc))
             log.warning("client %s sent an unusable call: %s", peer, exc)
             return None
         except CallError as exc:
             request_id, method_id = _ids_of(body)
-            return self._error_reply(peer, request_id, method_id, exc.status, str(exc))
+            return self.error_reply(peer, request_id, method_id, exc.status, str(exc))
         try:
-            assert self._store_lock is not None
-            async with self._store_lock:
-                result = await self._maybe_threaded(execute, self.store, method, args, large=large)
-            payload = await self._maybe_threaded(rpc.encode_response, method, result, large=large)
+            payload = rpc.encode_response(method, execute(self.store, method, args))
         except CallError as exc:
-            return self._error_reply(
-                peer, header.request_id, header.method_id, exc.status, str(exc)
-            )
+            return self.error_reply(peer, header.request_id, header.method_id, exc.status, str(exc))
         except (ValueError, TypeError, KeyError, ReadOnlyStoreError, StoreLockedError) as exc:
-            return self._error_reply(
-                peer,
-                header.request_id,
-                header.method_id,
-                muxio.STATUS_FAIL,
-                f"{method} failed: {exc}",
+            text = f"{method} failed: {exc}"
+            return self.error_reply(
+                peer, header.request_id, header.method_id, muxio.STATUS_FAIL, text
             )
         except Exception as exc:  # the store itself broke: report, keep serving others
             log.exception("store failure in %s from client %s", method, peer)
-            return self._error_reply(
-                peer,
-                header.request_id,
-                header.method_id,
-                muxio.STATUS_SYSTEM_ERROR,
-                f"{method} failed: {type(exc).__name__}: {exc}",
+            text = f"{method} failed: {type(exc).__name__}: {exc}"
+            return self.error_reply(
+                peer, header.request_id, header.method_id, muxio.STATUS_SYSTEM_ERROR, text
             )
         self.calls_served += 1
         return encode_reply(header.request_id, header.method_id, muxio.STATUS_SUCCESS, payload)
 
-    def _error_reply(
+    async def call_in_thread(self, peer: str, body: bytes) -> bytes | None:
+        """`call` for big messages: in a worker thread, holding the store lock meanwhile."""
+        assert self.store_lock is not None
+        async with self.store_lock:
+            return await asyncio.get_running_loop().run_in_executor(None, self.call, peer, body)
+
+    def can_call_inline(self, body: bytes) -> bool:
+        assert self.store_lock is not None
+        return len(body) <= EXECUTOR_THRESHOLD and not self.store_lock.locked()
+
+    def error_reply(
         self, peer: str, request_id: int, method_id: int, status: int, text: str
     ) -> bytes:
         log.warning(
@@ -288,48 +243,321 @@ class StoreServer:
         self.errors_answered += 1
         return encode_reply(request_id, method_id, status, text.encode("utf-8", "replace"))
 
-    async def _answer_truncated(
-        self, ws: ServerConnection, peer: str, next_stream: list[int], frame: bytes
-    ) -> None:
-        declared = int.from_bytes(frame[:4], "little") if len(frame) >= 4 else -1
-        text = f"truncated frame: header declares {declared} payload bytes, message holds {max(len(frame) - muxio.FRAME_HEADER_SIZE, 0)}"
-        body = frame[muxio.FRAME_HEADER_SIZE :]
-        if len(body) >= muxio.RPC_HEADER_SIZE and body[0] == muxio.MSG_CALL:
-            request_id, method_id = _ids_of(body)
-            await self._send_stream(
-                ws,
-                next_stream,
-                self._error_reply(peer, request_id, method_id, muxio.STATUS_FAIL, text),
+
+class WsConnection(asyncio.Protocol):
+    """One client: HTTP upgrade, WebSocket frames, muxio streams, calls answered in order.
+
+    Written on asyncio.Protocol rather than a WebSocket library because per-message task
+    switching cost more than the store calls themselves. Small calls are answered inside
+    `data_received`; a big call (or one arriving while another client's big call holds the store)
+    pauses reading on this connection until its task is done, so calls stay in order. When the
+    client stops reading our answers, we stop reading its calls (write-buffer flow control).
+    """
+
+    def __init__(self, server: StoreServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.buf = bytearray()
+        self.pos = 0
+        self.upgraded = False
+        self.closing = False
+        self.fragments: list[bytes] = []
+        self.fragments_size = 0
+        self.fragments_text = False
+        self.assembler = muxio.StreamAssembler(max_stream_bytes=server.max_message_size)
+        self.next_stream = 0
+        self.task: asyncio.Future | None = None
+        self.backlog: deque[bytes] = deque()
+        self.write_paused = False
+        self.quick_ack: Callable[[], None] = lambda: None
+
+    # ------------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        address = transport.get_extra_info("peername")
+        self.peer = f"{address[0]}:{address[1]}" if address else "?"
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        self.quick_ack = _quick_ack_setter(transport.get_extra_info("socket"))
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.server.connections.discard(self)
+        if self.upgraded:
+            pending = self.assembler.pending_bytes() + sum(map(len, self.backlog))
+            if pending:
+                log.warning(
+                    "client %s left %d bytes of unfinished calls; none of them was applied",
+                    self.peer,
+                    pending,
+                )
+            log.info("client %s disconnected%s", self.peer, f" ({exc})" if exc else "")
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        assert self.transport is not None
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.task is None and self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+            self._process()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.buf += data
+        if self.task is None:
+            self._process()
+
+    # ------------------------------------------------------------------ bytes in
+
+    def _process(self) -> None:
+        if not self.upgraded and not self._handshake():
+            return
+        while not self.closing and self.task is None and not self.write_paused:
+            frame = self._next_frame()
+            if frame is None:
+                break
+            self._on_frame(*frame)
+        if self.pos:
+            del self.buf[: self.pos]
+            self.pos = 0
+        if self.assembler.open_streams and not self.closing:
+            self.quick_ack()  # the official client holds the End frame until we ACK the Open
+
+    def _handshake(self) -> bool:
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buf) > MAX_HANDSHAKE:
+                self._http_error(431, "Request Header Fields Too Large", "request head too large")
+            return False
+        head = bytes(self.buf[:end]).decode("latin-1")
+        self.pos = end + 4
+        lines = head.split("\r\n")
+        request_line = lines[0].split()
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if len(request_line) != 3 or request_line[0] != "GET":
+            self._http_error(
+                400, "Bad Request", f"expected a GET upgrade request, got {lines[0][:80]!r}"
+            )
+            return False
+        if request_line[1].split("?", 1)[0] != WS_PATH:
+            self._http_error(404, "Not Found", f"not found: the store is served at {WS_PATH}")
+            return False
+        key = headers.get("sec-websocket-key")
+        if "websocket" not in headers.get("upgrade", "").lower() or not key:
+            self._http_error(426, "Upgrade Required", "this endpoint speaks WebSocket only")
+            return False
+        accept = base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest())
+        assert self.transport is not None
+        self.transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        self.upgraded = True
+        log.info("client %s connected", self.peer)
+        return True
+
+    def _http_error(self, status: int, reason: str, text: str) -> None:
+        log.warning("client %s: HTTP %d: %s", self.peer, status, text)
+        body = (text + "\n").encode()
+        head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        assert self.transport is not None
+        self.transport.write(head.encode() + body)
+        self.transport.close()
+        self.closing = True
+
+    def _next_frame(self) -> tuple[bool, int, bytes] | None:
+        """(fin, opcode, unmasked payload) of the next complete frame, None until it is all here."""
+        buf, p = self.buf, self.pos
+        available = len(buf) - p
+        if available < 2:
+            return None
+        b0, b1 = buf[p], buf[p + 1]
+        length, start = b1 & 0x7F, p + 2
+        if length == 126:
+            if available < 4:
+                return None
+            length, start = int.from_bytes(buf[p + 2 : p + 4], "big"), p + 4
+        elif length == 127:
+            if available < 10:
+                return None
+            length, start = int.from_bytes(buf[p + 2 : p + 10], "big"), p + 10
+        if b0 & 0x70 or not b1 & 0x80:
+            self.fail(1002, "protocol error: unmasked client frame or reserved bits set")
+            return None
+        if length + self.fragments_size > self.server.max_message_size:
+            self.fail(
+                1009,
+                f"message of more than {self.server.max_message_size} bytes (--max-message-mib)",
+            )
+            return None
+        end = start + 4 + length
+        if end > len(buf):
+            return None
+        with memoryview(buf) as view:
+            payload = _apply_mask(view[start + 4 : end], bytes(view[start : start + 4]))
+        self.pos = end
+        return bool(b0 & 0x80), b0 & 0x0F, payload
+
+    def _on_frame(self, fin: bool, opcode: int, payload: bytes) -> None:
+        if opcode == OP_PING:
+            self._write_frame(OP_PONG, payload)
+        elif opcode == OP_PONG:
+            pass
+        elif opcode == OP_CLOSE:
+            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000
+            self.close_ws(code if code in (1000, 1001) else 1000, "")
+        elif opcode in (OP_TEXT, OP_BINARY) and not self.fragments:
+            if fin:
+                self._on_message(payload, opcode == OP_TEXT)
+            else:
+                self.fragments, self.fragments_size, self.fragments_text = (
+                    [payload],
+                    len(payload),
+                    opcode == OP_TEXT,
+                )
+        elif opcode == OP_CONT and self.fragments:
+            self.fragments.append(payload)
+            self.fragments_size += len(payload)
+            if fin:
+                message, self.fragments, self.fragments_size = b"".join(self.fragments), [], 0
+                self._on_message(message, self.fragments_text)
+        else:
+            self.fail(1002, f"protocol error: unexpected opcode {opcode}")
+
+    def _on_message(self, message: bytes, text: bool) -> None:
+        if text:
+            log.warning("client %s sent a text message; muxio uses binary, ignored", self.peer)
+            return
+        try:
+            streams, control = self.assembler.feed(message)
+        except FrameError as exc:
+            log.warning("client %s sent bad frames: %s", self.peer, exc)
+            self.assembler.open_streams.clear()
+            self.assembler.open_sizes.clear()
+            streams, control = [], []
+        self._report_stream_problems()
+        for stream_id, kind, _payload in control:
+            log.debug(
+                "client %s sent control frame kind %d on stream %d", self.peer, kind, stream_id
+            )
+        for _stream_id, body in streams:
+            if self.task is not None:
+                self.backlog.append(body)
+            elif self.server.can_call_inline(body):
+                self._send_reply(self.server.call(self.peer, body))
+            else:
+                assert self.transport is not None
+                self.transport.pause_reading()
+                self.task = asyncio.ensure_future(self._call_in_thread(body))
+
+    def _report_stream_problems(self) -> None:
+        assembler = self.assembler
+        for _stream_id, head in assembler.overflowed:
+            text = f"call exceeds the server's limit of {self.server.max_message_size} bytes (--max-message-mib)"
+            self._answer_from_head(head, text)
+        assembler.overflowed.clear()
+        for problem in assembler.problems:
+            log.warning("client %s: %s; frame dropped", self.peer, problem)
+        assembler.problems.clear()
+        truncated, assembler.partial = assembler.partial, b""
+        if truncated:
+            # A WebSocket message carries whole frames; one that runs past its message lied.
+            declared = int.from_bytes(truncated[:4], "little") if len(truncated) >= 4 else -1
+            held = max(len(truncated) - muxio.FRAME_HEADER_SIZE, 0)
+            text = (
+                f"truncated frame: header declares {declared} payload bytes, message holds {held}"
+            )
+            self._answer_from_head(truncated[muxio.FRAME_HEADER_SIZE :], text)
+
+    def _answer_from_head(self, head: bytes, text: str) -> None:
+        if len(head) >= muxio.RPC_HEADER_SIZE and head[0] == muxio.MSG_CALL:
+            request_id, method_id = _ids_of(head)
+            self._send_reply(
+                self.server.error_reply(self.peer, request_id, method_id, muxio.STATUS_FAIL, text)
             )
         else:
-            log.warning("client %s: %s; dropped", peer, text)
+            log.warning("client %s: %s; dropped", self.peer, text)
 
-    async def _maybe_threaded(self, fn: Callable[..., Any], *args: Any, large: bool) -> Any:
-        if large:
-            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-        return fn(*args)
-
-    async def _send_stream(self, ws: ServerConnection, next_stream: list[int], body: bytes) -> None:
-        """Send one response stream; frames are grouped into messages of about 1 MiB."""
-        stream_id = next_stream[0]
-        next_stream[0] = (stream_id + 1) & 0xFFFF_FFFF
-        frames = muxio.encode_stream(stream_id, body)
+    async def _call_in_thread(self, body: bytes) -> None:
         try:
-            if len(body) <= RESPONSE_MESSAGE_BYTES:
-                await ws.send(b"".join(frames))
-                return
-            group: list[bytes] = []
-            size = 0
-            for frame in frames:
-                group.append(frame)
-                size += len(frame)
-                if size >= RESPONSE_MESSAGE_BYTES:
-                    await ws.send(b"".join(group))
-                    group, size = [], 0
-            if group:
-                await ws.send(b"".join(group))
-        except ConnectionClosed:
-            log.info("client %s went away before its response was sent", _peer(ws))
+            self._send_reply(await self.server.call_in_thread(self.peer, body))
+            while self.backlog and not self.closing:
+                self._send_reply(
+                    await self.server.call_in_thread(self.peer, self.backlog.popleft())
+                )
+        except Exception:  # never lose the connection's state machine to a bug
+            log.exception("client %s: call failed", self.peer)
+        finally:
+            self.task = None
+            if not self.closing and self.transport is not None:
+                if not self.write_paused:
+                    self.transport.resume_reading()
+                self._process()
+
+    # ------------------------------------------------------------------ bytes out
+
+    def _send_reply(self, body: bytes | None) -> None:
+        """Send one response stream; frames are grouped into messages of about 1 MiB."""
+        if body is None or self.closing:
+            return
+        stream_id = self.next_stream
+        self.next_stream = (stream_id + 1) & 0xFFFF_FFFF
+        frames = muxio.encode_stream(stream_id, body)
+        if len(body) <= RESPONSE_MESSAGE_BYTES:
+            self._write_frame(OP_BINARY, b"".join(frames))
+            return
+        group: list[bytes] = []
+        size = 0
+        for frame in frames:
+            group.append(frame)
+            size += len(frame)
+            if size >= RESPONSE_MESSAGE_BYTES:
+                self._write_frame(OP_BINARY, b"".join(group))
+                group, size = [], 0
+        if group:
+            self._write_frame(OP_BINARY, b"".join(group))
+
+    def _write_frame(self, opcode: int, payload: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        n = len(payload)
+        if n < 126:
+            header = bytes((0x80 | opcode, n))
+        elif n < 65536:
+            header = bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big")
+        else:
+            header = bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big")
+        if n < 4096:
+            self.transport.write(header + payload)
+        else:
+            self.transport.writelines((header, payload))
+
+    def send_ping(self) -> None:
+        if self.upgraded and not self.closing:
+            self._write_frame(OP_PING, b"")
+
+    def close_ws(self, code: int, reason: str) -> None:
+        """Send a close frame and close the socket once what is queued has been written."""
+        if self.closing or self.transport is None:
+            return
+        if self.upgraded:
+            self._write_frame(OP_CLOSE, code.to_bytes(2, "big") + reason.encode()[:120])
+        self.closing = True
+        self.transport.close()
+
+    def fail(self, code: int, reason: str) -> None:
+        log.warning("client %s: closing with %d: %s", self.peer, code, reason)
+        self.close_ws(code, reason)
 
 
 def _ids_of(body: bytes) -> tuple[int, int]:
@@ -339,14 +567,14 @@ def _ids_of(body: bytes) -> tuple[int, int]:
     return request_id, method_id
 
 
-def _quick_ack_setter(ws: ServerConnection) -> Callable[[], None]:
+def _quick_ack_setter(sock: socket.socket | None) -> Callable[[], None]:
     """A function that acknowledges received TCP data at once (Linux TCP_QUICKACK).
 
     The official client writes a call's Open and End frames as two small TCP writes without
     TCP_NODELAY, so Nagle holds the End frame until our ACK of the Open frame, which delayed
-    ACK postpones by ~40 ms. Re-arming quick ACK after each message removes that stall.
+    ACK postpones by ~40 ms. Acknowledging at once while a call is half-received removes that
+    stall (22k -> 600k keys/s for the official client's batch_read).
     """
-    sock = ws.transport.get_extra_info("socket")
     option = getattr(socket, "TCP_QUICKACK", None)
     if sock is None or option is None:
         return lambda: None
@@ -356,19 +584,6 @@ def _quick_ack_setter(ws: ServerConnection) -> Callable[[], None]:
             sock.setsockopt(socket.IPPROTO_TCP, option, 1)
 
     return quick_ack
-
-
-def _peer(ws: ServerConnection) -> str:
-    address = ws.remote_address
-    return f"{address[0]}:{address[1]}" if address else "?"
-
-
-def _only_ws_path(connection: ServerConnection, request: Request) -> Response | None:
-    if request.path.split("?", 1)[0] == WS_PATH:
-        return None
-    body = f"not found: the store is served at {WS_PATH}\n".encode()
-    headers = Headers([("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return Response(404, "Not Found", headers, body)
 
 
 def run_server(

@@ -17,6 +17,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import select
 import socket
 import struct
 import threading
@@ -59,6 +60,8 @@ class _Connection:
         self.assembler = muxio.StreamAssembler()
         self.fragments: list[bytes] = []
         self.deadline: float | None = None
+        self.poller = select.poll()
+        self.poller.register(self.sock, select.POLLIN)
         self.calls = 0
         self._handshake(host, port)
 
@@ -95,7 +98,9 @@ class _Connection:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("deadline passed")
-            self.sock.settimeout(remaining)
+            current = self.sock.gettimeout()
+            if current is None or remaining < current:
+                self.sock.settimeout(remaining)
         chunk = self.sock.recv(_RECV_CHUNK)
         if not chunk:
             raise ConnectionError(f"{self.address} closed the connection")
@@ -158,18 +163,11 @@ class _Connection:
 
     def drain_idle(self) -> None:
         """Between calls: answer pings and notice a close that arrived while we were idle."""
-        self.sock.setblocking(False)
-        try:
-            while True:
-                try:
-                    chunk = self.sock.recv(_RECV_CHUNK)
-                except (BlockingIOError, InterruptedError):
-                    break
-                if not chunk:
-                    raise ConnectionError(f"{self.address} closed the idle connection")
-                self.buf += chunk
-        finally:
-            self.sock.setblocking(True)
+        while self.poller.poll(0):  # one syscall when nothing arrived, the usual case
+            chunk = self.sock.recv(_RECV_CHUNK)
+            if not chunk:
+                raise ConnectionError(f"{self.address} closed the idle connection")
+            self.buf += chunk
         while (frame := self._parse_frame()) is not None:
             opcode, fin, payload = frame
             if opcode >= _OP_CLOSE:
@@ -254,14 +252,21 @@ class DataStoreWsClient:
         self._call("write", _as_bytes(key, "key"), _as_bytes(data, "data"))
 
     def batch_write(self, items: list[tuple[bytes, bytes]]) -> None:
-        entries = [(_as_bytes(k, "key"), _as_bytes(v, "value")) for k, v in items]
+        entries = items if isinstance(items, list) else list(items)
+        keys = [k for k, _ in entries]
+        values = [v for _, v in entries]
+        if set(map(type, keys)) - {bytes} or set(map(type, values)) - {bytes}:  # rare: convert
+            entries = [(_as_bytes(k, "key"), _as_bytes(v, "value")) for k, v in entries]
         self._call("batch_write", entries)
 
     def read(self, key: bytes) -> bytes | None:
         return self._call("read", _as_bytes(key, "key"))  # type: ignore[return-value]
 
     def batch_read(self, keys: list[bytes]) -> list[bytes | None]:
-        return self._call("batch_read", [_as_bytes(k, "key") for k in keys])  # type: ignore[return-value]
+        keys = keys if isinstance(keys, list) else list(keys)
+        if set(map(type, keys)) - {bytes}:  # checked in C; converting is the rare path
+            keys = [_as_bytes(k, "key") for k in keys]
+        return self._call("batch_read", keys)  # type: ignore[return-value]
 
     def batch_read_structured(
         self, data: dict[Any, bytes] | list[dict[Any, bytes]]
@@ -360,7 +365,8 @@ class DataStoreWsClient:
             body = muxio.encode_rpc(muxio.MSG_CALL, request_id, method_id, b"", args_bytes)
         sent = False
         try:
-            conn.sock.settimeout(timeout)
+            if conn.sock.gettimeout() != timeout:
+                conn.sock.settimeout(timeout)
             conn.deadline = time.monotonic() + timeout
             conn.send_messages(muxio.encode_stream(stream_id, body))
             sent = True
