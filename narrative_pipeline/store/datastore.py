@@ -605,8 +605,14 @@ def _index_batch(index: HashIndex, hashes: np.ndarray, metas: np.ndarray) -> Non
 
 def _build_index(view: FileView, chain: Chain) -> HashIndex:
     """Index the newest live entry of each key from a chain (newest first) without payloads."""
-    metas, _prevs, tomb = chain.entries(view)
-    hashes = view.u64_at(metas) if len(metas) else np.zeros(0, np.uint64)
+    metas = chain.metas()
+    hashes = chain.hashes(view)
+    tomb = chain.tombstones(view, metas)
     newest = newest_per_key(hashes)
-    live = newest[~tomb[newest]]
-    return HashIndex.from_sorted(hashes[live], metas[live])
+    live = newest[~tomb[newest]] if tomb.any() else newest
+    del newest, tomb
+    live_hashes = hashes[live]
+    del hashes  # keep the peak low: 10M entries are 80 MB per array
+    live_metas = metas[live]
+    del metas, live
+    return HashIndex.from_sorted(live_hashes, live_metas)

@@ -49,11 +49,14 @@ class HashIndex:
         self._shift = np.uint64(64 - bits)
         self._shift_int = 64 - bits
         capacity = 1 << bits
-        home = (hashes >> self._shift).astype(np.int64)
+        positions = (hashes >> self._shift).astype(np.int64)  # home slots, ascending
         ramp = np.arange(count, dtype=np.int64)
         # Sorted homes: each key lands at max(home, previous position + 1) -- linear probing's
-        # placement, computed for all keys at once.
-        positions = np.maximum.accumulate(home - ramp) + ramp if count else ramp
+        # placement, computed for all keys at once (in place: 10M keys are 80 MB an array).
+        positions -= ramp
+        np.maximum.accumulate(positions, out=positions)
+        positions += ramp
+        del ramp
         end = int(positions[-1]) + 1 if count else 0
         length = max(capacity, end) + max(64, capacity >> 8)
         # Key and value of a slot side by side (one cache line) -- a random lookup then costs

@@ -26,6 +26,7 @@ import numpy as np
 
 from narrative_pipeline.store.crc import SMALL_CRC_MAX, crc32_fixed
 from narrative_pipeline.store.format import (
+    ALIGNMENT,
     METADATA,
     METADATA_SIZE,
     MIN_ENTRY_END,
@@ -138,31 +139,96 @@ class FileView:
         return view[lowest : first + 1 : stride][::-1].astype(np.int64)
 
 
+Run = tuple[int, int, int]  # (first_end, step, count): entries end at first_end - j * step
+
+
 @dataclass
 class Chain:
-    """A valid chain: `tails[j]` is where entry j ends (its metadata end), newest first."""
+    """A valid chain as runs of equally spaced entries, newest first.
 
-    tails: np.ndarray
+    Equal-size batches make long runs, so a 10M-entry file is a handful of (end, step, count)
+    triples; per-entry arrays are made only as needed, each with one numpy pass.
+    """
+
+    runs: list[Run]
     dropped_bytes: int = 0  # bytes after the chain's end that recovery cut off
     notes: list[str] = field(default_factory=list)
-    arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # entry_arrays(), if known
-
-    def entries(self, view: FileView) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(meta_offsets, prev_offsets, is_tombstone), newest first; computed once."""
-        if self.arrays is None:
-            self.arrays = entry_arrays(view, self.tails)
-        return self.arrays
 
     @property
     def end(self) -> int:
-        return int(self.tails[0]) if len(self.tails) else 0
+        return self.runs[0][0] if self.runs else 0
+
+    def __len__(self) -> int:
+        return sum(count for _, _, count in self.runs)
+
+    def _ramps(self, shift: int, steps: bool = False) -> np.ndarray:
+        """Concatenated `end - shift - j * step` (or the step itself) over all runs."""
+        if steps:
+            return np.repeat(
+                np.array([s for _, s, _ in self.runs], np.int64),
+                np.array([c for _, _, c in self.runs], np.int64),
+            )
+        parts = [
+            np.arange(e - shift, e - shift - c * s, -s, dtype=np.int64) for e, s, c in self.runs
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def tails(self) -> np.ndarray:
+        """Where each entry ends (its metadata end), newest first."""
+        return self._ramps(0)
+
+    def metas(self) -> np.ndarray:
+        """Offset of each entry's metadata, newest first."""
+        return self._ramps(METADATA_SIZE)
+
+    def hashes(self, view: FileView) -> np.ndarray:
+        """Each entry's key hash, read with one strided slice per run where possible."""
+        parts = []
+        for end, step, count in self.runs:
+            first = end - METADATA_SIZE
+            if step % 8 == 0 and count > 1:
+                parts.append(view.u64_descending(first, step, count).astype(np.uint64))
+            else:
+                parts.append(
+                    view.u64_at(np.arange(first, first - count * step, -step, dtype=np.int64))
+                )
+        return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+
+    def entries(self, view: FileView) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(meta_offsets, prev_offsets, is_tombstone), newest first."""
+        metas = self.metas()
+        prevs = metas + METADATA_SIZE - self._ramps(0, steps=True)
+        return metas, prevs, self.tombstones(view, metas, prevs)
+
+    def tombstones(
+        self, view: FileView, metas: np.ndarray, prevs: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Which entries are tombstones: only a 21-byte link can be one, then its byte says."""
+        tomb = np.zeros(len(metas), bool)
+        if not any(step == METADATA_SIZE + 1 for _, step, _ in self.runs):
+            return tomb
+        if prevs is None:
+            prevs = metas + METADATA_SIZE - self._ramps(0, steps=True)
+        maybe = np.flatnonzero(metas - prevs == 1)
+        tomb[maybe] = view.buf[prevs[maybe]] == 0
+        return tomb
+
+    def recent_tails(self, within: int) -> list[int]:
+        """Ends of the entries that end within `within` bytes of the chain's end."""
+        out: list[int] = []
+        limit = self.end - within
+        for end, step, count in self.runs:
+            if end <= limit:
+                break
+            take = min(count, (end - limit - 1) // step + 1)
+            out += range(end, end - take * step, -step)
+        return out
 
 
 @dataclass
 class WalkResult:
-    tails: np.ndarray | None  # None when the chain is broken
+    runs: list[Run] | None  # None when the chain is broken
     broken_at: int = 0  # end offset of the entry whose link or shape was invalid
-    arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def _link_ok(prev: int, tail: int) -> bool:
@@ -170,10 +236,19 @@ def _link_ok(prev: int, tail: int) -> bool:
     return prev == 0 or MIN_ENTRY_END <= prev <= tail - METADATA_SIZE - 1
 
 
+def _add_run(runs: list[Run], end: int, step: int, count: int) -> None:
+    """Append a run, merging it into the previous one when it simply continues it."""
+    if runs:
+        last_end, last_step, last_count = runs[-1]
+        if last_step == step and last_end - last_count * step == end:
+            runs[-1] = (last_end, step, last_count + count)
+            return
+    runs.append((end, step, count))
+
+
 def walk_chain(view: FileView, tail: int) -> WalkResult:
     """Follow prev links from `tail` to 0, vectorised where link lengths repeat."""
-    chunks: list[np.ndarray] = []
-    scalar: list[int] = []
+    runs: list[Run] = []
     chunk, scalar_budget = 16, 0
     current = tail
     while current != 0:
@@ -185,7 +260,7 @@ def walk_chain(view: FileView, tail: int) -> WalkResult:
         step = current - prev
         count = min(chunk, (current - MIN_ENTRY_END) // step + 1)
         if scalar_budget > 0 or prev == 0 or count < 2:
-            scalar.append(current)
+            _add_run(runs, current, step, 1)
             current = prev
             scalar_budget -= 1
             continue
@@ -193,47 +268,32 @@ def walk_chain(view: FileView, tail: int) -> WalkResult:
         expected = current - (np.arange(1, count + 1, dtype=np.int64) * step)
         mismatch = np.flatnonzero(prevs != expected)
         accepted = int(mismatch[0]) if mismatch.size else count
-        if scalar:
-            chunks.append(np.array(scalar, np.int64))
-            scalar = []
-        chunks.append(current - np.arange(accepted, dtype=np.int64) * step)
+        _add_run(runs, current, step, accepted)
         current -= accepted * step
         if accepted == count:
             chunk = min(chunk * 4, 1 << 20)
         else:
             chunk = 16
             scalar_budget = 32 if accepted < 4 else 0
-    if scalar:
-        chunks.append(np.array(scalar, np.int64))
-    tails = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
-    arrays = entry_arrays(view, tails)
-    bad = _first_malformed(arrays)
+    chain = Chain(runs)
+    bad = _first_malformed(view, chain)
     if bad is not None:
-        return WalkResult(None, int(tails[bad]))
-    return WalkResult(tails, arrays=arrays)
+        return WalkResult(None, bad)
+    return WalkResult(runs)
 
 
-def entry_arrays(view: FileView, tails: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(meta_offsets, prev_offsets, is_tombstone) for a chain given newest first."""
-    metas = tails - METADATA_SIZE
-    prevs = np.empty_like(tails)
-    prevs[:-1] = tails[1:]
-    if len(prevs):
-        prevs[-1] = 0
-    tomb = metas - prevs == 1  # only these can be tombstones: look at their byte
-    maybe = np.flatnonzero(tomb)
-    tomb[maybe] = view.buf[prevs[maybe]] == 0
-    return metas, prevs, tomb
+def _first_malformed(view: FileView, chain: Chain) -> int | None:
+    """End of the newest entry whose payload would be empty (padding reaching the metadata).
 
-
-def _first_malformed(arrays: tuple[np.ndarray, np.ndarray, np.ndarray]) -> int | None:
-    """Index of the first entry whose payload would be empty (padding reaching the metadata)."""
-    metas, prevs, tomb = arrays
-    if not len(metas):
+    A link of `step` bytes leaves `step - 20 - pad` payload bytes; links over 83 bytes always
+    leave some, so only short links need looking at.
+    """
+    if not any(step <= ALIGNMENT + METADATA_SIZE - 1 for _, step, _ in chain.runs):
         return None
-    starts = prevs + (-prevs & 63)
+    metas, prevs, tomb = chain.entries(view)
+    starts = prevs + (-prevs & (ALIGNMENT - 1))
     bad = np.flatnonzero(~tomb & (starts >= metas))
-    return int(bad[0]) if bad.size else None
+    return int(metas[bad[0]]) + METADATA_SIZE if bad.size else None
 
 
 def entry_crc_ok(view: FileView, tail: int) -> bool:
@@ -308,11 +368,11 @@ def find_chain(view: FileView, scan_limit: int | None = None) -> Chain | None:
     """
     size = view.size
     if size == 0:
-        return Chain(np.zeros(0, np.int64))
+        return Chain([])
     if candidate_ok(view, size):
         result = walk_chain(view, size)
-        if result.tails is not None:
-            return _verify_tail_window(view, Chain(result.tails, arrays=result.arrays), size)
+        if result.runs is not None:
+            return _verify_tail_window(view, Chain(result.runs), size)
         high = result.broken_at - 1
     else:
         high = size - 1
@@ -324,8 +384,8 @@ def find_chain(view: FileView, scan_limit: int | None = None) -> Chain | None:
             if tail > high or not candidate_ok(view, tail):
                 continue
             result = walk_chain(view, tail)
-            if result.tails is not None:
-                return _verify_tail_window(view, Chain(result.tails, arrays=result.arrays), size)
+            if result.runs is not None:
+                return _verify_tail_window(view, Chain(result.runs), size)
             high = result.broken_at - 1  # everything above the break hangs off a broken link
         high = min(high, low - 1)
         window = min(window * 2, 1 << 20)
@@ -340,9 +400,8 @@ def _verify_tail_window(view: FileView, chain: Chain, size: int) -> Chain:
     reported (open logs it, `store check` lists it) and nothing after it is thrown away.
     """
     chain.dropped_bytes = size - chain.end
-    tails = chain.tails
-    recent = np.flatnonzero(tails > chain.end - TAIL_VERIFY_BYTES)
-    bad = [int(tails[j]) for j in recent.tolist() if not entry_crc_ok(view, int(tails[j]))]
+    recent = chain.recent_tails(TAIL_VERIFY_BYTES)
+    bad = [tail for tail in recent if not entry_crc_ok(view, tail)]
     if bad:
         chain.notes.append(
             f"{len(bad)} entries near the end fail their CRC-32 (ending at bytes {bad[:5]}); "
@@ -362,9 +421,9 @@ class ChainStats:
 
 def chain_stats(view: FileView, chain: Chain, verify_crc: bool) -> ChainStats:
     """Counts for `store check`; optionally CRC-verifies every entry."""
-    tails = chain.tails
+    tails = chain.tails()
     metas, prevs, tomb = chain.entries(view)
-    hashes = view.u64_at(metas)
+    hashes = chain.hashes(view)
     newest = newest_per_key(hashes)
     live = newest[~tomb[newest]]
     crc_failures = _crc_failures(view, tails, metas, prevs, tomb) if verify_crc else []
@@ -413,12 +472,14 @@ def newest_per_key(hashes: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.int64)
     index_bits = max(1, (count - 1).bit_length())
     shift = np.uint64(index_bits)
-    packed = (hashes >> shift) << shift
-    packed |= np.arange(count, dtype=np.uint64)
+    packed = np.right_shift(hashes, shift)  # in-place steps below: 10M entries = 80 MB each
+    np.left_shift(packed, shift, out=packed)
+    np.bitwise_or(packed, np.arange(count, dtype=np.uint64), out=packed)
     packed.sort()
-    order = (packed & np.uint64((1 << index_bits) - 1)).astype(np.int64)
-    tops = packed >> shift
-    same_top = tops[1:] == tops[:-1]
+    # Neighbours with equal top bits: their xor is below 2**index_bits.
+    same_top = np.bitwise_xor(packed[1:], packed[:-1]) < np.uint64(1 << index_bits)
+    np.bitwise_and(packed, np.uint64((1 << index_bits) - 1), out=packed)
+    order = packed.view(np.int64)  # index bits only: fits int64
     if not same_top.any():
         return order
     in_group = np.zeros(count, bool)
@@ -511,7 +572,6 @@ __all__ = [
     "TAIL_VERIFY_BYTES",
     "chain_stats",
     "candidate_ok",
-    "entry_arrays",
     "entry_crc_ok",
     "find_chain",
     "inspect_store",
