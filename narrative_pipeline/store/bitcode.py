@@ -214,6 +214,10 @@ def encode_u64_column(values: list[int] | np.ndarray) -> bytes:
     n = len(values)
     if n == 0:
         return b""
+    if n == 1:  # a single value (every write/len/size answer): no numpy round trip
+        value = int(values[0])
+        width = _int_width(value)
+        return bytes((_INT_WIDTH_CODE[width],)) + value.to_bytes(width, "little")
     arr = np.asarray(values, dtype=np.uint64)
     sample = arr[:16]
     if _int_width(int(sample.max()) - int(sample.min())) == 8:
@@ -242,6 +246,11 @@ def decode_u64_column(reader: Reader, n: int) -> np.ndarray:
         raise BitcodeError(f"invalid integer packing header {header}")
     width = _CODE_INT_WIDTH[code]
     lo = int.from_bytes(reader.take(8), "little") if header & 1 else 0
+    if n == 1 and width > 1:
+        return np.array(
+            [(int.from_bytes(reader.take(width), "little") + lo) & 0xFFFF_FFFF_FFFF_FFFF],
+            dtype=np.uint64,
+        )
     if width == 1:
         arr = np.frombuffer(decode_byte_column(reader, n), dtype=np.uint8).astype(np.uint64)
     else:
@@ -268,13 +277,24 @@ def encode_lengths(lengths: list[int] | np.ndarray) -> bytes:
     return encode_byte_column(small) + encode_u64_column(large)
 
 
-def decode_lengths(reader: Reader, n: int) -> np.ndarray:
-    """Inverse of `encode_lengths`; returns a uint64 array of `n` lengths."""
-    small = np.frombuffer(decode_byte_column(reader, n), dtype=np.uint8).astype(np.uint64)
+def decode_lengths(reader: Reader, n: int) -> np.ndarray | list[int]:
+    """Inverse of `encode_lengths`: `n` lengths, as a list when short, else a uint64 array."""
+    if n < _SMALL:
+        raw = bytes(decode_byte_column(reader, n))
+        if 255 not in raw:
+            return list(raw)
+        return _with_long_lengths(reader, np.frombuffer(raw, dtype=np.uint8).astype(np.uint64))
+    return _with_long_lengths(
+        reader, np.frombuffer(decode_byte_column(reader, n), dtype=np.uint8).astype(np.uint64)
+    )
+
+
+def _with_long_lengths(reader: Reader, small: np.ndarray) -> np.ndarray:
+    """Replace the 255 markers by the u64 column of long lengths that follows."""
     big = small == 255
     count = int(big.sum())
     if count:
-        large = decode_u64_column(reader, count)
+        large = np.asarray(decode_u64_column(reader, count), dtype=np.uint64)
         if (large < 255).any():
             raise BitcodeError("invalid length: a large length below 255")
         small[big] = large
@@ -286,10 +306,14 @@ def decode_lengths(reader: Reader, n: int) -> np.ndarray:
 
 def encode_bool_column(flags: list[bool] | np.ndarray) -> bytes:
     """Bools 8 to a byte, first in the lowest bit, no header."""
+    if len(flags) == 1:
+        return b"\x01" if flags[0] else b"\x00"
     return np.packbits(np.asarray(flags, dtype=bool), bitorder="little").tobytes()
 
 
-def decode_bool_column(reader: Reader, n: int) -> np.ndarray:
+def decode_bool_column(reader: Reader, n: int) -> np.ndarray | list[bool]:
+    if n == 1:
+        return [bool(reader.byte() & 1)]
     packed = np.frombuffer(reader.take(-(-n // 8)), dtype=np.uint8)
     return np.unpackbits(packed, count=n, bitorder="little").astype(bool)
 
@@ -297,11 +321,18 @@ def decode_bool_column(reader: Reader, n: int) -> np.ndarray:
 # ---------------------------------------------------------------------------- byte vectors
 
 
-def _split(data: bytes | memoryview, lengths: np.ndarray) -> list[bytes]:
+def _split(data: bytes | memoryview, lengths: np.ndarray | list[int]) -> list[bytes]:
     """Cut `data` into consecutive pieces of the given lengths."""
     n = len(lengths)
     if n == 0:
         return []
+    if isinstance(lengths, list):  # short lists: plain slicing beats numpy's call overhead
+        data = bytes(data)
+        out, start = [], 0
+        for length in lengths:
+            out.append(data[start : start + length])
+            start += length
+        return out
     first = int(lengths[0])
     if first * n == len(data) and (lengths == first).all():  # fixed-size keys/values: common
         # numpy's raw-bytes dtype turns each record into a `bytes` object in C, 5x a slice loop.
@@ -322,7 +353,7 @@ def encode_byte_vecs(items: list[bytes]) -> bytes:
 
 def decode_byte_vecs(reader: Reader, n: int) -> list[bytes]:
     lengths = decode_lengths(reader, n)
-    total = int(lengths.sum()) if n else 0
+    total = int(sum(lengths)) if isinstance(lengths, list) else int(lengths.sum())
     if total > reader.remaining() * 8:  # even base-2 packing cannot hold more than 8 per byte
         raise BitcodeError(f"declared lengths ({total} bytes) exceed the input")
     return _split(decode_byte_column(reader, total), lengths)
@@ -338,9 +369,10 @@ def encode_option_byte_vecs(items: list[bytes | None]) -> bytes:
 
 def decode_option_byte_vecs(reader: Reader, n: int) -> list[bytes | None]:
     flags = decode_bool_column(reader, n)
-    count = int(flags.sum())
+    count = int(sum(flags)) if isinstance(flags, list) else int(flags.sum())
     present = decode_byte_vecs(reader, count)
     if count == n:
         return present  # type: ignore[return-value]
     values = iter(present)
-    return [next(values) if flag else None for flag in flags.tolist()]
+    flag_list = flags if isinstance(flags, list) else flags.tolist()
+    return [next(values) if flag else None for flag in flag_list]
