@@ -100,13 +100,13 @@ class HashIndex:
     # ---- scalar operations --------------------------------------------------------------
     def get(self, key_hash: int) -> int:
         """The offset stored for `key_hash`, or <= 0 when missing or deleted."""
-        keys, vals = self._keys, self._vals
+        key_at, value_at = self._keys.item, self._vals.item  # .item(): no numpy scalar objects
         pos = key_hash >> self._shift_int
         while True:
-            value = int(vals[pos])
+            value = value_at(pos)
             if value == EMPTY:
                 return EMPTY
-            if int(keys[pos]) == key_hash:
+            if key_at(pos) == key_hash:
                 return value
             pos += 1
 
@@ -138,10 +138,10 @@ class HashIndex:
 
     def _probe(self, key_hash: int, pos: int) -> tuple[int, int]:
         """(slot, value) of `key_hash` from `pos` on: its slot, or the first empty one (value 0)."""
-        keys, vals = self._keys, self._vals
+        key_at, value_at = self._keys.item, self._vals.item
         while True:
-            value = int(vals[pos])
-            if value == EMPTY or int(keys[pos]) == key_hash:
+            value = value_at(pos)
+            if value == EMPTY or key_at(pos) == key_hash:
                 return pos, value
             pos += 1
 
