@@ -21,12 +21,13 @@ import platform
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,62 +39,80 @@ from narrative_pipeline.store.ws_client import DataStoreWsClient  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "## WebSocket"
+REDIS_SOURCE = ["unknown"]
 
 
 @dataclass
-class Figures:
+class Backend:
+    """One thing under test: its three operations, plus the figures measured so far."""
+
     name: str
-    write_keys_s: float
-    read_keys_s: float
-    single_reads_s: float
+    batch_write: Callable
+    batch_read: Callable
+    read: Callable
+    write_keys_s: float = 0.0
+    read_rounds: list[float] = field(default_factory=list)
+    single_rounds: list[float] = field(default_factory=list)
+
+    @property
+    def read_keys_s(self) -> float:
+        return statistics.median(self.read_rounds)
+
+    @property
+    def single_reads_s(self) -> float:
+        return statistics.median(self.single_rounds) if self.single_rounds else 0.0
 
 
 def make_keys(n: int, seed: int = 7) -> tuple[list[bytes], list[bytes]]:
     rng = np.random.default_rng(seed)
-    keys = rng.integers(0, 2**63, size=(n, 2), dtype=np.int64).astype("<i8").tobytes()
-    values = np.arange(n, dtype="<u8").tobytes()
-    return [keys[i * 16 : i * 16 + 16] for i in range(n)], [
-        values[i * 8 : i * 8 + 8] for i in range(n)
-    ]
+    keys = np.frombuffer(rng.bytes(16 * n), dtype="V16").tolist()
+    values = np.frombuffer(np.arange(n, dtype="<u8").tobytes(), dtype="V8").tolist()
+    return keys, values
 
 
-def run_workload(
-    name: str,
-    batch_write: Callable,
-    batch_read: Callable,
-    read: Callable,
-    keys: list[bytes],
-    values: list[bytes],
-    batch: int,
-    singles: int,
-) -> Figures:
-    n = len(keys)
+def time_writes(backend: Backend, keys: list[bytes], values: list[bytes], batch: int) -> None:
     started = time.perf_counter()
-    for start in range(0, n, batch):
-        batch_write(
+    for start in range(0, len(keys), batch):
+        backend.batch_write(
             list(zip(keys[start : start + batch], values[start : start + batch], strict=True))
         )
-    write_s = time.perf_counter() - started
+    backend.write_keys_s = len(keys) / (time.perf_counter() - started)
 
-    order = np.random.default_rng(11).integers(0, n, size=n)
+
+def time_reads(
+    backend: Backend, keys: list[bytes], values: list[bytes], batch: int, singles: int, seed: int
+) -> None:
+    n = len(keys)
+    order = np.random.default_rng(seed).integers(0, n, size=n)
     batches = [[keys[i] for i in order[s : s + batch]] for s in range(0, n, batch)]
     started = time.perf_counter()
-    results = [batch_read(b) for b in batches]
-    read_s = time.perf_counter() - started
-    check = order[:batch]
-    assert results[0] == [values[i] for i in check], f"{name}: batch_read returned wrong values"
+    results = [backend.batch_read(b) for b in batches]
+    backend.read_rounds.append(n / (time.perf_counter() - started))
+    expected = [values[i] for i in order[:batch]]
+    assert results[0] == expected, f"{backend.name}: batch_read returned wrong values"
+    if singles:
+        sample = [keys[i] for i in order[:singles]]
+        started = time.perf_counter()
+        for key in sample:
+            backend.read(key)
+        backend.single_rounds.append(singles / (time.perf_counter() - started))
 
-    sample = [keys[i] for i in order[:singles]]
-    started = time.perf_counter()
-    for key in sample:
-        read(key)
-    single_s = time.perf_counter() - started
-    figures = Figures(name, n / write_s, n / read_s, singles / single_s if singles else 0.0)
-    print(
-        f"{name:<40} write {figures.write_keys_s:>12,.0f} keys/s   batch_read {figures.read_keys_s:>12,.0f} keys/s   read {figures.single_reads_s:>9,.0f} calls/s",
-        flush=True,
-    )
-    return figures
+
+def run_all(
+    backends: list[Backend], keys: list[bytes], values: list[bytes], args: argparse.Namespace
+) -> None:
+    """Writes once per backend, then `rounds` interleaved read rounds (the median is kept)."""
+    for backend in backends:
+        time_writes(backend, keys, values, args.batch)
+    for round_no in range(args.rounds):
+        for backend in backends:
+            time_reads(backend, keys, values, args.batch, args.singles, seed=100 + round_no)
+    for b in backends:
+        rounds = ", ".join(f"{r:,.0f}" for r in b.read_rounds)
+        print(
+            f"{b.name:<40} write {b.write_keys_s:>11,.0f} keys/s  batch_read median {b.read_keys_s:>11,.0f} keys/s ({rounds})  read {b.single_reads_s:>8,.0f} calls/s",
+            flush=True,
+        )
 
 
 @contextlib.contextmanager
@@ -128,6 +147,7 @@ def free_port() -> int:
 @contextlib.contextmanager
 def redis_url(workdir: Path) -> Iterator[str]:
     if os.environ.get("REDIS_URL"):
+        REDIS_SOURCE[0] = "REDIS_URL (the server scripts/services.sh started)"
         yield os.environ["REDIS_URL"]
         return
     binary = shutil.which("redis-server")
@@ -136,6 +156,7 @@ def redis_url(workdir: Path) -> Iterator[str]:
             "redis-server not installed and REDIS_URL unset (scripts/services.sh install)"
         )
     port = free_port()
+    REDIS_SOURCE[0] = "a private redis-server on loopback, persistence off (REDIS_URL was unset)"
     process = subprocess.Popen(
         [
             binary,
@@ -167,92 +188,42 @@ def redis_url(workdir: Path) -> Iterator[str]:
         process.wait(30)
 
 
-def bench_ours(
-    workdir: Path, keys: list[bytes], values: list[bytes], args: argparse.Namespace
-) -> Figures:
-    with store_server(workdir / "ours.bin") as (host, port):
-        client = DataStoreWsClient(host, port)
-        return run_workload(
-            "our server + our client",
-            client.batch_write,
-            client.batch_read,
-            client.read,
-            keys,
-            values,
-            args.batch,
-            args.singles,
-        )
-
-
-def bench_official(
-    workdir: Path, keys: list[bytes], values: list[bytes], args: argparse.Namespace
-) -> Figures:
-    from simd_r_drive_ws_client import DataStoreWsClient as OfficialClient
-
-    with store_server(workdir / "official.bin") as (host, port):
-        client = OfficialClient(host, port)
-        return run_workload(
-            "our server + official client 0.11.1a0",
-            client.batch_write,
-            client.batch_read,
-            client.read,
-            keys,
-            values,
-            args.batch,
-            args.singles,
-        )
-
-
-def bench_redis(
-    workdir: Path, keys: list[bytes], values: list[bytes], args: argparse.Namespace
-) -> Figures:
-    import redis
-
-    with redis_url(workdir) as url:
-        client = redis.Redis.from_url(url)
-        client.flushdb()
-        try:
-            return run_workload(
-                f"Redis {client.info()['redis_version']} (redis-py MSET/MGET/GET)",
-                lambda items: client.mset(dict(items)),
-                client.mget,
-                client.get,
-                keys,
-                values,
-                args.batch,
-                args.singles,
-            )
-        finally:
-            client.flushdb()
-
-
-def write_results(figures: list[Figures], args: argparse.Namespace, elapsed: float) -> None:
-    redis = next(f for f in figures if f.name.startswith("Redis"))
+def write_results(
+    backends: list[Backend], args: argparse.Namespace, elapsed: float, loads: tuple[str, str]
+) -> None:
+    redis_figures = backends[-1]
     lines = [
         SECTION,
         "",
-        f"`benchmarks/bench_ws.py --n {args.n}` ({time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores shared with other work, Python {platform.python_version()}; run took {elapsed:.0f} s).",
-        f"{args.n:,} entries, 16-byte keys, 8-byte values; writes in batches of {args.batch}; then {args.n:,} random keys "
-        f"read in batches of {args.batch}; then {args.singles:,} single-key reads. Loopback TCP, one client.",
+        f"`.venv/bin/python benchmarks/bench_ws.py --n {args.n}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{platform.machine()}, {os.cpu_count()} cores shared with other sessions, Python {platform.python_version()}; "
+        f"whole run {elapsed:.0f} s).",
+        f"{args.n:,} entries, 16-byte keys, 8-byte values, written in batches of {args.batch} (timed once); then "
+        f"{args.rounds} interleaved rounds over the three backends of {args.n:,} random keys read in batches of "
+        f"{args.batch} and {args.singles:,} single-key reads; the table gives each backend's median round. "
+        "Loopback TCP, one synchronous client.",
         "",
-        "| backend | batch_write keys/s | batch_read keys/s | batch_read vs Redis | single read calls/s |",
-        "|---|---:|---:|---:|---:|",
+        "| backend | batch_write keys/s | batch_read keys/s (median) | batch_read vs Redis | batch_read rounds | single read calls/s |",
+        "|---|---:|---:|---:|---|---:|",
     ]
-    for f in figures:
+    for b in backends:
+        rounds = ", ".join(f"{r / 1000:,.0f}k" for r in b.read_rounds)
         lines.append(
-            f"| {f.name} | {f.write_keys_s:,.0f} | {f.read_keys_s:,.0f} | {f.read_keys_s / redis.read_keys_s:.2f}x | {f.single_reads_s:,.0f} |"
+            f"| {b.name} | {b.write_keys_s:,.0f} | {b.read_keys_s:,.0f} | {b.read_keys_s / redis_figures.read_keys_s:.2f}x | {rounds} | {b.single_reads_s:,.0f} |"
         )
     lines += [
         "",
-        "Our store appends to a file (no fsync) while Redis runs in memory with persistence off.",
+        f"Redis: {REDIS_SOURCE[0]}. Our store appends to a file (no fsync); Redis keeps the data in memory.",
+        f"Load average (1/5/15 min) before: {loads[0]}; after: {loads[1]}. Other sessions share the 2 cores, so",
+        "single runs move by tens of percent; the interleaved rounds show the spread.",
+        "Server: `python -m narrative_pipeline.store.server` (the same code as `narrative-pipeline store serve`).",
         "",
     ]
     section = "\n".join(lines)
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
     pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = (
-        pattern.sub(section + "\n", text)
+        pattern.sub(lambda _m: section + "\n", text)
         if pattern.search(text)
         else text.rstrip("\n") + "\n\n" + section
     )
@@ -266,27 +237,55 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--n", type=int, default=1_000_000, help="entries (default 1M)")
     parser.add_argument("--batch", type=int, default=1024)
-    parser.add_argument("--singles", type=int, default=20_000, help="single-key reads timed")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved read rounds (median kept)"
+    )
+    parser.add_argument(
+        "--singles", type=int, default=10_000, help="single-key reads timed per round"
+    )
     parser.add_argument(
         "--no-results", action="store_true", help="print only; leave RESULTS.md alone"
     )
     args = parser.parse_args(argv)
+    import redis
+    from simd_r_drive_ws_client import DataStoreWsClient as OfficialClient
+
     keys, values = make_keys(args.n)
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench_ws_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench_ws_") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
-        figures = [
-            bench(workdir, keys, values, args)
-            for bench in (bench_ours, bench_official, bench_redis)
+        ours = DataStoreWsClient(*stack.enter_context(store_server(workdir / "ours.bin")))
+        official = OfficialClient(*stack.enter_context(store_server(workdir / "official.bin")))
+        rds = redis.Redis.from_url(stack.enter_context(redis_url(workdir)))
+        rds.flushdb()
+        stack.callback(rds.flushdb)
+        backends = [
+            Backend("our server + our client", ours.batch_write, ours.batch_read, ours.read),
+            Backend(
+                "our server + official client 0.11.1a0",
+                official.batch_write,
+                official.batch_read,
+                official.read,
+            ),
+            Backend(
+                f"Redis {rds.info()['redis_version']} (redis-py MSET/MGET/GET)",
+                lambda items: rds.mset(dict(items)),
+                rds.mget,
+                rds.get,
+            ),
         ]
+        run_all(backends, keys, values, args)
     elapsed = time.perf_counter() - started
-    redis = figures[-1]
-    for f in figures[:-1]:
+    redis_figures = backends[-1]
+    for b in backends[:-1]:
         print(
-            f"{f.name}: batch_read {f.read_keys_s / redis.read_keys_s:.2f}x Redis, batch_write {f.write_keys_s / redis.write_keys_s:.2f}x Redis"
+            f"{b.name}: batch_read {b.read_keys_s / redis_figures.read_keys_s:.2f}x Redis, batch_write {b.write_keys_s / redis_figures.write_keys_s:.2f}x Redis"
         )
     if not args.no_results:
-        write_results(figures, args, elapsed)
+        write_results(
+            backends, args, elapsed, (load_before, " ".join(f"{x:.2f}" for x in os.getloadavg()))
+        )
     return 0
 
 
