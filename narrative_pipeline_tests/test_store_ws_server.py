@@ -387,3 +387,108 @@ def test_full_cli_entry_point(tmp_path: Path) -> None:
     finally:
         assert server.stop() == 0
     assert "server stopped after" in server.log_text()
+
+
+def test_pings_reach_clients_and_idle_clients_keep_working(tmp_path: Path) -> None:
+    server = start_store_server(tmp_path / "ping.bin", extra_args=["--ping-interval", "0.2"])
+    try:
+        ours, theirs = make_client("ours", server), make_client("official", server)
+        ours.write(b"k", b"v")
+        with connect(server.url) as raw:
+            time.sleep(1.0)  # several pings arrive while nobody calls
+            raw.send(_call_frames(rpc.METHOD_IDS["len"], b"", request_id=5))
+            header, _ = _response(raw)
+            assert header.request_id == 5
+        assert ours._conn is not None and ours._conn.poller.poll(0)  # pings are waiting for us
+        assert ours.read(b"k") == b"v" and theirs.read(b"k") == b"v"
+        assert not ours._conn.poller.poll(0)  # ...and were answered on the way
+    finally:
+        server.stop()
+
+
+def test_call_ids_follow_the_official_client() -> None:
+    from narrative_pipeline.store.ws_client import _call_ids
+
+    # Observed from simd-r-drive-ws-client 0.11.1a0 (stream id, request id) per call.
+    assert [_call_ids(n) for n in range(5)] == [(0, 1), (3, 2), (5, 4), (7, 6), (9, 8)]
+
+
+def _capture_first_call(call) -> list[bytes]:
+    """Run `call(client)` against a bare WebSocket endpoint; return the muxio frames it sent."""
+    import base64
+    import hashlib
+
+    from narrative_pipeline.store.server import WS_GUID, _apply_mask
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    frames: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(4096)
+            key = [
+                ln.split(b":", 1)[1].strip()
+                for ln in head.split(b"\r\n")
+                if ln.lower().startswith(b"sec-websocket-key")
+            ][0]
+            accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+            conn.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
+                + accept
+                + b"\r\n\r\n"
+            )
+            data = b""
+            while len(frames) < 2:
+                data += conn.recv(65536)
+                while len(data) >= 6 and len(data) >= 6 + (data[1] & 0x7F):
+                    n = data[1] & 0x7F  # the captured calls are all short
+                    frames.append(_apply_mask(data[6 : 6 + n], data[2:6]))
+                    data = data[6 + n :]
+            header, _ = muxio.decode_rpc(frames[0][muxio.FRAME_HEADER_SIZE :])
+            method = rpc.METHOD_NAMES[header.method_id]
+            value = 25 if method == "write" else [None] * 3
+            reply = muxio.encode_rpc(
+                muxio.MSG_RESPONSE,
+                header.request_id,
+                header.method_id,
+                b"\x00",
+                rpc.encode_response(method, value),
+            )
+            message = b"".join(muxio.encode_stream(0, reply))
+            conn.sendall(bytes((0x82, len(message))) + message)
+            conn.recv(1)  # until the client goes away
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = DataStoreWsClient("127.0.0.1", port, timeout=10)
+    call(client)
+    client.close()
+    thread.join(10)
+    listener.close()
+    return frames
+
+
+@pytest.mark.parametrize(
+    ("call", "golden"),
+    [
+        (
+            lambda c: c.write(b"alice", b"hello"),
+            "1d000000000000000000000000e468c1f7256106000001000000da538c305cadc23e0e000500616c696365050068656c6c6f",
+        ),
+        (
+            lambda c: c.batch_read([bytes(16)] * 3),
+            "1b00000000000000000000000012d3b9f9256106000001000000c284728b140b03010c0003001010100a000000000000",
+        ),
+    ],
+    ids=["write", "batch_read"],
+)
+def test_our_client_sends_the_golden_bytes(call, golden: str) -> None:
+    frames = _capture_first_call(call)
+    expected = bytes.fromhex(golden)
+    end = bytes.fromhex("00000000000000000100000002e668c1f725610600")
+    assert frames[0][:13] + frames[0][21:] == expected[:13] + expected[21:]  # timestamps aside
+    assert frames[1][:13] == end[:13] and len(frames[1]) == 21

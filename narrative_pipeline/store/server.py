@@ -592,13 +592,16 @@ def run_server(
     port: int,
     *,
     max_message_size: int = MAX_MESSAGE_SIZE,
+    ping_interval: float | None = PING_INTERVAL_S,
     on_ready: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
 ) -> None:
     """Serve until interrupted (or until `stop` is set); `on_ready` gets the ws:// URL."""
 
     async def main() -> None:
-        server = StoreServer(store, host, port, max_message_size=max_message_size)
+        server = StoreServer(
+            store, host, port, max_message_size=max_message_size, ping_interval=ping_interval
+        )
         await server.start()
         stopping = asyncio.Event()
         if threading.current_thread() is threading.main_thread():
@@ -641,6 +644,12 @@ def add_serve_command(subparsers: Any) -> None:
         default=MAX_MESSAGE_SIZE // (1024 * 1024),
         help="largest accepted WebSocket message / call in MiB (default 256)",
     )
+    parser.add_argument(
+        "--ping-interval",
+        type=float,
+        default=PING_INTERVAL_S,
+        help="seconds between WebSocket pings to each client, 0 = none (default 5, as the reference)",
+    )
     parser.set_defaults(func=serve_command)
 
 
@@ -658,6 +667,7 @@ def serve_command(args: Any) -> int:
             args.host,
             args.port,
             max_message_size=args.max_message_mib * 1024 * 1024,
+            ping_interval=args.ping_interval or None,
             on_ready=announce,
         )
     except KeyboardInterrupt:
