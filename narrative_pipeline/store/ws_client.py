@@ -333,6 +333,8 @@ class DataStoreWsClient:
     def _call(self, method: str, *args: Any) -> object:
         args_bytes = rpc.encode_request(method, *args)
         timeout = self.batch_timeout if method in _BATCH_METHODS else self.timeout
+        if self._pid != os.getpid():  # forked: a lock held by a parent thread would never free
+            self._lock = threading.Lock()
         with self._lock:
             conn = self._ready_connection()
             try:
