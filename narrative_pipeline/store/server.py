@@ -12,10 +12,13 @@ Behaviour worth knowing:
   connection's reading is paused, so pings and other clients keep flowing and each client's
   calls stay in order. A client that stops reading our answers only stops its own calls
   (write-buffer flow control at 4 MiB).
-* Limits: a WebSocket message and a reassembled stream are capped at `MAX_MESSAGE_SIZE`
-  (256 MiB by default, `--max-message-mib`); bigger messages close that connection with 1009.
-* Like the reference (muxio's tokio server) the server sends a WebSocket ping every 5 s; it does
-  not drop a client that is slow to answer, because synchronous clients only read when called.
+* Limits: one WebSocket message and one reassembled call are capped at `MAX_MESSAGE_SIZE`
+  (256 MiB by default, `--max-message-mib`). A bigger WebSocket message closes that connection
+  with 1009; a call spread over many smaller frames that grows past the cap is answered with
+  status Fail and the rest of it is dropped.
+* Like the reference (muxio's tokio server) the server sends a WebSocket ping every 5 s
+  (`--ping-interval`); it does not drop a client that is slow to answer, because synchronous
+  clients only read when called.
 * Bad input never stops the server: an RPC whose header can be read gets an error response
   (status Fail for undecodable arguments, MethodNotFound for unknown ids, SystemError for an
   unexpected store failure) with the reason as UTF-8 text; unusable frames are logged and
