@@ -162,3 +162,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def test_a_second_run_in_the_same_folder_keeps_the_checkpoint_names(tmp_path):
+    """resume=True reads last.ckpt, so a fresh run must overwrite it, not write last-v1.ckpt."""
+    train_stage1(FACTORY, tiny_config(max_epochs=1), tmp_path)
+    second = train_stage1(FACTORY, tiny_config(max_epochs=1), tmp_path)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["last.ckpt", "stage1_resume.ckpt"]
+    assert Path(second.last_checkpoint_path).name == "last.ckpt"
+    resumed = train_stage1(FACTORY, tiny_config(max_epochs=2, resume=True), tmp_path)
+    assert resumed.epochs_run == 2

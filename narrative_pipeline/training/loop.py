@@ -227,6 +227,8 @@ def train_stage1(
         mode="min",
         save_top_k=config.save_top_k,
         save_last=True,
+        # Fixed names: `resume=True` reads last.ckpt, so a second run must not write last-v1.ckpt.
+        enable_version_counter=False,
     )
     history = LossHistory()
     logger = TensorBoardLogger(save_dir=str(output_dir), name=LOGGER_NAME)
