@@ -80,13 +80,13 @@ def start_store_server(
     port: int = 0,
     extra_args: list[str] | None = None,
     startup_timeout: float = 120.0,
-    full_cli: bool = False,
+    full_cli: bool = True,
 ) -> ServerProcess:
     """Start the server on PATH and wait for the address it prints.
 
-    By default runs `python -m narrative_pipeline.store.server PATH` (the `store serve` command
-    alone, starts in well under a second); `full_cli=True` runs
-    `python -m narrative_pipeline.cli store serve PATH`, which imports every command group.
+    By default runs `python -m narrative_pipeline.cli store serve PATH --port 0` (what users run);
+    `full_cli=False` runs `python -m narrative_pipeline.store.server PATH`, the same command
+    without the top-level CLI.
     """
     path = Path(path)
     log_path = path.with_name(path.name + f".server-{time.monotonic_ns()}.log")
