@@ -1,8 +1,11 @@
 """Reusable pytest fixtures: a real `narrative-pipeline store serve` subprocess on loopback.
 
-Import the fixture into a test module (or a conftest) to use it::
+Register the fixture in a test module (or a conftest) to use it; assigning it (rather than
+importing the name) keeps ruff's F811 quiet when tests take it as a parameter::
 
-    from narrative_pipeline_tests.ws_fixtures import store_server  # noqa: F401
+    from narrative_pipeline_tests import ws_fixtures
+
+    store_server = ws_fixtures.store_server
 
     def test_something(store_server):
         client = DataStoreWsClient(store_server.host, store_server.port)
