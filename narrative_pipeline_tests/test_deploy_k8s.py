@@ -185,6 +185,31 @@ def load_k8s_definitions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Mod
     return module
 
 
+def chart_container_context(deployment: dict[str, Any]) -> dict[str, Any]:
+    """DAGSTER_CLI_API_GRPC_CONTAINER_CONTEXT as the chart's user-deployment template writes it
+    (includeConfigInLaunchedRuns): it is merged OVER the run launcher's config in every run and
+    step pod, so e.g. `resources` set on the code location would resize them all."""
+    context: dict[str, Any] = {
+        "image_pull_policy": deployment["image"]["pullPolicy"],
+        "env_config_maps": [f"dagster-{deployment['name']}-user-env"]
+        + [c["name"] for c in deployment.get("envConfigMaps", [])],
+        "namespace": "narrative",
+        "service_account_name": "dagster-dagster-user-deployments-user-deployments",
+        "run_k8s_config": {"pod_spec_config": {"automount_service_account_token": True}},
+    }
+    for value_key, context_key in (
+        ("volumeMounts", "volume_mounts"),
+        ("volumes", "volumes"),
+        ("labels", "labels"),
+        ("resources", "resources"),
+    ):
+        if deployment.get(value_key):
+            context[context_key] = deployment[value_key]
+    if deployment.get("envSecrets"):
+        context["env_secrets"] = [s["name"] for s in deployment["envSecrets"]]
+    return {"k8s": context}
+
+
 @pytest.fixture(scope="module")
 def step_pods(tmp_path_factory: pytest.TempPathFactory) -> dict[str, k8s.V1PodSpec]:
     """step key -> the pod spec of the Kubernetes Job the k8s_job_executor would launch."""
@@ -199,16 +224,7 @@ def step_pods(tmp_path_factory: pytest.TempPathFactory) -> dict[str, k8s.V1PodSp
 
     launcher = build_run_launcher(tmp_path)
     deployment = user_deployment()
-    code_location = K8sContainerContext.create_from_config(
-        {
-            "k8s": {
-                "env_config_maps": [c["name"] for c in deployment["envConfigMaps"]],
-                "env_secrets": [s["name"] for s in deployment["envSecrets"]],
-                "volumes": deployment["volumes"],
-                "volume_mounts": deployment["volumeMounts"],
-            }
-        }
-    )
+    code_location = K8sContainerContext.create_from_config(chart_container_context(deployment))
     run = DagsterRun(job_name=job.name, run_id="0123456789abcdef")
     run_context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=False)
     pods = {}
