@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format bench services-start services-stop clean
+.PHONY: ui install demo test test-fast lint format bench services-start services-stop clean
 
 install: $(STAMP)
 
@@ -46,3 +46,8 @@ services-stop:
 
 clean:
 	rm -rf $(VENV) .services data .pytest_cache
+
+# The Dagster UI with a persistent home that uses this repository's dagster.yaml.
+ui: install
+	mkdir -p data/dagster_home && cp dagster.yaml data/dagster_home/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/data/dagster_home $(BIN)/dagster dev
