@@ -173,3 +173,22 @@ def test_a_second_run_in_the_same_folder_keeps_the_checkpoint_names(tmp_path):
     assert Path(second.last_checkpoint_path).name == "last.ckpt"
     resumed = train_stage1(FACTORY, tiny_config(max_epochs=2, resume=True), tmp_path)
     assert resumed.epochs_run == 2
+
+
+def test_device_settings_reach_the_trainer_and_are_validated(tmp_path, monkeypatch):
+    import pytorch_lightning as pl
+
+    seen = {}
+    real_init = pl.Trainer.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.update(kwargs)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "__init__", spy)
+    train_stage1(FACTORY, tiny_config(max_epochs=1, accelerator="cpu", devices=1), tmp_path)
+    assert (seen["devices"], seen["strategy"], seen["num_nodes"]) == (1, "auto", 1)
+    with pytest.raises(ValueError, match="devices"):
+        tiny_config(devices=0)
+    with pytest.raises(ValueError, match="num_nodes"):
+        tiny_config(num_nodes=0)

@@ -32,6 +32,8 @@ class Stage1TrainingConfig(dg.Config):
     seed: int = 0
     val_fraction: float = 0.1
     accelerator: str = "auto"  # "auto" uses a GPU when present, else the CPU
+    devices: int = 1  # GPUs per node; with >1 use strategy "ddp_spawn" (docs/DEPLOYMENT.md)
+    strategy: str = "auto"
 
     def to_train_config(self):
         from narrative_pipeline.training import TrainConfig

@@ -43,6 +43,11 @@ class TrainConfig:
     limit_train_batches: int | float | None = None
     limit_val_batches: int | float | None = None
     accelerator: str = "auto"
+    # Several GPUs: devices=N with strategy="ddp_spawn" inside a Dagster step (plain "ddp" re-runs
+    # the whole step per GPU); num_nodes>1 under torchrun. See docs/DEPLOYMENT.md.
+    devices: int = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
     deterministic: bool = True
     progress_bar: bool = False
     # torch intra-op threads for CPU training (None: torch's default). 1 is often fastest on a
@@ -66,6 +71,8 @@ class TrainConfig:
         _require("loss", self.loss, lambda v: v in LOSSES, f"one of {LOSSES}")
         _require("patience", self.patience, lambda v: v >= 0, ">= 0")
         _require("save_top_k", self.save_top_k, lambda v: v >= -1, ">= -1 (-1 keeps all)")
+        _require("devices", self.devices, lambda v: isinstance(v, int) and v >= 1, ">= 1")
+        _require("num_nodes", self.num_nodes, lambda v: isinstance(v, int) and v >= 1, ">= 1")
         _require("num_workers", self.num_workers, lambda v: v >= 0, ">= 0")
         _require("val_fraction", self.val_fraction, lambda v: 0 < v < 1, "in (0, 1)")
         _require("torch_threads", self.torch_threads, lambda v: v is None or v >= 1, ">= 1 or None")

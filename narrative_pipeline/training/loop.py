@@ -235,7 +235,9 @@ def train_stage1(
     trainer = pl.Trainer(
         max_epochs=config.max_epochs,
         accelerator=config.accelerator,
-        devices=1,
+        devices=config.devices,
+        strategy=config.strategy,
+        num_nodes=config.num_nodes,
         gradient_clip_val=config.gradient_clip_val,
         deterministic=config.deterministic,
         logger=logger,
