@@ -170,3 +170,16 @@ def test_close_and_context_manager(tmp_path: Path) -> None:
         store.write(b"k", b"v")
     with DataStore(tmp_path / "s.bin") as again:  # the lock was released
         assert again.read(b"k") == b"v"
+
+
+def test_vectorised_hash_of_16_byte_keys_matches_xxhash() -> None:
+    from narrative_pipeline.store.hashing import hash_keys
+
+    rng = random.Random(9)
+    keys = [rng.randbytes(16) for _ in range(3000)] + [bytes(16), b"\xff" * 16]
+    keys += [NamespaceHasher(b"ns").namespace(b"%d" % i) for i in range(100)]
+    assert hash_keys(keys).tolist() == [xxhash.xxh3_64_intdigest(k) for k in keys]
+    mixed = [rng.randbytes(rng.choice([15, 16, 17])) for _ in range(500)]
+    assert hash_keys(mixed).tolist() == [xxhash.xxh3_64_intdigest(k) for k in mixed]
+    with pytest.raises(TypeError, match="key 70: key must be bytes, got str"):
+        hash_keys([bytes(16)] * 70 + ["x" * 16])

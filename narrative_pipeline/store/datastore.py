@@ -63,6 +63,7 @@ from narrative_pipeline.store.format import (
     validate_key,
     validate_payload,
 )
+from narrative_pipeline.store.hashing import hash_keys
 from narrative_pipeline.store.index import DELETED, HashIndex
 from narrative_pipeline.store.recovery import (
     Chain,
@@ -209,8 +210,7 @@ class DataStore:
             self._check_writable()
             if not keys:
                 return self._tail
-            count = len(keys)
-            hashes = np.fromiter(map(xxh3_64_intdigest, keys), np.uint64, count)
+            hashes = hash_keys(keys)
             parts, metas = _encode_entries(hashes, payloads, None, self._tail)
             self._append(parts)
             _index_batch(self._index, hashes, metas)
@@ -288,11 +288,16 @@ class DataStore:
 
     def batch_read(self, keys: list[bytes]) -> list[bytes | None]:
         """Payloads for `keys` in order (None where missing), vectorised over the batch."""
-        keys = _validate_keys(keys)
+        if isinstance(keys, bytes | str):
+            raise TypeError("batch_read: pass a list of keys, not a single key")
+        keys = keys if isinstance(keys, list) else list(keys)
         count = len(keys)
         if not count:
             return []
-        hashes = np.fromiter(map(xxh3_64_intdigest, keys), np.uint64, count)
+        try:
+            hashes = hash_keys(keys)  # also checks that every key is bytes-like
+        except TypeError as exc:
+            raise TypeError(f"batch_read {exc}") from None
         with self._lock:
             metas = self._index.lookup(hashes)
             view = self._current_view()
@@ -518,15 +523,6 @@ def _validate_items(items: Iterable[tuple[bytes, bytes]]) -> tuple[list[bytes], 
         for i, p in enumerate(payloads):
             validate_payload(p, f"batch_write item {i}")
     return keys, payloads
-
-
-def _validate_keys(keys: list[bytes]) -> list[bytes]:
-    if isinstance(keys, bytes | str):
-        raise TypeError("batch_read: pass a list of keys, not a single key")
-    keys = keys if isinstance(keys, list) else list(keys)
-    if set(map(type, keys)) - {bytes}:
-        keys = [validate_key(k, f"batch_read key {i}") for i, k in enumerate(keys)]
-    return keys
 
 
 def _encode_entries(
