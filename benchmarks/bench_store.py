@@ -294,6 +294,11 @@ def render(args, store_t, redis_t, redis_note, open_info, build_s, info_before, 
             f"| {label} | {fmt_rate(ours.rate)} ({fmt_rate(ours.cpu_rate)} CPU) "
             f"| {fmt_rate(theirs.rate) if theirs else 'n/a'} | {ratio} | {verdict} |"
         )
+    lines += [
+        "",
+        "Figures on this shared 2-core machine move by up to 2x with other users' load; compare "
+        "rows of one run, not runs.",
+    ]
     if open_info:
         after, before = open_info["after"], open_info["before"]
         lines += [
