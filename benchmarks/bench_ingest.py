@@ -44,6 +44,7 @@ SHARED_CSVS = (
     / "sec-fetcher-csvs"
 )
 FILES_PER_FOLDER = 500
+PHASE_TIMEOUT_S = 1800
 
 
 def facts_per_source_file(sources: list[Path]) -> list[int]:
@@ -254,7 +255,12 @@ def run_phase(phase: str, corpus: dict, work: Path, port: int | None, db_url: st
     ]
     command += ["--server-port", str(port)] if port else []
     command += ["--db-url", db_url] if db_url else []
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    try:
+        completed = subprocess.run(
+            command, capture_output=True, text=True, check=False, timeout=PHASE_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"{phase} phase did not finish in {PHASE_TIMEOUT_S} s") from exc
     lines = [ln for ln in completed.stdout.splitlines() if ln.startswith("{")]
     if completed.returncode != 0 or not lines:
         raise RuntimeError(f"{phase} phase failed: {completed.stderr[-3000:]}")

@@ -22,7 +22,7 @@ from narrative_pipeline.us_gaap import layout
 
 FACT_FRAME_ROWS = 262_144  # target rows per database read
 MAX_TICKERS_PER_QUERY = 500  # keeps IN (...) lists well under SQL parameter limits
-BUCKET_CELLS = 2_000_000  # cells held at once while building the per-pair index
+BUCKET_CELLS = 1_000_000  # cells held at once while building the per-pair index (bounds memory)
 WRITE_BATCH_BYTES = 8 << 20  # bytes per batch_write of per-pair index entries
 CHUNKS_PER_READ = 8
 

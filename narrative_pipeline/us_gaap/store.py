@@ -135,8 +135,10 @@ class UsGaapStore:
     ) -> IngestReport:
         """sec-fetcher CSVs under `csv_dir` -> database (unchanged files skipped), then steps 2-6.
 
-        `options` go to the downstream steps: scaler_kind, embedding_model, embedder,
-        pca_variance, pca_components, plot_dir, progress (callable(n_files_done, path)).
+        `progress(files_done, files_total, path)` is called after each file. Other `options` go
+        to the downstream steps: scaler_kind, embedding_model, embedder (+ model_id),
+        pca_variance, pca_components, plot_dir, make_plots. `downstream=False` stops after the
+        files (the Dagster `raw_records` asset); `build_from_db` runs the rest later.
         """
         from narrative_pipeline.us_gaap.ingest import load_csv_files
 
@@ -201,7 +203,10 @@ class UsGaapStore:
             (
                 "embeddings",
                 lambda: self.generate_embeddings(
-                    db, options.get("embedding_model"), embedder=options.get("embedder")
+                    db,
+                    options.get("embedding_model"),
+                    embedder=options.get("embedder"),
+                    model_id=options.get("model_id"),
                 ),
             ),
             ("scalers", lambda: self.fit_scalers(options.get("scaler_kind", "robust"))),
