@@ -6,9 +6,7 @@ whatever it can do against the Rust server it must be able to do against ours.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import pickle
 import signal
 import socket
 import subprocess
@@ -344,28 +342,46 @@ def test_timeout_names_the_address() -> None:
             DataStoreWsClient("127.0.0.1", port, timeout=0.5)
 
 
-def _child_reads(client: DataStoreWsClient, queue) -> None:
-    queue.put(
-        (os.getpid(), client.read(b"k1"), client._conn is not None and client._pid == os.getpid())
-    )
+FORK_AND_PICKLE_SCRIPT = """
+import multiprocessing, os, pickle, sys
+from narrative_pipeline.store.ws_client import DataStoreWsClient
+
+def child_reads(client, queue):
+    queue.put((os.getpid(), client.read(b"k1"), client._conn is not None and client._pid == os.getpid()))
+
+client = DataStoreWsClient(sys.argv[1], int(sys.argv[2]))
+client.write(b"k1", b"parent")
+parent_conn = client._conn
+ctx = multiprocessing.get_context("fork")
+queue = ctx.Queue()
+children = [ctx.Process(target=child_reads, args=(client, queue)) for _ in range(3)]
+for child in children:
+    child.start()
+answers = [queue.get(timeout=30) for _ in children]
+for child in children:
+    child.join(30)
+assert [a[1] for a in answers] == [b"parent"] * 3 and all(a[2] for a in answers), answers
+assert client._conn is parent_conn and client.read(b"k1") == b"parent"
+clone = pickle.loads(pickle.dumps(client))
+assert clone.read(b"k1") == b"parent" and clone._conn is not parent_conn
+print("fork-and-pickle-ok")
+"""
 
 
 def test_client_is_safe_across_fork_and_pickle(shared_server: ServerProcess) -> None:
-    client = make_client("ours", shared_server)
-    client.write(b"k1", b"parent")
-    parent_conn = client._conn
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    children = [ctx.Process(target=_child_reads, args=(client, queue)) for _ in range(3)]
-    for child in children:
-        child.start()
-    answers = [queue.get(timeout=30) for _ in children]
-    for child in children:
-        child.join(30)
-    assert [a[1] for a in answers] == [b"parent"] * 3 and all(a[2] for a in answers)
-    assert client._conn is parent_conn and client.read(b"k1") == b"parent"
-    clone = pickle.loads(pickle.dumps(client))
-    assert clone.read(b"k1") == b"parent" and clone._conn is not parent_conn
+    """Forked children (DataLoader workers) and unpickled copies open their own connections.
+
+    Runs in a fresh interpreter: forking this test process, which by then holds threads of many
+    other tests (torch, Dagster), can deadlock the child in code that is not the client's.
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_AND_PICKLE_SCRIPT, shared_server.host, str(shared_server.port)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "fork-and-pickle-ok" in result.stdout
 
 
 def test_error_status_raises_oserror_with_text(shared_server: ServerProcess) -> None:
