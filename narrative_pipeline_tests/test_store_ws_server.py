@@ -415,8 +415,11 @@ def test_pings_reach_clients_and_idle_clients_keep_working(tmp_path: Path) -> No
             header, _ = _response(raw)
             assert header.request_id == 5
         assert ours._conn is not None and ours._conn.poller.poll(0)  # pings are waiting for us
+        connection = ours._conn
         assert ours.read(b"k") == b"v" and theirs.read(b"k") == b"v"
-        assert not ours._conn.poller.poll(0)  # ...and were answered on the way
+        # ...and were answered on the way: the same connection, no reconnect. (Checking that the
+        # socket is empty after the read raced with the next ping on a loaded machine.)
+        assert ours._conn is connection
     finally:
         server.stop()
 
