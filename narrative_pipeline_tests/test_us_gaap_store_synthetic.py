@@ -274,3 +274,62 @@ def test_tiny_databases_build_without_errors(rows: int) -> None:
         cell = store.lookup_by_index(0)
         assert cell.embedding is None
         assert cell.scaler.transform([[cell.unscaled_value]])[0][0] == cell.scaled_value
+
+
+class _FailingDb(FakeFactsDb):
+    """Test fake: the database connection drops after the first frame."""
+
+    def __init__(self, facts: pd.DataFrame, fail_after: int = 1) -> None:
+        super().__init__(facts)
+        self.frames = 0
+        self.fail_after = fail_after
+
+    def facts_frame(self, tickers=None):
+        self.frames += 1
+        if self.frames > self.fail_after:
+            raise ConnectionError("database went away")
+        return super().facts_frame(tickers)
+
+
+def _big_facts(n: int = 3 * layout.CHUNK_CELLS) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "ticker": np.repeat([f"T{i:04d}" for i in range(n // 500 + 1)], 500)[:n],
+            "accn": [f"a{i // 50:06d}" for i in range(n)],
+            "concept": [f"C{i % 50:02d}" for i in range(n)],
+            "unit": "USD",
+            "value": np.arange(n, dtype=np.float64),
+        }
+    )
+
+
+def test_failed_build_cleans_up_and_keeps_the_live_data(built, monkeypatch) -> None:
+    store, db, fake = built
+    keys_before = set(fake.data)
+    monkeypatch.setattr("narrative_pipeline.us_gaap.build.FACT_FRAME_ROWS", 70_000)
+    with pytest.raises(ConnectionError):
+        store.build_concept_unit_pairs(_FailingDb(_big_facts(), fail_after=3))
+    assert set(fake.data) - keys_before == set()  # only the manifest changed, nothing leaked
+    assert store.get_triplet_count() == len(db.facts)
+    store.read_cells([0])
+
+
+def test_build_killed_midway_is_found_and_deleted_by_the_next_one(built, monkeypatch) -> None:
+    store, db, fake = built
+    keys_before = set(fake.data)
+    monkeypatch.setattr("narrative_pipeline.us_gaap.build.FACT_FRAME_ROWS", 70_000)
+    monkeypatch.setattr(UsGaapStore, "_delete_generation", lambda self, record: None)  # "kill -9"
+    with pytest.raises(ConnectionError):  # frames of 500, then 70,000 rows: one chunk written
+        store.build_concept_unit_pairs(_FailingDb(_big_facts(), fail_after=2))
+    monkeypatch.undo()
+    leaked = set(fake.data) - keys_before
+    assert layout.cell_column_key(2, "pair_id", 0) in leaked
+    reopened = UsGaapStore(fake)
+    reopened._read_manifest()["pending"] = {
+        "generation": 2,
+        "incomplete": True,
+    }  # what a kill leaves
+    with pytest.raises(RuntimeError, match="did not finish"):
+        reopened.fit_scalers()
+    reopened.build_concept_unit_pairs(db)
+    assert not (leaked & set(fake.data))

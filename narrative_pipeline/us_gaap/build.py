@@ -27,12 +27,13 @@ WRITE_BATCH_BYTES = 8 << 20  # bytes per batch_write of per-pair index entries
 CHUNKS_PER_READ = 8
 
 
-def iter_fact_frames(db: Any, target_rows: int = FACT_FRAME_ROWS) -> Iterator[pd.DataFrame]:
+def iter_fact_frames(db: Any, target_rows: int | None = None) -> Iterator[pd.DataFrame]:
     """The database's facts in (ticker, accn, concept, unit) order, a few tickers per frame.
 
     The group size adapts to the facts per ticker seen so far so each frame holds about
     `target_rows` rows, whatever the source (a CSV ticker has ~1k facts, companyfacts ~25k).
     """
+    target_rows = target_rows or FACT_FRAME_ROWS
     tickers = sorted(db.tickers())
     group = 1
     i = 0

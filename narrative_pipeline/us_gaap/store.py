@@ -100,6 +100,10 @@ class UsGaapStore:
         """The generation the steps 3-6 act on: the one being built, else the live one."""
         manifest = self._read_manifest()
         record = manifest["pending"] or manifest["live"]
+        if record is not None and record.get("incomplete"):
+            raise RuntimeError(
+                "an earlier build_concept_unit_pairs(db) did not finish: run it again"
+            )
         if record is None:
             raise RuntimeError(
                 "no concept/unit pairs built yet: run build_concept_unit_pairs(db) or an ingest"
@@ -255,8 +259,29 @@ class UsGaapStore:
             manifest["pending"] = None
         generation = manifest["next_generation"]
         manifest["next_generation"] = generation + 1
-        self._save_manifest()  # reserve the number before writing under it
+        # Marked incomplete until done, so a build killed midway is found and deleted next time.
+        manifest["pending"] = {"generation": generation, "incomplete": True}
+        self._save_manifest()
+        try:
+            record, new_pairs = self._write_generation(db, generation, manifest["live"])
+        except BaseException:
+            self._delete_generation(manifest["pending"])
+            manifest["pending"] = None
+            self._save_manifest()
+            raise
+        manifest["pending"] = record
+        self._save_manifest()
+        return PairsReport(
+            generation=generation,
+            n_cells=record["n_cells"],
+            n_pairs=record["n_pairs"],
+            n_chunks=record["n_chunks"],
+            new_pairs=new_pairs,
+            seconds=round(time.perf_counter() - started, 4),
+        )
 
+    def _write_generation(self, db: Any, generation: int, live: dict | None) -> tuple[dict, int]:
+        """Cell chunks, per-pair value index and pair table of a new generation."""
         assigner = build.PairAssigner()
         writer = build.CellChunkWriter(self.data_store, generation)
         counts = np.zeros(0, dtype=np.int64)
@@ -269,15 +294,14 @@ class UsGaapStore:
             counts = _add_counts(counts, pair_id, len(assigner.pairs))
         n_cells, n_chunks = writer.close()
         build.build_pair_index(self.data_store, generation, n_cells, n_chunks)
-
         concepts = [c for c, _ in assigner.pairs]
         units = [u for _, u in assigner.pairs]
         self.data_store.write(
             layout.pairs_key(generation),
             layout.encode_json({"concepts": concepts, "units": units, "counts": counts.tolist()}),
         )
-        previous = set(self._pairs(manifest["live"])) if manifest["live"] else set()
-        manifest["pending"] = {
+        previous = set(self._pairs(live)) if live else set()
+        record = {
             "generation": generation,
             "n_cells": n_cells,
             "n_chunks": n_chunks,
@@ -287,15 +311,7 @@ class UsGaapStore:
             "pca": None,
             "triplets": None,
         }
-        self._save_manifest()
-        return PairsReport(
-            generation=generation,
-            n_cells=n_cells,
-            n_pairs=len(concepts),
-            n_chunks=n_chunks,
-            new_pairs=len(set(assigner.pairs) - previous),
-            seconds=round(time.perf_counter() - started, 4),
-        )
+        return record, len(set(assigner.pairs) - previous)
 
     def _pairs(self, record: dict) -> list[ConceptUnitPair]:
         memo_key = ("pairs", record["generation"])
@@ -641,12 +657,15 @@ class UsGaapStore:
     def _delete_generation(self, record: dict) -> None:
         """Delete every key a generation wrote (the embedding cache is shared and kept)."""
         generation = record["generation"]
+        if record.get("incomplete"):
+            n_chunks, n_pairs = self._probe_incomplete(generation)
+        else:
+            n_chunks, n_pairs = record.get("n_chunks", 0), record.get("n_pairs", 0)
         keys = [
             layout.cell_column_key(generation, c, k)
-            for k in range(record.get("n_chunks", 0))
+            for k in range(n_chunks)
             for c in layout.CELL_COLUMNS
         ]
-        n_pairs = record.get("n_pairs", 0)
         keys += [layout.pair_index_key(generation, p) for p in range(n_pairs)]
         if (record.get("scalers") or {}).get("kind") == "quantile":
             keys += [layout.scaler_key(generation, p) for p in range(n_pairs)]
@@ -659,6 +678,24 @@ class UsGaapStore:
         ]
         for key in keys:
             self.data_store.delete(key)
+
+    def _probe_incomplete(self, generation: int) -> tuple[int, int]:
+        """(chunks written, pair ids used) of a build that stopped midway, read from the store."""
+        n_chunks, max_pair = 0, -1
+        while True:
+            payloads = self.data_store.batch_read(
+                [
+                    layout.cell_column_key(generation, "pair_id", k)
+                    for k in range(n_chunks, n_chunks + 64)
+                ]
+            )
+            present = [p for p in payloads if p is not None]
+            for payload in present:
+                ids = np.frombuffer(payload, dtype=layout.CELL_COLUMNS["pair_id"])
+                max_pair = max(max_pair, int(ids.max()) if len(ids) else -1)
+            n_chunks += len(present)
+            if len(present) < 64:
+                return n_chunks + 1, max_pair + 1  # +1: a chunk's other columns may precede it
 
     # ------------------------------------------------------------------ reads
 
