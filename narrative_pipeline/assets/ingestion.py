@@ -74,7 +74,9 @@ def raw_records(
     metadata: dict = {"csv_dir": dg.MetadataValue.path(str(csv_dir)), "csv_files": len(files)}
 
     def progress(done: int, total: int, path: str) -> None:
-        context.log.info("file %d/%d: %s", done, total, path)
+        # About every 5%: a line per file would bury the run's log under thousands of tickers.
+        if done == total or done % max(1, total // 20) == 0:
+            context.log.info("file %d/%d (%.0f%%): %s", done, total, 100 * done / total, path)
 
     with timed(metadata, "ingest_seconds"), store.us_gaap_store() as us_gaap_store:
         report = us_gaap_store.ingest_us_gaap_csvs(csv_dir, db, downstream=False, progress=progress)
