@@ -208,3 +208,167 @@ def ticker_from_name(name: str) -> str:
     if stem.lower().endswith(".csv"):
         return stem[:-4]
     return _TICKER_SUFFIX.sub("", stem, count=1) or stem
+
+
+@dataclass
+class FactColumns:
+    """Facts of several tickers as flat arrays: the batched write path (one DataFrame per file
+    costs more than the database insert of its ~2k facts).
+
+    `filings[t]` lists ticker t's filings as (accn, form, fy, fp, filed); each fact points at
+    one of them by (`ticker_index`, `filing_index`). Concept and unit are codes into the
+    `concepts` and `units` lists (a name may appear more than once in those lists).
+    """
+
+    sources: list[str]
+    tickers: list[str]
+    filings: list[list[tuple]]
+    ticker_index: np.ndarray  # int64 per fact
+    filing_index: np.ndarray  # int64 per fact
+    concepts: list[str]
+    concept_code: np.ndarray  # int64 per fact
+    units: list[str]
+    unit_code: np.ndarray  # int64 per fact
+    values: np.ndarray  # float64 per fact
+
+    @property
+    def fact_count(self) -> int:
+        return len(self.values)
+
+    def fact_counts(self) -> np.ndarray:
+        """Facts per ticker, aligned with `tickers`."""
+        return np.bincount(self.ticker_index, minlength=len(self.tickers))
+
+    def select(self, keep: list[int]) -> FactColumns:
+        """Only the tickers at positions `keep` (in that order)."""
+        new_pos = np.full(len(self.tickers), -1, dtype=np.int64)
+        new_pos[keep] = np.arange(len(keep))
+        mask = new_pos[self.ticker_index] >= 0 if len(self.values) else np.zeros(0, bool)
+        return FactColumns(
+            [self.sources[i] for i in keep],
+            [self.tickers[i] for i in keep],
+            [self.filings[i] for i in keep],
+            new_pos[self.ticker_index[mask]],
+            self.filing_index[mask],
+            self.concepts,
+            self.concept_code[mask],
+            self.units,
+            self.unit_code[mask],
+            self.values[mask],
+        )
+
+    def ticker_result(self, t: int, report: ReadResult | None = None) -> ReadResult:
+        """Ticker t as a ReadResult with its facts/filings frames (categorical columns, like
+        the per-file reader); the counts and messages come from `report` when given."""
+        result = ReadResult(source=self.sources[t], ticker=self.tickers[t])
+        if report is not None:
+            result.skipped_cells = report.skipped_cells
+            result.non_numeric_units = dict(report.non_numeric_units)
+            result.skipped_columns = list(report.skipped_columns)
+            result.messages = list(report.messages)
+            result.taxonomy_applied = report.taxonomy_applied
+            result.duplicate_facts = report.duplicate_facts
+        rows = self.filings[t]
+        frame = pd.DataFrame(rows, columns=list(FILING_COLUMNS)) if rows else empty_filings()
+        frame["fy"] = pd.array(frame["fy"].tolist(), dtype="Int64")
+        result.filings = frame
+        sel = np.flatnonzero(self.ticker_index == t)
+        accns = [r[0] for r in rows]
+        result.facts = pd.DataFrame(
+            {
+                "accn": _codes_to_categorical(self.filing_index[sel], accns),
+                "concept": _codes_to_categorical(self.concept_code[sel], self.concepts),
+                "unit": _codes_to_categorical(self.unit_code[sel], self.units),
+                "value": self.values[sel],
+            }
+        )
+        return result
+
+
+def _codes_to_categorical(codes: np.ndarray, names: list[str]) -> pd.Categorical:
+    used = np.unique(codes)
+    cats = [names[i] for i in used.tolist()]
+    # Distinct names only (a batch's name list may repeat a name).
+    uniq, first = np.unique(np.array(cats, dtype=object), return_inverse=True)
+    pos = np.searchsorted(used, codes)
+    return pd.Categorical.from_codes(first.reshape(-1)[pos], categories=list(uniq))
+
+
+def concat_fact_columns(parts: list[FactColumns]) -> FactColumns:
+    """One FactColumns holding the tickers of every part, in order."""
+    parts = [p for p in parts if p.tickers]
+    if len(parts) == 1:
+        return parts[0]
+    out = FactColumns(
+        [],
+        [],
+        [],
+        *(np.zeros(0, np.int64),) * 2,
+        [],
+        np.zeros(0, np.int64),
+        [],
+        np.zeros(0, np.int64),
+        np.zeros(0, np.float64),
+    )
+    ti, fi, cc, uc, vv = [], [], [], [], []
+    for p in parts:
+        ti.append(p.ticker_index + len(out.tickers))
+        fi.append(p.filing_index)
+        cc.append(p.concept_code + len(out.concepts))
+        uc.append(p.unit_code + len(out.units))
+        vv.append(p.values)
+        out.sources += p.sources
+        out.tickers += p.tickers
+        out.filings += p.filings
+        out.concepts += p.concepts
+        out.units += p.units
+    if parts:
+        out.ticker_index, out.filing_index = np.concatenate(ti), np.concatenate(fi)
+        out.concept_code, out.unit_code = np.concatenate(cc), np.concatenate(uc)
+        out.values = np.concatenate(vv)
+    return out
+
+
+def fact_columns_from_result(result: ReadResult) -> FactColumns:
+    """One reader's ReadResult as FactColumns (one filing per accn, the last row wins; an accn
+    used by facts but absent from filings gets an all-NULL filing, as `replace_ticker` does)."""
+    records: dict[str, tuple] = {}
+    filings = result.filings
+    cols = [
+        filings[n].to_numpy(dtype=object, na_value=None).tolist()
+        if n in filings
+        else [None] * len(filings)
+        for n in FILING_COLUMNS
+    ]
+    for accn, form, fy, fp, filed in zip(*cols, strict=True):
+        if accn is not None and accn == accn:
+            records[str(accn)] = (form, None if fy is None else int(fy), fp, filed)
+    facts = result.facts
+    accn_codes, accn_names = _factorize(facts["accn"])
+    for accn in accn_names:
+        records.setdefault(accn, (None, None, None, None))
+    accns = list(records)
+    position = {a: i for i, a in enumerate(accns)}
+    remap = np.array([position[a] for a in accn_names] + [-1], dtype=np.int64)
+    concept_code, concepts = _factorize(facts["concept"])
+    unit_code, units = _factorize(facts["unit"])
+    return FactColumns(
+        [result.source],
+        [result.ticker],
+        [[(a, *records[a]) for a in accns]],
+        np.zeros(len(facts), dtype=np.int64),
+        remap[accn_codes],  # -1 (no accn) is refused by the writer
+        concepts,
+        concept_code,
+        units,
+        unit_code,
+        facts["value"].to_numpy(dtype=np.float64),
+    )
+
+
+def _factorize(series: pd.Series) -> tuple[np.ndarray, list[str]]:
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        codes = series.cat.codes.to_numpy().astype(np.int64)
+        return codes, [str(c) for c in series.cat.categories]
+    codes, uniques = pd.factorize(series)
+    return codes.astype(np.int64), [str(u) for u in uniques]
