@@ -383,6 +383,7 @@ class _PlainFile:
     header: list[str]
     lines: list[str]  # data lines (non-empty, `\r` trimmed)
     result: ReadResult  # messages/skipped columns so far
+    unquote: bool  # simply quoted fields (`""`, `"accn"`): quotes are dropped
 
 
 def read_sec_fetcher_csvs(
@@ -453,12 +454,13 @@ def _plain_candidate(index: int, path: Path, taxonomy: set[str] | None) -> _Plai
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if '"' in text:
+    unquote = '"' in text
+    if unquote and not _only_simple_quotes(text):
         return None
     lines = [line for line in (raw.rstrip("\r") for raw in text.split("\n")) if line]
     if len(lines) < 2:
         return None  # empty or header-only: the per-file reader's messages
-    header = [h.strip() for h in lines[0].split(",")]
+    header = [h.strip().strip('"') if unquote else h.strip() for h in lines[0].split(",")]
     names = set(header)
     if len(names) != len(header) or "" in names or not names.issuperset(FILING_COLUMNS):
         return None
@@ -473,6 +475,7 @@ def _plain_candidate(index: int, path: Path, taxonomy: set[str] | None) -> _Plai
         [h if t or h in FILING_COLUMNS else "" for h, t in zip(header, take, strict=True)],
         lines[1:],
         result,
+        unquote,
     )
 
 
@@ -513,6 +516,9 @@ def _read_plain_files(
     row_of_line = np.arange(len(lines)) - np.repeat(np.cumsum(n_lines) - n_lines, n_lines)
     rows = pc.split_pattern(pa.array(lines, pa.string()), ",")
     cells = pc.utf8_trim_whitespace(pc.list_flatten(rows))
+    if any(pf.unquote for pf in plain):
+        # As `_split_plain(unquote=True)`; a no-op on the cells of files without quotes.
+        cells = pc.utf8_trim_whitespace(pc.utf8_trim(cells, characters='"'))
     line_of_cell = pc.list_parent_indices(rows).to_numpy()
     col = np.arange(len(cells)) - rows.offsets.to_numpy()[:-1][line_of_cell]
     col_base = np.cumsum(n_cols) - n_cols

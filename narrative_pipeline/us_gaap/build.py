@@ -9,6 +9,7 @@ bucket a pass over the stored pair_id/unscaled columns.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from math import ceil
 from typing import Any
 
@@ -32,19 +33,29 @@ def iter_fact_frames(db: Any, target_rows: int | None = None) -> Iterator[pd.Dat
 
     The group size adapts to the facts per ticker seen so far so each frame holds about
     `target_rows` rows, whatever the source (a CSV ticker has ~1k facts, companyfacts ~25k).
+    The next frame is read in a background thread while the caller works on the current one
+    (the database driver releases the GIL while it steps; at most two frames are held).
     """
     target_rows = target_rows or FACT_FRAME_ROWS
     tickers = sorted(db.tickers())
-    group = 1
-    i = 0
-    while i < len(tickers):
-        batch = tickers[i : i + group]
-        frame = db.facts_frame(tickers=batch)
-        i += len(batch)
-        if len(frame):
-            yield frame
-        per_ticker = max(1.0, len(frame) / len(batch))
-        group = int(min(MAX_TICKERS_PER_QUERY, max(1, target_rows // per_ticker)))
+    if not tickers:
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        group = 1
+        batch = tickers[:group]
+        pending = pool.submit(db.facts_frame, tickers=batch)
+        i = len(batch)
+        while pending is not None:
+            frame = pending.result()
+            per_ticker = max(1.0, len(frame) / len(batch))
+            group = int(min(MAX_TICKERS_PER_QUERY, max(1, target_rows // per_ticker)))
+            pending = None
+            if i < len(tickers):
+                batch = tickers[i : i + group]
+                pending = pool.submit(db.facts_frame, tickers=batch)
+                i += len(batch)
+            if len(frame):
+                yield frame
 
 
 def _arrow_strings(column: pd.Series) -> pa.Array:
