@@ -436,7 +436,8 @@ def _capture_first_call(call) -> list[bytes]:
     import base64
     import hashlib
 
-    from narrative_pipeline.store.server import WS_GUID, _apply_mask
+    from narrative_pipeline.store.websocket import GUID as WS_GUID
+    from narrative_pipeline.store.websocket import apply_mask as _apply_mask
 
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
@@ -510,3 +511,23 @@ def test_our_client_sends_the_golden_bytes(call, golden: str) -> None:
     end = bytes.fromhex("00000000000000000100000002e668c1f725610600")
     assert frames[0][:13] + frames[0][21:] == expected[:13] + expected[21:]  # timestamps aside
     assert frames[1][:13] == end[:13] and len(frames[1]) == 21
+
+
+def test_a_response_over_the_client_cap_fails_fast_instead_of_waiting(
+    shared_server: ServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The client used to cap responses at 256 MiB like calls and silently drop a bigger one:
+    # the call then waited for its timeout while the server sat idle. Now responses are not
+    # capped; a cap, when set (1 MiB here as a stand-in), fails the call at once.
+    from narrative_pipeline.store import ws_client
+
+    value = os.urandom(3 << 20)  # random: bitcode would compress a repeated byte
+    DataStoreWsClient(shared_server.host, shared_server.port).write(b"big-answer", value)
+    assert ws_client._MAX_RESPONSE_BYTES > 1 << 40
+    monkeypatch.setattr(ws_client, "_MAX_RESPONSE_BYTES", 1 << 20)
+    client = DataStoreWsClient(shared_server.host, shared_server.port, batch_timeout=30.0)
+    started = time.monotonic()
+    with pytest.raises(OSError, match="more than 1048576 bytes"):
+        client.batch_read([b"big-answer"])
+    assert time.monotonic() - started < 10
+    assert client.read(b"k-missing") is None  # the connection was replaced, calls go on

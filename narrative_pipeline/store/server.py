@@ -29,9 +29,7 @@ Behaviour worth knowing:
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import logging
 import signal
 import socket
@@ -41,19 +39,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-try:  # websockets ships a C helper for XOR-unmasking; fall back to big-int XOR without it
-    from websockets.speedups import apply_mask as _apply_mask
-except ImportError:  # pragma: no cover - depends on the wheel
-
-    def _apply_mask(data: bytes | memoryview, mask: bytes) -> bytes:
-        n = len(data)
-        repeated = (mask * (n // 4 + 1))[:n]
-        return (int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")).to_bytes(
-            n, "little"
-        )
-
-
-from narrative_pipeline.store import muxio, rpc
+from narrative_pipeline.store import muxio, rpc, websocket
 from narrative_pipeline.store.bitcode import BitcodeError
 from narrative_pipeline.store.errors import ReadOnlyStoreError, StoreLockedError
 from narrative_pipeline.store.muxio import FrameError
@@ -65,10 +51,10 @@ EXECUTOR_THRESHOLD = 256 * 1024  # messages above this are handled off the event
 PING_INTERVAL_S = 5.0
 RESPONSE_MESSAGE_BYTES = 1024 * 1024  # response frames are grouped into messages of about this size
 WS_PATH = "/ws"
-WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 WRITE_BUFFER_HIGH = 4 * 1024 * 1024  # stop reading a client's calls while it owes us this much
 MAX_HANDSHAKE = 16 * 1024
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+OP_CONT, OP_TEXT, OP_BINARY = websocket.OP_CONT, websocket.OP_TEXT, websocket.OP_BINARY
+OP_CLOSE, OP_PING, OP_PONG = websocket.OP_CLOSE, websocket.OP_PING, websocket.OP_PONG
 
 
 class CallError(Exception):
@@ -359,7 +345,7 @@ class WsConnection(asyncio.Protocol):
         if "websocket" not in headers.get("upgrade", "").lower() or not key:
             self._http_error(426, "Upgrade Required", "this endpoint speaks WebSocket only")
             return False
-        accept = base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest())
+        accept = websocket.accept_key(key.encode())
         assert self.transport is not None
         self.transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -380,36 +366,24 @@ class WsConnection(asyncio.Protocol):
 
     def _next_frame(self) -> tuple[bool, int, bytes] | None:
         """(fin, opcode, unmasked payload) of the next complete frame, None until it is all here."""
-        buf, p = self.buf, self.pos
-        available = len(buf) - p
-        if available < 2:
-            return None
-        b0, b1 = buf[p], buf[p + 1]
-        length, start = b1 & 0x7F, p + 2
-        if length == 126:
-            if available < 4:
-                return None
-            length, start = int.from_bytes(buf[p + 2 : p + 4], "big"), p + 4
-        elif length == 127:
-            if available < 10:
-                return None
-            length, start = int.from_bytes(buf[p + 2 : p + 10], "big"), p + 10
-        if b0 & 0x70 or not b1 & 0x80:
-            self.fail(1002, "protocol error: unmasked client frame or reserved bits set")
-            return None
-        if length + self.fragments_size > self.server.max_message_size:
-            self.fail(
-                1009,
-                f"message of more than {self.server.max_message_size} bytes (--max-message-mib)",
+        try:
+            frame = websocket.parse_frame(
+                self.buf,
+                self.pos,
+                require_mask=True,
+                max_length=self.server.max_message_size - self.fragments_size,
             )
+        except websocket.ProtocolError as exc:
+            if exc.code == 1009:
+                limit = self.server.max_message_size
+                self.fail(1009, f"message of more than {limit} bytes (--max-message-mib)")
+            else:
+                self.fail(exc.code, str(exc))
             return None
-        end = start + 4 + length
-        if end > len(buf):
+        if frame is None:
             return None
-        with memoryview(buf) as view:
-            payload = _apply_mask(view[start + 4 : end], bytes(view[start : start + 4]))
-        self.pos = end
-        return bool(b0 & 0x80), b0 & 0x0F, payload
+        fin, opcode, payload, self.pos = frame
+        return fin, opcode, payload
 
     def _on_frame(self, fin: bool, opcode: int, payload: bytes) -> None:
         if opcode == OP_PING:
@@ -492,20 +466,34 @@ class WsConnection(asyncio.Protocol):
             log.warning("client %s: %s; dropped", self.peer, text)
 
     async def _call_in_thread(self, body: bytes) -> None:
+        next_body: bytes | None = body
         try:
-            self._send_reply(await self.server.call_in_thread(self.peer, body))
-            while self.backlog and not self.closing:
-                self._send_reply(
-                    await self.server.call_in_thread(self.peer, self.backlog.popleft())
-                )
-        except Exception:  # never lose the connection's state machine to a bug
-            log.exception("client %s: call failed", self.peer)
+            while next_body is not None and not self.closing:
+                self._send_reply(await self._answer_in_thread(next_body))
+                next_body = self.backlog.popleft() if self.backlog else None
         finally:
             self.task = None
             if not self.closing and self.transport is not None:
                 if not self.write_paused:
                     self.transport.resume_reading()
                 self._process()
+
+    async def _answer_in_thread(self, body: bytes) -> bytes | None:
+        """The reply to one call; a bug costs that call an error answer, never its answer.
+
+        (Before, an unexpected exception here left the call and the calls queued behind it
+        unanswered: the client waited for its timeout while the server sat idle.)
+        """
+        try:
+            return await self.server.call_in_thread(self.peer, body)
+        except Exception as exc:
+            log.exception("client %s: call failed", self.peer)
+            if len(body) < muxio.RPC_HEADER_SIZE or body[0] != muxio.MSG_CALL:
+                return None
+            request_id, method_id = _ids_of(body)
+            text = f"server error: {type(exc).__name__}: {exc}"
+            status = muxio.STATUS_SYSTEM_ERROR
+            return self.server.error_reply(self.peer, request_id, method_id, status, text)
 
     # ------------------------------------------------------------------ bytes out
 
@@ -533,14 +521,8 @@ class WsConnection(asyncio.Protocol):
     def _write_frame(self, opcode: int, payload: bytes) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        n = len(payload)
-        if n < 126:
-            header = bytes((0x80 | opcode, n))
-        elif n < 65536:
-            header = bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big")
-        else:
-            header = bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big")
-        if n < 4096:
+        header = websocket.frame_header(opcode, len(payload))
+        if len(payload) < 4096:
             self.transport.write(header + payload)
         else:
             self.transport.writelines((header, payload))

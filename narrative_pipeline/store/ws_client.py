@@ -13,39 +13,34 @@ Idle connections the server closed are reopened transparently before the next ca
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import os
 import select
 import socket
 import struct
+import sys
 import threading
 import time
 from typing import Any
 
-from narrative_pipeline.store import muxio, rpc
-
-try:  # websockets ships a C helper for XOR-masking; fall back to big-int XOR without it
-    from websockets.speedups import apply_mask as _apply_mask
-except ImportError:  # pragma: no cover - depends on the wheel
-
-    def _apply_mask(data: bytes, mask: bytes) -> bytes:
-        n = len(data)
-        repeated = (mask * (n // 4 + 1))[:n]
-        return (int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")).to_bytes(
-            n, "little"
-        )
-
+from narrative_pipeline.store import muxio, rpc, websocket
 
 __all__ = ["DataStoreWsClient"]
 
-_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = (
+    websocket.OP_BINARY,
+    websocket.OP_CLOSE,
+    websocket.OP_PING,
+    websocket.OP_PONG,
+)
 _RECV_CHUNK = 1 << 20
 _BATCH_METHODS = ("batch_write", "batch_read")
 _READ_ONLY = ("read", "batch_read", "exists", "len", "is_empty", "file_size")
 _STATUS_NAMES = {1: "Fail", 2: "SystemError", 3: "MethodNotFound"}
+# Responses are not capped: a batch_read answer may legitimately exceed the server's 256 MiB
+# call limit. (With muxio's default cap such a response was silently dropped and the call
+# waited for its timeout with the server idle: a lost response.)
+_MAX_RESPONSE_BYTES = sys.maxsize
 
 
 class _Connection:
@@ -57,7 +52,7 @@ class _Connection:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray()
         self.pos = 0
-        self.assembler = muxio.StreamAssembler()
+        self.assembler = muxio.StreamAssembler(max_stream_bytes=_MAX_RESPONSE_BYTES)
         self.fragments: list[bytes] = []
         self.deadline: float | None = None
         self.poller = select.poll()
@@ -66,7 +61,7 @@ class _Connection:
         self._handshake(host, port)
 
     def _handshake(self, host: str, port: int) -> None:
-        key = base64.b64encode(os.urandom(16))
+        key = websocket.new_key()
         request = (
             f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\n"
@@ -81,7 +76,7 @@ class _Connection:
         status_line = head.split("\r\n", 1)[0]
         if " 101 " not in status_line + " ":
             raise ConnectionError(f"{self.address} refused the WebSocket upgrade: {status_line}")
-        accept = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest()).decode()
+        accept = websocket.accept_key(key).decode()
         if f"sec-websocket-accept: {accept}".lower() not in head.lower():
             raise ConnectionError(f"{self.address} sent a bad Sec-WebSocket-Accept")
 
@@ -108,32 +103,11 @@ class _Connection:
 
     def _parse_frame(self) -> tuple[int, bool, bytes] | None:
         """(opcode, fin, unmasked payload) of the frame at the read position, None if partial."""
-        buf, pos = self.buf, self.pos
-        available = len(buf) - pos
-        if available < 2:
+        frame = websocket.parse_frame(self.buf, self.pos)
+        if frame is None:
             return None
-        b0, b1 = buf[pos], buf[pos + 1]
-        length, start = b1 & 0x7F, pos + 2
-        if length == 126:
-            if available < 4:
-                return None
-            length, start = struct.unpack_from(">H", buf, pos + 2)[0], pos + 4
-        elif length == 127:
-            if available < 10:
-                return None
-            length, start = struct.unpack_from(">Q", buf, pos + 2)[0], pos + 10
-        mask = None
-        if b1 & 0x80:
-            mask, start = bytes(buf[start : start + 4]), start + 4
-        end = start + length
-        if end > len(buf):
-            return None
-        with memoryview(buf) as view:
-            payload = bytes(view[start:end])
-        self.pos = end
-        if mask:
-            payload = _apply_mask(payload, mask)
-        return b0 & 0x0F, bool(b0 & 0x80), payload
+        fin, opcode, payload, self.pos = frame
+        return opcode, fin, payload
 
     def _handle_control(self, opcode: int, payload: bytes) -> None:
         if opcode == _OP_PING:
@@ -192,15 +166,7 @@ class _Connection:
 
 
 def _ws_frame(opcode: int, payload: bytes) -> bytes:
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-    elif n < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    mask = os.urandom(4)
-    return header + mask + _apply_mask(payload, mask)
+    return websocket.encode_frame(opcode, payload, mask=True)
 
 
 class DataStoreWsClient:
@@ -376,6 +342,11 @@ class DataStoreWsClient:
         except TimeoutError as exc:
             self._drop()
             raise TimeoutError(f"{self.address} did not answer {method} within {timeout}s") from exc
+        except _ResponseTooLarge as exc:  # the rest of it is still coming: this socket is done
+            self._drop()
+            raise OSError(
+                f"{self.address} answered {method} with more than {exc.args[0]} bytes"
+            ) from None
         except OSError as exc:
             self._drop()
             if not sent or method in _READ_ONLY:
@@ -396,6 +367,8 @@ class DataStoreWsClient:
     def _await_reply(self, conn: _Connection, request_id: int) -> bytes:
         while True:
             streams, _control = conn.assembler.feed(conn.read_message())
+            if conn.assembler.overflowed:
+                raise _ResponseTooLarge(conn.assembler.max_stream_bytes)
             for _stream_id, body in streams:
                 if (
                     len(body) >= 5
@@ -418,6 +391,10 @@ def _call_ids(n: int) -> tuple[int, int]:
     if n == 0:
         return 0, 1
     return (2 * n + 1) & 0xFFFF_FFFF, (2 * n) & 0xFFFF_FFFF
+
+
+class _ResponseTooLarge(Exception):
+    """A response stream grew past the assembler's cap (args[0]); never silently dropped."""
 
 
 class _Retryable(ConnectionError):

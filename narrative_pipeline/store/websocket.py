@@ -1,0 +1,126 @@
+"""RFC 6455 WebSocket framing shared by the store server and our blocking client.
+
+Only the wire format lives here (frame headers, masking, the handshake key); the server and the
+client keep their own I/O, because one is an asyncio.Protocol and the other a blocking socket.
+Functions work on a buffer plus a read position so that neither side copies the unread rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import struct
+
+try:  # websockets ships a C helper for XOR-masking; fall back to big-int XOR without it
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - depends on the wheel
+
+    def apply_mask(data: bytes | memoryview, mask: bytes) -> bytes:
+        n = len(data)
+        repeated = (mask * (n // 4 + 1))[:n]
+        return (int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")).to_bytes(
+            n, "little"
+        )
+
+
+__all__ = [
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_CONT",
+    "OP_PING",
+    "OP_PONG",
+    "OP_TEXT",
+    "ProtocolError",
+    "accept_key",
+    "apply_mask",
+    "encode_frame",
+    "frame_header",
+    "new_key",
+    "parse_frame",
+]
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_SHORT = struct.Struct("!BB")
+_MEDIUM = struct.Struct("!BBH")
+_LONG = struct.Struct("!BBQ")
+
+
+class ProtocolError(ValueError):
+    """A frame the receiver must refuse; `code` is the WebSocket close code to send."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+def new_key() -> bytes:
+    """A fresh Sec-WebSocket-Key for a client handshake."""
+    return base64.b64encode(os.urandom(16))
+
+
+def accept_key(key: bytes) -> bytes:
+    """The Sec-WebSocket-Accept value a server answers `key` with."""
+    return base64.b64encode(hashlib.sha1(key + GUID).digest())
+
+
+def frame_header(opcode: int, length: int, *, fin: bool = True, masked: bool = False) -> bytes:
+    """The header of a frame carrying `length` payload bytes (without the mask key)."""
+    b0 = opcode | 0x80 if fin else opcode
+    mask_bit = 0x80 if masked else 0
+    if length < 126:
+        return _SHORT.pack(b0, mask_bit | length)
+    if length < 65536:
+        return _MEDIUM.pack(b0, mask_bit | 126, length)
+    return _LONG.pack(b0, mask_bit | 127, length)
+
+
+def encode_frame(opcode: int, payload: bytes, *, mask: bool, fin: bool = True) -> bytes:
+    """A whole frame; clients must mask (`mask=True`, random key), servers must not."""
+    header = frame_header(opcode, len(payload), fin=fin, masked=mask)
+    if not mask:
+        return header + payload
+    key = os.urandom(4)
+    return header + key + apply_mask(payload, key)
+
+
+def parse_frame(
+    buf: bytearray, pos: int, *, require_mask: bool = False, max_length: int | None = None
+) -> tuple[bool, int, bytes, int] | None:
+    """(fin, opcode, unmasked payload, end offset) of the frame at `pos`; None while partial.
+
+    `require_mask` (a server's view): unmasked frames and reserved bits are a protocol error.
+    `max_length` refuses a longer payload (close code 1009) as soon as its header is here,
+    before the payload itself arrives.
+    """
+    available = len(buf) - pos
+    if available < 2:
+        return None
+    b0, b1 = buf[pos], buf[pos + 1]
+    length, start = b1 & 0x7F, pos + 2
+    if length == 126:
+        if available < 4:
+            return None
+        length, start = _MEDIUM.unpack_from(buf, pos)[2], pos + 4
+    elif length == 127:
+        if available < 10:
+            return None
+        length, start = _LONG.unpack_from(buf, pos)[2], pos + 10
+    if require_mask and (b0 & 0x70 or not b1 & 0x80):
+        raise ProtocolError(1002, "protocol error: unmasked client frame or reserved bits set")
+    if max_length is not None and length > max_length:
+        raise ProtocolError(1009, f"frame payload of {length} bytes exceeds {max_length}")
+    if b1 & 0x80:
+        end = start + 4 + length
+        if end > len(buf):
+            return None
+        with memoryview(buf) as view:
+            payload = apply_mask(view[start + 4 : end], bytes(view[start : start + 4]))
+    else:
+        end = start + length
+        if end > len(buf):
+            return None
+        with memoryview(buf) as view:
+            payload = bytes(view[start:end])
+    return bool(b0 & 0x80), b0 & 0x0F, payload, end
