@@ -242,3 +242,104 @@ def test_invalid_facts_are_refused_before_touching_data(
     with pytest.raises(ValueError, match=message):
         db.replace_ticker(result("AAA", rows))
     assert db.facts_frame()["accn"].tolist() == ["A0"]
+
+
+# ------------------------------------------------------------------ batched writes
+def test_replace_tickers_matches_one_by_one(db: DbUsGaap, db_url: str, tmp_path: Path) -> None:
+    batch = [
+        result("AAA", [("A1", "Assets", "USD", 1.5), ("A2", "EPS", "USD/SHARES", -0.25)]),
+        result("BBB", [("B1", "Assets", "USD", 3.0), ("B1", "Assets", "EUR", 4.0)]),
+        result("CCC", []),
+    ]
+    db.replace_ticker(result("AAA", [("OLD", "Old", "USD", 9.0)]))
+    db.replace_ticker(result("ZZZ", [("Z1", "Assets", "USD", 7.0)]))
+    assert db.replace_tickers(batch) == [2, 2, 0]
+    assert db.replace_tickers(batch) == [2, 2, 0]  # idempotent
+    assert db.facts_frame().values.tolist() == [
+        ["AAA", "A1", "Assets", "USD", 1.5],
+        ["AAA", "A2", "EPS", "USD/SHARES", -0.25],
+        ["BBB", "B1", "Assets", "EUR", 4.0],
+        ["BBB", "B1", "Assets", "USD", 3.0],
+        ["ZZZ", "Z1", "Assets", "USD", 7.0],
+    ]
+    assert db.filing_count() == 4
+
+
+def test_replace_tickers_refuses_bad_results_and_keeps_the_rest(db: DbUsGaap) -> None:
+    db.replace_ticker(result("BAD", [("X0", "Assets", "USD", 1.0)]))
+    outcomes = db.replace_tickers(
+        [
+            result("AAA", [("A1", "Assets", "USD", 1.0)]),
+            result("BAD", [("X1", "Assets", "USD", float("nan"))]),
+            ReadResult(source="ERR.csv", ticker="ERR", error="empty file"),
+            result("CCC", [("C1", "Assets", "USD", 2.0), ("C1", "Assets", "USD", 3.0)]),
+        ]
+    )
+    assert outcomes[0] == 1
+    assert isinstance(outcomes[1], ValueError) and "non-finite" in str(outcomes[1])
+    assert isinstance(outcomes[2], ValueError) and "unusable" in str(outcomes[2])
+    assert isinstance(outcomes[3], ValueError) and "repeated" in str(outcomes[3])
+    assert db.facts_frame()[["ticker", "accn"]].values.tolist() == [["AAA", "A1"], ["BAD", "X0"]]
+
+
+def test_failed_batch_retries_each_ticker_alone(
+    db: DbUsGaap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db.replace_ticker(result("BBB", [("B0", "Assets", "USD", 1.0)]))
+    real = db._ensure_pairs
+    calls: list[int] = []
+
+    def poisoned(cur, pairs):
+        calls.append(len(pairs))
+        if ("Poison", "USD") in pairs:
+            raise RuntimeError("disk full")
+        return real(cur, pairs)
+
+    monkeypatch.setattr(db, "_ensure_pairs", poisoned)
+    outcomes = db.replace_tickers(
+        [
+            result("AAA", [("A1", "Assets", "USD", 1.0)]),
+            result("BBB", [("B1", "Poison", "USD", 2.0)]),
+            result("CCC", [("C1", "Liabilities", "USD", 3.0)]),
+        ]
+    )
+    monkeypatch.undo()
+    assert len(calls) == 4  # the batch, then one transaction per ticker
+    assert outcomes[0] == 1 and outcomes[2] == 1
+    assert isinstance(outcomes[1], RuntimeError)
+    # the failed ticker keeps its previous data; the others are written
+    assert db.facts_frame()[["ticker", "accn"]].values.tolist() == [
+        ["AAA", "A1"],
+        ["BBB", "B0"],
+        ["CCC", "C1"],
+    ]
+
+
+def test_replace_fact_columns_records_source_files_with_the_facts(
+    db: DbUsGaap, tmp_path: Path
+) -> None:
+    from narrative_pipeline.db import SourceFileState
+    from narrative_pipeline.readers.base import concat_fact_columns, fact_columns_from_result
+
+    columns = concat_fact_columns(
+        [
+            fact_columns_from_result(result("AAA", [("A1", "Assets", "USD", 1.0)])),
+            fact_columns_from_result(result("BBB", [("B1", "Assets", "USD", 2.0)])),
+        ]
+    )
+    state = SourceFileState(str(tmp_path / "AAA.csv"), "AAA", 10, 1.0, "ab" * 32)
+    assert db.replace_fact_columns(columns, [state, None]) == [1, 1]
+    recorded = db.source_file_state()
+    assert [s.ticker for s in recorded.values()] == ["AAA"]
+    with pytest.raises(ValueError, match="twice"):
+        db.replace_fact_columns(concat_fact_columns([columns, columns]))
+
+
+def test_many_facts_use_multi_row_inserts_exactly(db: DbUsGaap) -> None:
+    rng = np.random.default_rng(7)
+    values = rng.normal(0, 1e9, 1234) * 10.0 ** rng.integers(-12, 12, 1234)
+    rows = [(f"A{i % 7}", f"C{i // 7}", "USD", float(v)) for i, v in enumerate(values)]
+    assert db.replace_tickers([result("AAA", rows)]) == [1234]
+    frame = db.facts_frame()
+    got = dict(zip(zip(frame["accn"], frame["concept"], strict=True), frame["value"], strict=True))
+    assert got == {(a, c): v for a, c, _, v in rows}
