@@ -531,3 +531,47 @@ def test_a_response_over_the_client_cap_fails_fast_instead_of_waiting(
         client.batch_read([b"big-answer"])
     assert time.monotonic() - started < 10
     assert client.read(b"k-missing") is None  # the connection was replaced, calls go on
+
+
+def test_a_failure_in_the_worker_thread_still_answers_that_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A big call runs in a worker thread. An unexpected exception there used to leave it (and
+    # the calls queued behind it) unanswered: the client waited for its timeout.
+    from narrative_pipeline.store import server as server_module
+    from narrative_pipeline.store.datastore import DataStore
+
+    real_decode = rpc.decode_request
+
+    def decode_failing_on_big_calls(method: str, data: bytes) -> tuple:
+        if len(data) > server_module.EXECUTOR_THRESHOLD:
+            raise RuntimeError("stand-in for a bug in the decoder")
+        return real_decode(method, data)
+
+    monkeypatch.setattr(server_module.rpc, "decode_request", decode_failing_on_big_calls)
+    store = DataStore(tmp_path / "bug.bin")
+    ready: list[str] = []
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=server_module.run_server,
+        args=(store, "127.0.0.1", 0),
+        kwargs={"ping_interval": None, "on_ready": ready.append, "stop": stop},
+        daemon=True,
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not ready and time.monotonic() < deadline:
+            time.sleep(0.01)
+        port = int(ready[0].rsplit(":", 1)[1].split("/")[0])
+        client = DataStoreWsClient("127.0.0.1", port, timeout=20.0, batch_timeout=20.0)
+        started = time.monotonic()
+        with pytest.raises(OSError, match="SystemError.*stand-in for a bug"):
+            client.batch_write([(b"big", os.urandom(400_000))])
+        assert time.monotonic() - started < 10
+        client.write(b"small", b"v")  # the connection keeps working
+        assert client.read(b"small") == b"v" and client.read(b"big") is None
+    finally:
+        stop.set()
+        thread.join(10)
+        store.close()
