@@ -68,3 +68,22 @@ def test_csv_batches_split_by_size_and_repeated_ticker() -> None:
     assert ingest.csv_batches(paths, size=2) == [paths[0:2], paths[2:4], paths[4:5]]
     assert ingest.csv_batches(paths, size=10) == [paths[0:3], paths[3:5]]
     assert ingest.csv_batches([], size=2) == []
+
+
+def test_fact_codes_path_equals_the_frame_path(folder: Path, tmp_path: Path) -> None:
+    from narrative_pipeline.us_gaap import build
+
+    db = DbUsGaap(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    ingest.load_csv_files(folder, db)
+    tickers = db.tickers()[:3]
+    codes, frame = db.fact_codes(tickers), db.facts_frame(tickers)
+    assert len(codes) == len(frame) > 10
+    assert codes.frame().values.tolist() == frame.values.tolist()
+    assert build.cell_keys_from_codes(codes).tolist() == build.cell_keys(frame).tolist()
+    by_codes, by_frame = build.PairAssigner(), build.PairAssigner()
+    for batch_codes, batch_frame in zip(
+        build.iter_fact_codes(db, 20), build.iter_fact_frames(db, 20), strict=True
+    ):
+        ids = by_codes.assign_codes(batch_codes)
+        assert ids.tolist() == by_frame.assign(batch_frame["concept"], batch_frame["unit"]).tolist()
+    assert by_codes.pairs == by_frame.pairs and len(by_codes.pairs) > 3

@@ -51,6 +51,34 @@ class SourceFileState:
     loaded_at: datetime | None = None
 
 
+@dataclass
+class FactCodes:
+    """Facts as positions into per-filing and per-pair string tables (see `fact_codes`)."""
+
+    filing_ticker: pa.Array  # large_string, one per filing
+    filing_accn: pa.Array
+    pair_concept: pa.Array  # large_string, one per concept_unit row
+    pair_unit: pa.Array
+    filing_pos: np.ndarray  # per fact: index into the filing tables
+    pair_pos: np.ndarray  # per fact: index into the pair tables
+    values: np.ndarray  # float64 per fact
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def frame(self) -> pd.DataFrame:
+        """DataFrame[ticker, accn, concept, unit, value] (object string columns)."""
+        return pd.DataFrame(
+            {
+                "ticker": self.filing_ticker.take(self.filing_pos).to_pandas(),
+                "accn": self.filing_accn.take(self.filing_pos).to_pandas(),
+                "concept": self.pair_concept.take(self.pair_pos).to_pandas(),
+                "unit": self.pair_unit.take(self.pair_pos).to_pandas(),
+                "value": self.values,
+            }
+        )
+
+
 def data_dir() -> Path:
     """`$NARRATIVE_DATA_DIR`, default `./data`."""
     return Path(os.environ.get("NARRATIVE_DATA_DIR", "data"))
@@ -406,13 +434,15 @@ class DbUsGaap:
         Read as three numeric columns (filing id, pair id, value) and decoded with array
         lookups against the small filing and concept_unit tables.
         """
+        codes = self.fact_codes(tickers)
+        return codes.frame() if len(codes) else _empty_facts_frame()
+
+    def fact_codes(self, tickers: Sequence[str] | None = None) -> FactCodes:
+        """`facts_frame`'s rows, in the same order, as positions into the (small) filing and
+        pair tables: no string object per fact (what the store build reads)."""
         filings = self._filings(tickers)
         pair_rows = self._query("SELECT id, concept, unit FROM concept_unit ORDER BY id")
-        if filings.empty:
-            return _empty_facts_frame()
-        raw_facts = self._fact_rows(tickers, filings)
-        if not len(raw_facts):
-            return _empty_facts_frame()
+        raw_facts = self._fact_rows(tickers, filings) if len(filings) else np.zeros((0, 3))
         return _decode_facts(raw_facts, filings, pair_rows)
 
     def _filings(self, tickers: Sequence[str] | None) -> pd.DataFrame:
@@ -788,26 +818,28 @@ def _rank(*keys: pd.Series) -> np.ndarray:
     return rank
 
 
-def _decode_facts(raw: np.ndarray, filings: pd.DataFrame, pair_rows: list[tuple]) -> pd.DataFrame:
-    """(filing_id, pair_id, value) rows -> sorted DataFrame[ticker, accn, concept, unit, value]."""
+def _decode_facts(raw: np.ndarray, filings: pd.DataFrame, pair_rows: list[tuple]) -> FactCodes:
+    """(filing_id, pair_id, value) rows -> FactCodes sorted by (ticker, accn, concept, unit)."""
     pairs = pd.DataFrame(pair_rows, columns=["id", "concept", "unit"])
     filing_pos = np.searchsorted(filings["id"].to_numpy(), raw[:, 0].astype(np.int64))
     pair_pos = np.searchsorted(pairs["id"].to_numpy(), raw[:, 1].astype(np.int64))
-    filing_rank = _rank(filings["ticker"], filings["accn"])
-    pair_rank = _rank(pairs["concept"], pairs["unit"])
-    order = np.lexsort((pair_rank[pair_pos], filing_rank[filing_pos]))
-    filing_pos, pair_pos = filing_pos[order], pair_pos[order]
+    if len(raw):
+        filing_rank = _rank(filings["ticker"], filings["accn"])
+        pair_rank = _rank(pairs["concept"], pairs["unit"])
+        order = np.lexsort((pair_rank[pair_pos], filing_rank[filing_pos]))
+        filing_pos, pair_pos, values = filing_pos[order], pair_pos[order], raw[order, 2]
+    else:
+        values = np.zeros(0, dtype=np.float64)
 
-    def strings(values: pd.Series, positions: np.ndarray) -> pd.Series:
-        array = pa.array(values.astype(object).tolist(), pa.large_string()).take(positions)
-        return array.to_pandas()
+    def strings(column: pd.Series) -> pa.Array:
+        return pa.array(column.astype(object).tolist(), pa.large_string())
 
-    return pd.DataFrame(
-        {
-            "ticker": strings(filings["ticker"], filing_pos),
-            "accn": strings(filings["accn"], filing_pos),
-            "concept": strings(pairs["concept"], pair_pos),
-            "unit": strings(pairs["unit"], pair_pos),
-            "value": raw[order, 2],
-        }
+    return FactCodes(
+        strings(filings["ticker"]),
+        strings(filings["accn"]),
+        strings(pairs["concept"]),
+        strings(pairs["unit"]),
+        filing_pos,
+        pair_pos,
+        values,
     )

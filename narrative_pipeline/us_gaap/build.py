@@ -33,17 +33,26 @@ def iter_fact_frames(db: Any, target_rows: int | None = None) -> Iterator[pd.Dat
 
     The group size adapts to the facts per ticker seen so far so each frame holds about
     `target_rows` rows, whatever the source (a CSV ticker has ~1k facts, companyfacts ~25k).
-    The next frame is read in a background thread while the caller works on the current one
-    (the database driver releases the GIL while it steps; at most two frames are held).
     """
+    yield from _iter_groups(db, db.facts_frame, target_rows)
+
+
+def iter_fact_codes(db: Any, target_rows: int | None = None) -> Iterator[Any]:
+    """`iter_fact_frames` as DbUsGaap.fact_codes batches (no string object per fact)."""
+    yield from _iter_groups(db, db.fact_codes, target_rows)
+
+
+def _iter_groups(db: Any, read: Any, target_rows: int | None) -> Iterator[Any]:
+    """read(tickers=group) for groups of the sorted tickers, the next group read in a
+    background thread while the caller works on the current one (the database driver
+    releases the GIL while it steps; at most two groups are held)."""
     target_rows = target_rows or FACT_FRAME_ROWS
     tickers = sorted(db.tickers())
     if not tickers:
         return
     with ThreadPoolExecutor(max_workers=1) as pool:
-        group = 1
-        batch = tickers[:group]
-        pending = pool.submit(db.facts_frame, tickers=batch)
+        batch = tickers[:1]
+        pending = pool.submit(read, tickers=batch)
         i = len(batch)
         while pending is not None:
             frame = pending.result()
@@ -52,7 +61,7 @@ def iter_fact_frames(db: Any, target_rows: int | None = None) -> Iterator[pd.Dat
             pending = None
             if i < len(tickers):
                 batch = tickers[i : i + group]
-                pending = pool.submit(db.facts_frame, tickers=batch)
+                pending = pool.submit(read, tickers=batch)
                 i += len(batch)
             if len(frame):
                 yield frame
@@ -69,6 +78,23 @@ def cell_keys(frame: pd.DataFrame) -> np.ndarray:
     """xxh3_64 of "ticker|accn|concept|unit" per row: a cell id that survives rebuilds."""
     parts = [_arrow_strings(frame[name]) for name in ("ticker", "accn", "concept", "unit")]
     joined = pc.binary_join_element_wise(*parts, pa.scalar("|", pa.large_string()))
+    encoded = joined.cast(pa.large_binary()).to_pylist()
+    return np.fromiter(map(xxh3_64_intdigest, encoded), dtype=np.uint64, count=len(encoded))
+
+
+def cell_keys_from_codes(codes: Any) -> np.ndarray:
+    """`cell_keys` of DbUsGaap.fact_codes rows: the same "ticker|accn|concept|unit" bytes,
+    joined from per-filing and per-pair parts (no string object per fact until hashing)."""
+    sep = pa.scalar("|", pa.large_string())
+    prefix = pc.binary_join_element_wise(
+        pc.fill_null(codes.filing_ticker, ""), pc.fill_null(codes.filing_accn, ""), sep
+    )
+    suffix = pc.binary_join_element_wise(
+        pc.fill_null(codes.pair_concept, ""), pc.fill_null(codes.pair_unit, ""), sep
+    )
+    joined = pc.binary_join_element_wise(
+        prefix.take(codes.filing_pos), suffix.take(codes.pair_pos), sep
+    )
     encoded = joined.cast(pa.large_binary()).to_pylist()
     return np.fromiter(map(xxh3_64_intdigest, encoded), dtype=np.uint64, count=len(encoded))
 
@@ -95,6 +121,21 @@ class PairAssigner:
                 self.pairs.append(pair)
             lookup[k] = pair_id
         return lookup[codes]
+
+    def assign_codes(self, codes: Any) -> np.ndarray:
+        """`assign` for DbUsGaap.fact_codes rows: pairs are factorized by their table
+        position (one per (concept, unit)), so the ids are the same as `assign`'s."""
+        pair_codes, combos = pd.factorize(codes.pair_pos)
+        concepts = codes.pair_concept.take(pa.array(combos)).to_pylist()
+        units = codes.pair_unit.take(pa.array(combos)).to_pylist()
+        lookup = np.empty(len(combos), dtype=np.uint32)
+        for k, pair in enumerate(zip(concepts, units, strict=True)):  # first-appearance order
+            pair_id = self.ids.get(pair)
+            if pair_id is None:
+                pair_id = self.ids[pair] = len(self.pairs)
+                self.pairs.append(pair)
+            lookup[k] = pair_id
+        return lookup[pair_codes]
 
 
 class CellChunkWriter:

@@ -285,12 +285,10 @@ class UsGaapStore:
         assigner = build.PairAssigner()
         writer = build.CellChunkWriter(self.data_store, generation)
         counts = np.zeros(0, dtype=np.int64)
-        for frame in build.iter_fact_frames(db):
-            pair_id = assigner.assign(frame["concept"], frame["unit"])
-            values = np.asarray(frame["value"], dtype=np.float64)
+        for pair_id, values, keys in _fact_batches(db, assigner):
             if not np.all(np.isfinite(values)):
                 raise ValueError("database returned non-finite fact values; readers must skip them")
-            writer.append(pair_id, values, build.cell_keys(frame))
+            writer.append(pair_id, values, keys)
             counts = _add_counts(counts, pair_id, len(assigner.pairs))
         n_cells, n_chunks = writer.close()
         build.build_pair_index(self.data_store, generation, n_cells, n_chunks)
@@ -932,3 +930,22 @@ def _taxonomy_texts(db: Any) -> dict[str, tuple[str | None, str | None]]:
         for name, label, doc in zip(frame["name"].tolist(), labels, docs, strict=True)
         if label or doc
     }
+
+
+def _fact_batches(db: Any, assigner: build.PairAssigner) -> Iterator[tuple]:
+    """(pair_id, values, cell_keys) per batch of facts in database order: from
+    `fact_codes` when the database has it (no string object per fact), else from frames."""
+    if hasattr(db, "fact_codes"):
+        for codes in build.iter_fact_codes(db):
+            yield (
+                assigner.assign_codes(codes),
+                np.asarray(codes.values, dtype=np.float64),
+                build.cell_keys_from_codes(codes),
+            )
+        return
+    for frame in build.iter_fact_frames(db):
+        yield (
+            assigner.assign(frame["concept"], frame["unit"]),
+            np.asarray(frame["value"], dtype=np.float64),
+            build.cell_keys(frame),
+        )
