@@ -308,11 +308,17 @@ class WsConnection(asyncio.Protocol):
     def _process(self) -> None:
         if not self.upgraded and not self._handshake():
             return
+        parse_frame, max_size = websocket.parse_frame, self.server.max_message_size
         while not self.closing and self.task is None and not self.write_paused:
-            frame = self._next_frame()
+            try:
+                frame = parse_frame(self.buf, self.pos, True, max_size - self.fragments_size)
+            except websocket.ProtocolError as exc:
+                self._refuse_frame(exc)
+                break
             if frame is None:
                 break
-            self._on_frame(*frame)
+            fin, opcode, payload, self.pos = frame
+            self._on_frame(fin, opcode, payload)
         if self.pos:
             del self.buf[: self.pos]
             self.pos = 0
@@ -364,26 +370,12 @@ class WsConnection(asyncio.Protocol):
         self.transport.close()
         self.closing = True
 
-    def _next_frame(self) -> tuple[bool, int, bytes] | None:
-        """(fin, opcode, unmasked payload) of the next complete frame, None until it is all here."""
-        try:
-            frame = websocket.parse_frame(
-                self.buf,
-                self.pos,
-                require_mask=True,
-                max_length=self.server.max_message_size - self.fragments_size,
-            )
-        except websocket.ProtocolError as exc:
-            if exc.code == 1009:
-                limit = self.server.max_message_size
-                self.fail(1009, f"message of more than {limit} bytes (--max-message-mib)")
-            else:
-                self.fail(exc.code, str(exc))
-            return None
-        if frame is None:
-            return None
-        fin, opcode, payload, self.pos = frame
-        return fin, opcode, payload
+    def _refuse_frame(self, error: websocket.ProtocolError) -> None:
+        if error.code == 1009:
+            limit = self.server.max_message_size
+            self.fail(1009, f"message of more than {limit} bytes (--max-message-mib)")
+        else:
+            self.fail(error.code, str(error))
 
     def _on_frame(self, fin: bool, opcode: int, payload: bytes) -> None:
         if opcode == OP_PING:

@@ -78,7 +78,15 @@ def frame_header(opcode: int, length: int, *, fin: bool = True, masked: bool = F
 
 def encode_frame(opcode: int, payload: bytes, *, mask: bool, fin: bool = True) -> bytes:
     """A whole frame; clients must mask (`mask=True`, random key), servers must not."""
-    header = frame_header(opcode, len(payload), fin=fin, masked=mask)
+    b0 = opcode | 0x80 if fin else opcode
+    n = len(payload)
+    mask_bit = 0x80 if mask else 0
+    if n < 126:  # the header inline, not via frame_header: this runs once per client call
+        header = _SHORT.pack(b0, mask_bit | n)
+    elif n < 65536:
+        header = _MEDIUM.pack(b0, mask_bit | 126, n)
+    else:
+        header = _LONG.pack(b0, mask_bit | 127, n)
     if not mask:
         return header + payload
     key = os.urandom(4)
@@ -86,13 +94,15 @@ def encode_frame(opcode: int, payload: bytes, *, mask: bool, fin: bool = True) -
 
 
 def parse_frame(
-    buf: bytearray, pos: int, *, require_mask: bool = False, max_length: int | None = None
+    buf: bytearray, pos: int, require_mask: bool = False, max_length: int = -1
 ) -> tuple[bool, int, bytes, int] | None:
     """(fin, opcode, unmasked payload, end offset) of the frame at `pos`; None while partial.
 
+    Arguments are positional-or-keyword so the hot callers can pass them positionally (cheaper).
+
     `require_mask` (a server's view): unmasked frames and reserved bits are a protocol error.
-    `max_length` refuses a longer payload (close code 1009) as soon as its header is here,
-    before the payload itself arrives.
+    `max_length` (>= 0) refuses a longer payload (close code 1009) as soon as its header is
+    here, before the payload itself arrives; -1 means no limit.
     """
     available = len(buf) - pos
     if available < 2:
@@ -109,7 +119,7 @@ def parse_frame(
         length, start = _LONG.unpack_from(buf, pos)[2], pos + 10
     if require_mask and (b0 & 0x70 or not b1 & 0x80):
         raise ProtocolError(1002, "protocol error: unmasked client frame or reserved bits set")
-    if max_length is not None and length > max_length:
+    if length > max_length >= 0:
         raise ProtocolError(1009, f"frame payload of {length} bytes exceeds {max_length}")
     if b1 & 0x80:
         end = start + 4 + length

@@ -101,14 +101,6 @@ class _Connection:
             raise ConnectionError(f"{self.address} closed the connection")
         self.buf += chunk
 
-    def _parse_frame(self) -> tuple[int, bool, bytes] | None:
-        """(opcode, fin, unmasked payload) of the frame at the read position, None if partial."""
-        frame = websocket.parse_frame(self.buf, self.pos)
-        if frame is None:
-            return None
-        fin, opcode, payload, self.pos = frame
-        return opcode, fin, payload
-
     def _handle_control(self, opcode: int, payload: bytes) -> None:
         if opcode == _OP_PING:
             self.send_frame(_OP_PONG, payload)
@@ -121,12 +113,13 @@ class _Connection:
 
     def read_message(self) -> bytes:
         """The next data message (blocking); answers pings, raises ConnectionError on close."""
+        parse_frame = websocket.parse_frame
         while True:
-            frame = self._parse_frame()
+            frame = parse_frame(self.buf, self.pos)
             if frame is None:
                 self._fill()
                 continue
-            opcode, fin, payload = frame
+            fin, opcode, payload, self.pos = frame
             if opcode >= _OP_CLOSE:
                 self._handle_control(opcode, payload)
                 continue
@@ -142,8 +135,8 @@ class _Connection:
             if not chunk:
                 raise ConnectionError(f"{self.address} closed the idle connection")
             self.buf += chunk
-        while (frame := self._parse_frame()) is not None:
-            opcode, fin, payload = frame
+        while (frame := websocket.parse_frame(self.buf, self.pos)) is not None:
+            fin, opcode, payload, self.pos = frame
             if opcode >= _OP_CLOSE:
                 self._handle_control(opcode, payload)
             else:  # unsolicited data: keep the stream state consistent
@@ -155,18 +148,15 @@ class _Connection:
     # ------------------------------------------------------------------ bytes out
 
     def send_frame(self, opcode: int, payload: bytes) -> None:
-        self.sock.sendall(_ws_frame(opcode, payload))
+        self.sock.sendall(websocket.encode_frame(opcode, payload, mask=True))
 
     def send_messages(self, messages: list[bytes]) -> None:
-        self.sock.sendall(b"".join(_ws_frame(_OP_BINARY, m) for m in messages))
+        encode = websocket.encode_frame
+        self.sock.sendall(b"".join([encode(_OP_BINARY, m, mask=True) for m in messages]))
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
-
-
-def _ws_frame(opcode: int, payload: bytes) -> bytes:
-    return websocket.encode_frame(opcode, payload, mask=True)
 
 
 class DataStoreWsClient:
