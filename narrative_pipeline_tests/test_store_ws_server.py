@@ -542,13 +542,22 @@ def test_a_failure_in_the_worker_thread_still_answers_that_call(
     from narrative_pipeline.store.datastore import DataStore
 
     real_decode = rpc.decode_request
+    failing = threading.Event()
 
     def decode_failing_on_big_calls(method: str, data: bytes) -> tuple:
-        if len(data) > server_module.EXECUTOR_THRESHOLD:
+        if failing.is_set() and len(data) > server_module.EXECUTOR_THRESHOLD:
             raise RuntimeError("stand-in for a bug in the decoder")
         return real_decode(method, data)
 
     monkeypatch.setattr(server_module.rpc, "decode_request", decode_failing_on_big_calls)
+    writers: set[int] = set()  # threads that wrote to a transport: must be the loop's only
+    real_write_frame = server_module.WsConnection._write_frame
+
+    def recording_write_frame(self, opcode: int, payload: bytes) -> None:
+        writers.add(threading.get_ident())
+        real_write_frame(self, opcode, payload)
+
+    monkeypatch.setattr(server_module.WsConnection, "_write_frame", recording_write_frame)
     store = DataStore(tmp_path / "bug.bin")
     ready: list[str] = []
     stop = threading.Event()
@@ -565,12 +574,15 @@ def test_a_failure_in_the_worker_thread_still_answers_that_call(
             time.sleep(0.01)
         port = int(ready[0].rsplit(":", 1)[1].split("/")[0])
         client = DataStoreWsClient("127.0.0.1", port, timeout=20.0, batch_timeout=20.0)
+        client.batch_write([(b"fine", os.urandom(400_000))])  # runs in a worker thread
+        failing.set()
         started = time.monotonic()
         with pytest.raises(OSError, match="SystemError.*stand-in for a bug"):
             client.batch_write([(b"big", os.urandom(400_000))])
         assert time.monotonic() - started < 10
         client.write(b"small", b"v")  # the connection keeps working
         assert client.read(b"small") == b"v" and client.read(b"big") is None
+        assert writers == {thread.ident}, "replies must be written from the event-loop thread"
     finally:
         stop.set()
         thread.join(10)

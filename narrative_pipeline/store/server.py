@@ -21,8 +21,10 @@ Behaviour worth knowing:
   clients only read when called.
 * Bad input never stops the server: an RPC whose header can be read gets an error response
   (status Fail for undecodable arguments, MethodNotFound for unknown ids, SystemError for an
-  unexpected store failure) with the reason as UTF-8 text; unusable frames are logged and
-  dropped. Store writes are atomic per call, so a client vanishing mid-call leaves no partial
+  unexpected store failure, or any failure in the worker thread, so no call is ever left
+  unanswered) with the reason as UTF-8 text; unusable frames are logged and dropped.
+* Frame parsing and encoding (RFC 6455) are shared with our client in `store/websocket.py`.
+  Replies are written only from the event-loop thread, also for calls run in a worker thread. Store writes are atomic per call, so a client vanishing mid-call leaves no partial
   batch.
 """
 
