@@ -35,6 +35,7 @@ LOCAL_INFILE_REFUSED = {1148, 2068, 3948, 1229}  # server/client has local_infil
 # ~2x the rows/s of one-row statements, measured with sqlite 3.40.
 SQLITE_ROWS_PER_INSERT = 200
 FACT_ROW_DTYPE = np.dtype([("filing_id", "<i8"), ("pair_id", "<i8"), ("value", "<f8")])
+DENSE_PAIR_CODES = 1 << 24  # concept x unit code space numbered with a mask instead of a sort
 IN_CHUNK = 500  # parameters per IN (...) list, well under every back end's limit
 TAXONOMY_COLUMNS = ["name", "label", "documentation", "balance_type", "period_type", "concept_type"]
 
@@ -320,7 +321,7 @@ class DbUsGaap:
                 pair_ids = self._ensure_pairs(cur, pairs)
                 fid = filing_ids[offsets[columns.ticker_index] + columns.filing_index]
                 cid = pair_ids[pair_index]
-                order = np.lexsort((cid, fid))
+                order = np.argsort((fid << 32) | cid)  # primary-key order: b-tree appends
                 self._insert_facts(cur, fid[order], cid[order], columns.values[order])
             for state in files:
                 if state is not None:
@@ -630,7 +631,14 @@ def _column_pairs(columns: Any) -> tuple[np.ndarray, list[tuple[str, str]]]:
     c = concept_ids[columns.concept_code].astype(np.int64)
     u = unit_ids[columns.unit_code].astype(np.int64)
     n_u = max(1, len(units))
-    uniq, inverse = np.unique(c * n_u + u, return_inverse=True)
+    combined = c * n_u + u
+    if len(concepts) * n_u <= DENSE_PAIR_CODES:  # no sort: mark the codes used, number them
+        used = np.zeros(len(concepts) * n_u, dtype=bool)
+        used[combined] = True
+        uniq = np.flatnonzero(used)
+        inverse = (np.cumsum(used) - 1)[combined]
+    else:
+        uniq, inverse = np.unique(combined, return_inverse=True)
     pairs = [(str(concepts[k // n_u]), str(units[k % n_u])) for k in uniq.tolist()]
     return inverse.reshape(-1), pairs
 

@@ -46,6 +46,7 @@ from narrative_pipeline.readers.base import (
 
 log = logging.getLogger(__name__)
 MAX_ROW_MESSAGES = 5
+_FILING_SET = frozenset(FILING_COLUMNS)
 
 
 @dataclass
@@ -472,7 +473,7 @@ def _plain_candidate(index: int, path: Path, taxonomy: set[str] | None) -> _Plai
     return _PlainFile(
         index,
         path,
-        [h if t or h in FILING_COLUMNS else "" for h, t in zip(header, take, strict=True)],
+        [h if t or h in _FILING_SET else "" for h, t in zip(header, take, strict=True)],
         lines[1:],
         result,
         unquote,
