@@ -1,31 +1,7 @@
-"""`from narrative_pipeline.us_gaap_store import UsGaapStore`: the facade lives in narrative_pipeline/us_gaap/."""
+"""`from narrative_pipeline.us_gaap_store import UsGaapStore`: the design document's module name.
 
-from narrative_pipeline.us_gaap import (
-    Cell,
-    CellArrays,
-    ConceptUnitPair,
-    EmbeddingReport,
-    IngestReport,
-    PairsReport,
-    PcaReport,
-    ScalerReport,
-    SkippedFile,
-    StaleTripletsError,
-    TripletReport,
-    UsGaapStore,
-)
+The facade and its parts live in the `narrative_pipeline/us_gaap/` package; this re-exports them.
+"""
 
-__all__ = [
-    "Cell",
-    "CellArrays",
-    "ConceptUnitPair",
-    "EmbeddingReport",
-    "IngestReport",
-    "PairsReport",
-    "PcaReport",
-    "ScalerReport",
-    "SkippedFile",
-    "StaleTripletsError",
-    "TripletReport",
-    "UsGaapStore",
-]
+from narrative_pipeline.us_gaap import *  # noqa: F403
+from narrative_pipeline.us_gaap import __all__  # noqa: F401
