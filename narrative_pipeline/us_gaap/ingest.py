@@ -5,7 +5,9 @@ bounded prefetch in threads: pyarrow and SQLite release the GIL), so memory hold
 few files' (or CSV batches') results whatever the corpus size. sec-fetcher CSVs are read and
 written CSV_BATCH_FILES at a time: one set of Arrow kernels and one transaction per batch,
 since per-file fixed costs (kernel calls, DataFrames, a transaction) outweigh the work on a
-~2k-fact file.
+~2k-fact file. With several batches, a worker process parses them (csv_process.py) while this
+process writes: the parse and the SQLite writes mostly hold the GIL, so threads overlap
+them only in part (NARRATIVE_INGEST_PROCESSES=0: threads only).
 """
 
 from __future__ import annotations
@@ -187,18 +189,10 @@ def csv_batches(paths: list[Path], size: int | None = None) -> list[list[Path]]:
 
 
 def _read_csv_batch(paths: list[Path], concepts: set[str] | None) -> tuple[list[tuple], Any]:
-    """Fingerprints first (an edit made while reading shows up as a change next run), then
-    the files read together."""
-    from narrative_pipeline.db.database import file_fingerprint
-    from narrative_pipeline.readers.sec_fetcher_csv import read_sec_fetcher_csvs
+    """Fingerprints, then the files read together (the same code as the worker process)."""
+    from narrative_pipeline.readers.csv_worker import read_csv_batch
 
-    fingerprints = []
-    for path in paths:
-        try:
-            fingerprints.append(file_fingerprint(path))
-        except OSError:
-            fingerprints.append(None)  # the reader reports the unreadable file
-    return fingerprints, read_sec_fetcher_csvs(paths, concepts)
+    return read_csv_batch(paths, concepts)
 
 
 def _load_csv_batches(
@@ -220,8 +214,7 @@ def _load_csv_batches(
             todo.append(path)
     done = report.files_unchanged
     batches = csv_batches(todo)
-    read = lambda batch: _read_csv_batch(batch, concepts)  # noqa: E731
-    for batch, outcome in _prefetched(batches, read, workers):  # type: ignore[arg-type]
+    for batch, outcome in _read_batches(batches, concepts, workers):
         if isinstance(outcome, Exception):
             for path in batch:
                 report.skipped_files.append(SkippedFile(str(path), f"unreadable: {outcome}"))
@@ -232,6 +225,19 @@ def _load_csv_batches(
             if progress is not None:
                 progress(done, len(paths), str(path))
     report.timings["files_to_db"] = round(time.perf_counter() - started, 4)
+
+
+def _read_batches(
+    batches: list[list[Path]], concepts: set[str] | None, workers: int
+) -> Iterator[tuple[list[Path], Any]]:
+    """(batch, read outcome) in order: from a worker process when it pays (csv_process.py),
+    else read here with a thread prefetch."""
+    from narrative_pipeline.us_gaap import csv_process
+
+    if workers >= 2 and csv_process.use_worker_process(len(batches)):
+        return csv_process.read_batches_in_worker(batches, concepts)
+    read = lambda batch: _read_csv_batch(batch, concepts)  # noqa: E731
+    return _prefetched(batches, read, workers)  # type: ignore[arg-type]
 
 
 def _store_csv_batch(

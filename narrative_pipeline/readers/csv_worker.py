@@ -1,0 +1,126 @@
+"""A CSV batch reader process: `python -m narrative_pipeline.readers.csv_worker`.
+
+Parsing and SQLite writes both hold the GIL, so a thread cannot parse while the ingesting
+process writes; this process can (narrative_pipeline/us_gaap/csv_process.py drives it). It is
+a plain child process speaking pickles over its stdin/stdout, not multiprocessing: 'spawn'
+re-imports the caller's main module (an unguarded script would ingest again in the child)
+and 'fork' is unsafe with the caller's threads. It imports only the readers (~0.4 s), not
+the database, store or sklearn modules.
+
+Protocol: the parent sends {"concepts": set | None, "read": (module, function)}; the worker
+answers "ready"; then for each list of paths it sends back read(paths, concepts): the
+`read_sec_fetcher_csvs` batch with light reports, or the exception the read raised. None or end of
+input stops it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from narrative_pipeline.readers.sec_fetcher_csv import read_sec_fetcher_csvs
+
+
+@dataclass
+class FileReport:
+    """A ReadResult's report fields without its (empty) frames: all the writer needs of a batch
+    file, and cheap to unpickle (64 empty DataFrames cost more than the batch's facts)."""
+
+    source: str
+    ticker: str
+    error: str | None = None
+    skipped_cells: int = 0
+    non_numeric_units: dict[str, int] = field(default_factory=dict)
+    skipped_columns: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+
+def file_fingerprints(paths: list[Path]) -> list[Any]:
+    """(size, mtime, sha) of each file, None for one that cannot be read (the reader reports
+    it). Taken before the read, so an edit made while reading shows up as a change next run."""
+    from narrative_pipeline.db.database import file_fingerprint
+
+    fingerprints: list[Any] = []
+    for path in paths:
+        try:
+            fingerprints.append(file_fingerprint(path))
+        except OSError:
+            fingerprints.append(None)
+    return fingerprints
+
+
+def read_csv_batch(paths: list[Path], concepts: set[str] | None) -> tuple[list, Any]:
+    """Fingerprints first, then the files read together (`read_sec_fetcher_csvs`)."""
+    fingerprints = file_fingerprints(paths)
+    return fingerprints, read_sec_fetcher_csvs(paths, concepts)
+
+
+def read_for_transfer(paths: list[Path], concepts: set[str] | None) -> Any:
+    """In the worker: `read_sec_fetcher_csvs` with light reports, or the exception it raised
+    (a bad file is reported per file by the reader; this catches bugs and I/O errors, as the
+    in-process path does). The caller took the fingerprints before asking."""
+    try:
+        batch = read_sec_fetcher_csvs(paths, concepts)
+    except Exception as exc:  # noqa: BLE001 - sent back, reported for the batch's files
+        return exc
+    batch.reports = [light_report(r) for r in batch.reports]
+    return batch
+
+
+def light_report(result: Any) -> FileReport:
+    return FileReport(
+        result.source,
+        result.ticker,
+        result.error,
+        int(result.skipped_cells),
+        dict(result.non_numeric_units),
+        list(result.skipped_columns),
+        list(result.messages),
+    )
+
+
+def send(out: BinaryIO, obj: Any) -> None:
+    """One pickle; an exception that cannot be pickled goes as a RuntimeError with its text
+    (the caller reports str(exception), which stays the same)."""
+    try:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001
+        if not isinstance(obj, BaseException):
+            raise
+        data = pickle.dumps(RuntimeError(str(obj)), protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(data)
+    out.flush()
+
+
+def serve(inp: BinaryIO, out: BinaryIO) -> None:
+    """Answer batches until None or end of input."""
+    init = pickle.load(inp)
+    module, name = init["read"]
+    read = getattr(importlib.import_module(module), name)
+    concepts = init["concepts"]
+    send(out, "ready")
+    while True:
+        try:
+            paths = pickle.load(inp)
+        except EOFError:
+            return
+        if paths is None:
+            return
+        send(out, read(paths, concepts))
+
+
+def main() -> None:
+    """Keep fd 1 for the protocol; anything else printed goes to stderr."""
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    serve(sys.stdin.buffer, out)
+
+
+if __name__ == "__main__":
+    main()
