@@ -34,9 +34,9 @@ from narrative_pipeline.readers.csv_worker import file_fingerprints
 log = logging.getLogger(__name__)
 
 ENV_PROCESSES = "NARRATIVE_INGEST_PROCESSES"
-MIN_BATCHES = 3  # fewer: the worker's start costs about what it would save
 BATCHES_AHEAD = 2  # asked of the worker while this process writes one
 HEAD_START = 4  # batches read here while the worker starts (~0.5 s of imports)
+MIN_BATCHES = HEAD_START + 4  # fewer: too few batches left for the worker to pay its start
 WAITED_S = 0.03  # waited longer for the worker: this process reads the next batch itself
 WORKER_READ = ("narrative_pipeline.readers.csv_worker", "read_for_transfer")  # tests swap it
 
