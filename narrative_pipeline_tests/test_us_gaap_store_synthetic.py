@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from xxhash import xxh3_64_intdigest
 
-from narrative_pipeline.us_gaap import layout
+from narrative_pipeline.us_gaap import build, layout
 from narrative_pipeline.us_gaap_store import StaleTripletsError, UsGaapStore
 from narrative_pipeline_tests.test_us_gaap_store_fakes import (
     CountingEmbedder,
@@ -38,6 +38,33 @@ def built() -> tuple[UsGaapStore, FakeFactsDb, FakeDictStore]:
     return store, db, fake
 
 
+def _splitmix_cell_key(ticker: str, accn: str, concept: str, unit: str) -> int:
+    """The documented cell key formula in plain Python integers (independent of numpy)."""
+    mask = (1 << 64) - 1
+    x = (xxh3_64_intdigest(f"{concept}|{unit}".encode()) * 0x9E3779B97F4A7C15) & mask
+    x = ((x << 31) | (x >> 33)) & mask
+    x ^= xxh3_64_intdigest(f"{ticker}|{accn}".encode())
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+    return x ^ (x >> 31)
+
+
+def test_cell_key_is_the_documented_stable_formula() -> None:
+    key = build.cell_key("AAPL", "0000320193-24-000123", "Assets", "USD")
+    assert key == _splitmix_cell_key("AAPL", "0000320193-24-000123", "Assets", "USD")
+    assert key == 12769731366097084907  # pinned: a changed formula reshuffles train/val splits
+    assert build.cell_key("AAPL", "0000320193-24-000123", "Assets", "EUR") != key
+    assert build.cell_key("MSFT", "0000320193-24-000123", "Assets", "USD") != key
+    rows = [
+        ("AAPL", "A1", "Assets", "USD"),
+        ("AAPL", "A1", "Cash", "USD"),
+        (None, "A2", "Assets", "USD"),
+    ]
+    frame = pd.DataFrame(rows, columns=["ticker", "accn", "concept", "unit"])
+    expected = [_splitmix_cell_key(*(v or "" for v in row)) for row in rows]  # missing as ""
+    assert build.cell_keys(frame).tolist() == expected
+
+
 def test_cells_follow_database_order_with_stable_keys(built) -> None:
     store, db, _ = built
     facts = db.facts_frame()
@@ -45,7 +72,7 @@ def test_cells_follow_database_order_with_stable_keys(built) -> None:
     cells = store.read_cell_range(0, len(facts))
     np.testing.assert_array_equal(cells.unscaled, facts["value"].to_numpy())
     expected_keys = [
-        xxh3_64_intdigest(f"{t}|{a}|{c}|{u}".encode())
+        build.cell_key(t, a, c, u)
         for t, a, c, u in facts[["ticker", "accn", "concept", "unit"]].itertuples(index=False)
     ]
     assert cells.cell_key.tolist() == expected_keys

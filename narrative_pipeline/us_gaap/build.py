@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from xxhash import xxh3_64_intdigest
 
 from narrative_pipeline.us_gaap import layout
@@ -67,36 +66,78 @@ def _iter_groups(db: Any, read: Any, target_rows: int | None) -> Iterator[Any]:
                 yield frame
 
 
-def _arrow_strings(column: pd.Series) -> pa.Array:
-    array = pa.array(column, from_pandas=True)
-    if not pa.types.is_large_string(array.type):
-        array = array.cast(pa.large_string())
-    return pc.fill_null(array, "")
+GOLDEN_64 = np.uint64(0x9E3779B97F4A7C15)
+MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+MIX_2 = np.uint64(0x94D049BB133111EB)
+
+
+def _hash_texts(first: list, second: list) -> np.ndarray:
+    """xxh3_64 of "first|second" per element (missing as ""): one hash per distinct part."""
+    return np.fromiter(
+        (
+            xxh3_64_intdigest(f"{_text(a)}|{_text(b)}".encode())
+            for a, b in zip(first, second, strict=True)
+        ),
+        dtype=np.uint64,
+        count=len(first),
+    )
+
+
+def _text(value: Any) -> str:
+    return "" if value is None or value != value else str(value)  # None / NaN -> ""
+
+
+def combine_cell_keys(filing_hash: np.ndarray, pair_hash: np.ndarray) -> np.ndarray:
+    """Per-cell key from the xxh3 of its "ticker|accn" and of its "concept|unit": the pair hash
+    times the golden ratio, rotated, xor the filing hash, through splitmix64's finaliser
+    (vectorised: no Python object per cell; keys of distinct cells are unrelated bits)."""
+    x = np.asarray(pair_hash, dtype=np.uint64) * GOLDEN_64
+    x = (x << np.uint64(31)) | (x >> np.uint64(33))
+    x ^= np.asarray(filing_hash, dtype=np.uint64)
+    x ^= x >> np.uint64(30)
+    x *= MIX_1
+    x ^= x >> np.uint64(27)
+    x *= MIX_2
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def cell_key(ticker: str, accn: str, concept: str, unit: str) -> int:
+    """The stable id of one cell (what `cell_keys` computes for every row)."""
+    filing = _hash_texts([ticker], [accn])
+    pair = _hash_texts([concept], [unit])
+    return int(combine_cell_keys(filing, pair)[0])
 
 
 def cell_keys(frame: pd.DataFrame) -> np.ndarray:
-    """xxh3_64 of "ticker|accn|concept|unit" per row: a cell id that survives rebuilds."""
-    parts = [_arrow_strings(frame[name]) for name in ("ticker", "accn", "concept", "unit")]
-    joined = pc.binary_join_element_wise(*parts, pa.scalar("|", pa.large_string()))
-    encoded = joined.cast(pa.large_binary()).to_pylist()
-    return np.fromiter(map(xxh3_64_intdigest, encoded), dtype=np.uint64, count=len(encoded))
+    """`cell_key` of every row: a cell id that survives rebuilds (hashes per distinct filing
+    and per distinct pair, combined per row in numpy)."""
+    filing_pos, filings = _factorize_two(frame["ticker"], frame["accn"])
+    pair_pos, pairs = _factorize_two(frame["concept"], frame["unit"])
+    filing_hash = _hash_texts(*filings)
+    pair_hash = _hash_texts(*pairs)
+    return combine_cell_keys(filing_hash[filing_pos], pair_hash[pair_pos])
+
+
+def _factorize_two(first: pd.Series, second: pd.Series) -> tuple[np.ndarray, tuple[list, list]]:
+    """Row positions into the distinct (first, second) pairs, and those pairs as two lists."""
+    a_codes, a_names = pd.factorize(first, use_na_sentinel=False)
+    b_codes, b_names = pd.factorize(second, use_na_sentinel=False)
+    n_b = max(1, len(b_names))
+    codes, combos = pd.factorize(a_codes.astype(np.int64) * n_b + b_codes)
+    a_list, b_list = list(a_names), list(b_names)
+    return codes, (
+        [a_list[c // n_b] for c in combos.tolist()],
+        [b_list[c % n_b] for c in combos.tolist()],
+    )
 
 
 def cell_keys_from_codes(codes: Any) -> np.ndarray:
-    """`cell_keys` of DbUsGaap.fact_codes rows: the same "ticker|accn|concept|unit" bytes,
-    joined from per-filing and per-pair parts (no string object per fact until hashing)."""
-    sep = pa.scalar("|", pa.large_string())
-    prefix = pc.binary_join_element_wise(
-        pc.fill_null(codes.filing_ticker, ""), pc.fill_null(codes.filing_accn, ""), sep
-    )
-    suffix = pc.binary_join_element_wise(
-        pc.fill_null(codes.pair_concept, ""), pc.fill_null(codes.pair_unit, ""), sep
-    )
-    joined = pc.binary_join_element_wise(
-        prefix.take(codes.filing_pos), suffix.take(codes.pair_pos), sep
-    )
-    encoded = joined.cast(pa.large_binary()).to_pylist()
-    return np.fromiter(map(xxh3_64_intdigest, encoded), dtype=np.uint64, count=len(encoded))
+    """`cell_keys` of DbUsGaap.fact_codes rows: one hash per filing and per pair of its
+    (small) tables, combined per fact by position."""
+    filing_hash = _hash_texts(codes.filing_ticker.to_pylist(), codes.filing_accn.to_pylist())
+    pair_hash = _hash_texts(codes.pair_concept.to_pylist(), codes.pair_unit.to_pylist())
+    return combine_cell_keys(filing_hash[codes.filing_pos], pair_hash[codes.pair_pos])
 
 
 class PairAssigner:

@@ -77,7 +77,7 @@ class CellArrays:
     pair_id: np.ndarray  # uint32
     unscaled: np.ndarray  # float64
     scaled: np.ndarray  # float64
-    cell_key: np.ndarray  # uint64, xxh3_64 of "ticker|accn|concept|unit"
+    cell_key: np.ndarray  # uint64, stable id of (ticker, accn, concept, unit): build.cell_key
 
     def __len__(self) -> int:
         return len(self.i_cell)
