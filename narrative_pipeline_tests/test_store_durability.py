@@ -18,7 +18,7 @@ from narrative_pipeline.store.errors import StoreLockedError
 # Writes batches forever; prints "ack N" only after batch N's batch_write call returned.
 WRITER = textwrap.dedent(
     """
-    import sys
+    import os, sys
     from narrative_pipeline.store import DataStore
     from narrative_pipeline_tests.test_store_durability import batch
     path, first, big = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "big"
@@ -27,7 +27,7 @@ WRITER = textwrap.dedent(
         n = first
         while True:
             store.batch_write(batch(n, big))
-            print("ack", n, flush=True)
+            os.write(1, b"ack %d\\n" % n)  # one write: a pipe never splits it
             n += 1
     """
 )
@@ -62,9 +62,9 @@ def kill_writer(path: Path, first: int, big: bool, delay: float) -> list[int]:
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    acked = [
-        int(line.split()[1]) for line in proc.stdout.read().splitlines() if line.startswith("ack")
-    ]
+    # Only newline-terminated lines count: a kill can land while a line is being written.
+    complete_lines = proc.stdout.read().split("\n")[:-1]
+    acked = [int(line.split()[1]) for line in complete_lines if line.startswith("ack ")]
     proc.stdout.close()
     return acked
 
@@ -120,7 +120,7 @@ def test_kill_minus_9_loses_no_acknowledged_batch(tmp_path: Path) -> None:
 
 LOCK_PROBE = textwrap.dedent(
     """
-    import sys
+    import os, sys
     from narrative_pipeline.store import DataStore
     from narrative_pipeline.store.errors import StoreLockedError
     try:
