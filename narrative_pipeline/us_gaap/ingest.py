@@ -87,6 +87,17 @@ def _capture(read: Callable[[Path], Any], path: Path) -> Any:
         return exc
 
 
+def _changed_files(report: IngestReport, db: Any, paths: list[Path]) -> list[Path]:
+    """The files the database does not hold unchanged; the others are counted in the report."""
+    changed = []
+    for path in paths:
+        if db.source_file_unchanged(path):
+            report.files_unchanged += 1
+        else:
+            changed.append(path)
+    return changed
+
+
 def _load_results(
     report: IngestReport,
     db: Any,
@@ -97,12 +108,7 @@ def _load_results(
 ) -> None:
     """Read each changed file (results may be several tickers, e.g. a zip) into the database."""
     started = time.perf_counter()
-    todo = []
-    for path in paths:
-        if db.source_file_unchanged(path):
-            report.files_unchanged += 1
-        else:
-            todo.append(path)
+    todo = _changed_files(report, db, paths)
     done = report.files_unchanged
     for path, outcome in _prefetched(todo, _fingerprinted(read), workers):
         done += 1
@@ -206,12 +212,7 @@ def _load_csv_batches(
     """CSV files -> database, CSV_BATCH_FILES at a time: one read of the whole batch, one
     transaction for its tickers (each ticker retried alone if the batch write fails)."""
     started = time.perf_counter()
-    todo = []
-    for path in paths:
-        if db.source_file_unchanged(path):
-            report.files_unchanged += 1
-        else:
-            todo.append(path)
+    todo = _changed_files(report, db, paths)
     done = report.files_unchanged
     batches = csv_batches(todo)
     for batch, outcome in _read_batches(batches, concepts, workers):
