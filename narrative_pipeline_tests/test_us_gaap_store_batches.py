@@ -15,9 +15,8 @@ def _facts(db: DbUsGaap) -> list[list]:
     return db.facts_frame().values.tolist()
 
 
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    csvs = tmp_path / "csvs"
+def write_mixed_folder(csvs: Path) -> Path:
+    """Sample tickers plus an empty file and a file with bad cells, in subfolders."""
     generate_sample_csvs(csvs / "a", filings_per_ticker=3)
     (csvs / "b").mkdir()
     (csvs / "b" / "EMPTY.csv").write_bytes(b"")
@@ -26,6 +25,11 @@ def folder(tmp_path: Path) -> Path:
         "7::USD,8::USD,2023,FY,10-K,x,A2\n"
     )
     return csvs
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return write_mixed_folder(tmp_path / "csvs")
 
 
 def test_batches_give_the_same_database_as_single_files(

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from narrative_pipeline.db import DbUsGaap
-from narrative_pipeline.sample_data import generate_sample_csvs
 from narrative_pipeline.us_gaap import csv_process, ingest
+from narrative_pipeline_tests.test_us_gaap_store_batches import write_mixed_folder
 
 DIE_ON = "DIE"  # a batch holding a file whose name starts with this kills the worker
 
@@ -26,14 +26,7 @@ def die_on_marked_batch(paths: list[Path], concepts: set[str] | None):
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    csvs = tmp_path / "csvs"
-    generate_sample_csvs(csvs / "a", filings_per_ticker=3)
-    (csvs / "b").mkdir()
-    (csvs / "b" / "EMPTY.csv").write_bytes(b"")
-    (csvs / "b" / "CELLS.csv").write_text(
-        "Assets,Liabilities,fy,fp,form,filed,accn\n12::,abc::USD,2024,FY,10-K,x,A1\n"
-        "7::USD,8::USD,2023,FY,10-K,x,A2\n"
-    )
+    csvs = write_mixed_folder(tmp_path / "csvs")
     (csvs / "c").mkdir()
     for name in (f"{DIE_ON}A", "ZZY", "ZZZ"):  # copies under new tickers, in the last batches
         (csvs / "c" / f"{name}.csv").write_bytes((csvs / "a" / "AAPL.csv").read_bytes())
