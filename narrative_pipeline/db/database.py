@@ -8,11 +8,13 @@ previous data of that ticker intact.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +28,8 @@ import pyarrow.csv as pacsv
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import URL, Engine, make_url
 
-from narrative_pipeline.db import models
+from narrative_pipeline.db import fact_reader, models
+from narrative_pipeline.db.fact_reader import FACT_ROW_DTYPE
 
 log = logging.getLogger(__name__)
 LOAD_DATA_MIN_ROWS = 2000  # below this, one multi-row INSERT is as fast as a temp file
@@ -34,9 +37,10 @@ LOCAL_INFILE_REFUSED = {1148, 2068, 3948, 1229}  # server/client has local_infil
 # SQLite: rows per multi-row INSERT (600 parameters, under every SQLite's limit of 999);
 # ~2x the rows/s of one-row statements, measured with sqlite 3.40.
 SQLITE_ROWS_PER_INSERT = 200
-FACT_ROW_DTYPE = np.dtype([("filing_id", "<i8"), ("pair_id", "<i8"), ("value", "<f8")])
 DENSE_PAIR_CODES = 1 << 24  # concept x unit code space numbered with a mask instead of a sort
 IN_CHUNK = 500  # parameters per IN (...) list, well under every back end's limit
+FACT_GROUP_ROWS = 262_144  # facts per group streamed by iter_fact_codes
+READ_HELPERS = 2  # processes reading fact groups for iter_fact_codes (with 2+ cores)
 TAXONOMY_COLUMNS = ["name", "label", "documentation", "balance_type", "period_type", "concept_type"]
 
 
@@ -274,14 +278,15 @@ class DbUsGaap:
         files = list(source_files) if source_files is not None else [None] * n
         if len(set(columns.tickers)) != n:
             raise ValueError("replace_fact_columns: a ticker appears twice in one batch")
-        outcomes: list[int | Exception] = list(_check_columns(columns))
+        pairs = _column_pairs(columns)
+        outcomes: list[int | Exception] = list(_check_columns(columns, pairs))
         ok = [t for t in range(n) if not isinstance(outcomes[t], Exception)]
         if not ok:
             return outcomes
         batch = columns if len(ok) == n else columns.select(ok)
         batch_files = [files[t] for t in ok]
         try:
-            counts = self._write_columns(batch, batch_files)
+            counts = self._write_columns(batch, batch_files, pairs if batch is columns else None)
         except Exception as exc:  # noqa: BLE001 - retry one ticker at a time
             if len(ok) == 1:
                 outcomes[ok[0]] = exc
@@ -297,10 +302,15 @@ class DbUsGaap:
             outcomes[t] = int(counts[k])
         return outcomes
 
-    def _write_columns(self, columns: Any, files: list[SourceFileState | None]) -> np.ndarray:
+    def _write_columns(
+        self,
+        columns: Any,
+        files: list[SourceFileState | None],
+        column_pairs: tuple[np.ndarray, list[tuple[str, str]]] | None = None,
+    ) -> np.ndarray:
         """One transaction: delete the tickers, insert their filings and facts, record files."""
         p = self._ph
-        pair_index, pairs = _column_pairs(columns)
+        pair_index, pairs = column_pairs or _column_pairs(columns)
         filing_rows = [
             (ticker, *filing)
             for ticker, filings in zip(columns.tickers, columns.filings, strict=True)
@@ -442,9 +452,42 @@ class DbUsGaap:
         """`facts_frame`'s rows, in the same order, as positions into the (small) filing and
         pair tables: no string object per fact (what the store build reads)."""
         filings = self._filings(tickers)
-        pair_rows = self._query("SELECT id, concept, unit FROM concept_unit ORDER BY id")
-        raw_facts = self._fact_rows(tickers, filings) if len(filings) else np.zeros((0, 3))
-        return _decode_facts(raw_facts, filings, pair_rows)
+        pair_rows = self._pair_rows()
+        ids = None if tickers is None else filings["id"].tolist()
+        rows = self._fact_rows(ids) if len(filings) else np.zeros(0, dtype=FACT_ROW_DTYPE)
+        return _decode_facts(rows, filings, pair_rows)
+
+    def iter_fact_codes(self, target_rows: int = FACT_GROUP_ROWS) -> Iterator[FactCodes]:
+        """`fact_codes` of every ticker, a group of sorted tickers (about `target_rows` facts)
+        at a time, in order: what the store build streams, in bounded memory.
+
+        The next groups are read while the caller works on this one: by helper processes on a
+        SQLite file when there are a second core and at least two groups (db/fact_reader.py:
+        row conversion holds the GIL), else by one thread.
+        """
+        filings = self._filings(None)
+        if filings.empty:
+            return
+        pair_rows = self._pair_rows()
+        groups = _ticker_groups(filings, self.fact_count(), target_rows)
+        ids = [group["id"].tolist() for group in groups]
+        for group, rows in zip(groups, self._read_fact_groups(ids), strict=True):
+            yield _decode_facts(rows, group, pair_rows)
+
+    def _read_fact_groups(self, groups: list[list[int]]) -> Iterator[np.ndarray]:
+        path = make_url(self.url).database if self.is_sqlite else None
+        cores = os.cpu_count() or 1
+        helpers = min(READ_HELPERS, cores)
+        on_file = bool(path) and path != ":memory:"
+        if on_file and cores >= 2 and len(groups) >= 2 and fact_reader.processes_enabled():
+            yield from fact_reader.read_groups_in_helpers(path, groups, helpers, self._fact_rows)
+            return
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = [pool.submit(self._fact_rows, ids) for ids in groups[:1]]
+            for k in range(len(groups)):
+                if k + 1 < len(groups):
+                    pending.append(pool.submit(self._fact_rows, groups[k + 1]))
+                yield pending.pop(0).result()
 
     def _filings(self, tickers: Sequence[str] | None) -> pd.DataFrame:
         sql = "SELECT id, ticker, accn FROM filing"
@@ -457,35 +500,17 @@ class DbUsGaap:
         frame = pd.DataFrame(rows, columns=["id", "ticker", "accn"])
         return frame.sort_values("id").reset_index(drop=True)
 
-    def _fact_rows(self, tickers: Sequence[str] | None, filings: pd.DataFrame) -> np.ndarray:
-        """(filing_id, concept_unit_id, value) rows as a float64 (n, 3) array.
+    def _pair_rows(self) -> list[tuple]:
+        return self._query("SELECT id, concept, unit FROM concept_unit ORDER BY id")
 
-        Rows go from the cursor straight into a typed numpy record array (no list of tuples):
-        ~1.6x the rows/s of fetchall on SQLite.
-        """
-        sql = "SELECT filing_id, concept_unit_id, value FROM fact"
-        if tickers is None:
-            queries = [(sql, ())]
-        else:
-            ids = filings["id"].tolist()
-            queries = [
-                (f"{sql} WHERE filing_id IN ({','.join([self._ph] * len(chunk))})", tuple(chunk))
-                for chunk in _chunks(ids, IN_CHUNK)
-            ]
-        parts = []
+    def _fact_rows(self, filing_ids: Sequence[int] | None) -> np.ndarray:
+        """(filing_id, pair_id, value) rows of `filing_ids` (None: every fact) as a
+        FACT_ROW_DTYPE array: cursor rows straight into numpy, no list of tuples."""
         raw = self.engine.raw_connection()
         try:
-            cur = raw.cursor()
-            for query, params in queries:
-                cur.execute(query, params)
-                rows = cur if self.is_sqlite else _rows_as_tuples(cur)
-                parts.append(np.fromiter(rows, dtype=FACT_ROW_DTYPE))
+            return fact_reader.read_fact_rows(raw.cursor(), filing_ids, self._ph)
         finally:
             raw.close()
-        rows = np.concatenate(parts) if parts else np.zeros(0, dtype=FACT_ROW_DTYPE)
-        out = np.empty((len(rows), 3), dtype=np.float64)
-        out[:, 0], out[:, 1], out[:, 2] = rows["filing_id"], rows["pair_id"], rows["value"]
-        return out
 
     # ---------------------------------------------------------------- source files
     def record_source_file(
@@ -532,15 +557,16 @@ class DbUsGaap:
         """True when `path` was loaded and has the same size and mtime, or the same content."""
         key = _path_key(path)
         rows = self._query("SELECT size, mtime, sha FROM source_file WHERE path = ?", (key,))
-        if not rows:
-            return False
-        size, mtime, sha = rows[0]
-        stat = Path(path).stat()
-        if stat.st_size != size:
-            return False
-        if stat.st_mtime == float(mtime):
-            return True
-        return file_fingerprint(path)[2] == sha  # touched but identical content
+        return bool(rows) and _unchanged(path, *rows[0])
+
+    def unchanged_source_files(self, paths: Sequence[str | Path]) -> list[bool]:
+        """`source_file_unchanged` of each path, with one query for all of them."""
+        if not paths:
+            return []
+        known = {r[0]: r[1:] for r in self._query("SELECT path, size, mtime, sha FROM source_file")}
+        return [
+            (key := _path_key(path)) in known and _unchanged(path, *known[key]) for path in paths
+        ]
 
     def forget_source_file(self, path: str | Path) -> None:
         with self._transaction() as cur:
@@ -643,7 +669,9 @@ def _column_pairs(columns: Any) -> tuple[np.ndarray, list[tuple[str, str]]]:
     return inverse.reshape(-1), pairs
 
 
-def _check_columns(columns: Any) -> list[int | Exception]:
+def _check_columns(
+    columns: Any, column_pairs: tuple[np.ndarray, list[tuple[str, str]]]
+) -> list[int | Exception]:
     """Per ticker: 0, or a ValueError for facts the schema would reject (no filing, a
     non-finite value, a repeated (accn, concept, unit)), found before any write."""
     n = len(columns.tickers)
@@ -654,12 +682,12 @@ def _check_columns(columns: Any) -> list[int | Exception]:
     t = columns.ticker_index
     bad_filing = (columns.filing_index < 0) | (columns.filing_index >= n_filings[t])
     bad_value = ~np.isfinite(columns.values)
-    pair_index, pairs = _column_pairs(columns)
+    pair_index, pairs = column_pairs
     offsets = np.cumsum(np.concatenate([[0], n_filings]))
     key = (offsets[t] + np.clip(columns.filing_index, 0, None)) * max(1, len(pairs)) + pair_index
     sorted_key = np.sort(key)
     repeated_keys = sorted_key[1:][sorted_key[1:] == sorted_key[:-1]]
-    repeated = np.isin(key, repeated_keys)
+    repeated = np.isin(key, repeated_keys) if len(repeated_keys) else np.zeros(len(key), bool)
     for name, mask in (
         ("facts without an accn", bad_filing),
         ("non-finite values", bad_value),
@@ -675,12 +703,6 @@ def _check_columns(columns: Any) -> list[int | Exception]:
                     text = f"{columns.sources[ticker]}: facts not written: {text}"
                 out[ticker] = ValueError(text)
     return out
-
-
-def _rows_as_tuples(cur: Any) -> Iterator[tuple]:
-    """Cursor rows as tuples (numpy record fromiter needs tuples; pymysql may give lists)."""
-    for row in cur:
-        yield row if isinstance(row, tuple) else tuple(row)
 
 
 def _insert_multi_row(cur: Any, fid: np.ndarray, cid: np.ndarray, values: np.ndarray) -> int:
@@ -702,8 +724,29 @@ def _as_datetime(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
+def _unchanged(path: str | Path, size: int, mtime: float, sha: str) -> bool:
+    """The file has the recorded size and mtime, or the same content (touched only)."""
+    stat = Path(path).stat()
+    if stat.st_size != size:
+        return False
+    if stat.st_mtime == float(mtime):
+        return True
+    return file_fingerprint(path)[2] == sha
+
+
 def _path_key(path: str | Path) -> str:
-    return str(Path(path).resolve())
+    """The absolute path with symlinks resolved (the same file under any spelling); the
+    folder's resolution is cached (a resolve costs an lstat per path component)."""
+    path = os.path.abspath(path)
+    if os.path.islink(path):
+        return str(Path(path).resolve())
+    folder, name = os.path.split(path)
+    return os.path.join(_resolved_folder(folder), name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolved_folder(folder: str) -> str:
+    return str(Path(folder).resolve())
 
 
 def _check_facts(
@@ -817,6 +860,24 @@ def _empty_facts_frame() -> pd.DataFrame:
     )
 
 
+def _ticker_groups(filings: pd.DataFrame, n_facts: int, target_rows: int) -> list[pd.DataFrame]:
+    """`filings` (id, ticker, accn) cut into groups of whole tickers in ticker order, each
+    about `target_rows` facts (estimated from the filings: facts per filing are alike), each
+    sorted by id."""
+    per_filing = max(1.0, n_facts / len(filings))
+    by_ticker = filings.sort_values(["ticker", "id"], kind="stable")
+    tickers = by_ticker["ticker"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, tickers[1:] != tickers[:-1]])
+    estimate = np.cumsum(np.diff(np.r_[starts, len(tickers)])) * per_filing
+    group_of_ticker = (estimate - 1e-9) // max(1, target_rows)
+    cuts = starts[np.flatnonzero(np.r_[True, np.diff(group_of_ticker) > 0])]
+    bounds = np.r_[cuts, len(tickers)]
+    return [
+        by_ticker.iloc[a:b].sort_values("id").reset_index(drop=True)
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+    ]
+
+
 def _rank(*keys: pd.Series) -> np.ndarray:
     """Position of each row in the order sorted by `keys` (lexicographic)."""
     frame = pd.DataFrame({i: k.astype(object).to_numpy() for i, k in enumerate(keys)})
@@ -827,15 +888,16 @@ def _rank(*keys: pd.Series) -> np.ndarray:
 
 
 def _decode_facts(raw: np.ndarray, filings: pd.DataFrame, pair_rows: list[tuple]) -> FactCodes:
-    """(filing_id, pair_id, value) rows -> FactCodes sorted by (ticker, accn, concept, unit)."""
+    """FACT_ROW_DTYPE rows -> FactCodes sorted by (ticker, accn, concept, unit); `filings`
+    (id, ticker, accn) sorted by id, holding every filing of the rows."""
     pairs = pd.DataFrame(pair_rows, columns=["id", "concept", "unit"])
-    filing_pos = np.searchsorted(filings["id"].to_numpy(), raw[:, 0].astype(np.int64))
-    pair_pos = np.searchsorted(pairs["id"].to_numpy(), raw[:, 1].astype(np.int64))
+    filing_pos = np.searchsorted(filings["id"].to_numpy(), raw["filing_id"])
+    pair_pos = np.searchsorted(pairs["id"].to_numpy(), raw["pair_id"])
     if len(raw):
         filing_rank = _rank(filings["ticker"], filings["accn"])
         pair_rank = _rank(pairs["concept"], pairs["unit"])
         order = np.lexsort((pair_rank[pair_pos], filing_rank[filing_pos]))
-        filing_pos, pair_pos, values = filing_pos[order], pair_pos[order], raw[order, 2]
+        filing_pos, pair_pos, values = filing_pos[order], pair_pos[order], raw["value"][order]
     else:
         values = np.zeros(0, dtype=np.float64)
 

@@ -8,8 +8,9 @@ and 'fork' is unsafe with the caller's threads. It imports only the readers (~0.
 the database, store or sklearn modules.
 
 Protocol: the parent sends {"concepts": set | None, "read": (module, function)}; the worker
-answers "ready"; then for each list of paths it sends back read(paths, concepts): the
-`read_sec_fetcher_csvs` batch with light reports, or the exception the read raised. None or end of
+answers "ready"; then for each list of paths it sends back read(paths, concepts): the files'
+fingerprints (taken before the read) and the `read_sec_fetcher_csvs` batch with light
+reports, or the exception the read raised. None or end of
 input stops it.
 """
 
@@ -61,15 +62,15 @@ def read_csv_batch(paths: list[Path], concepts: set[str] | None) -> tuple[list, 
 
 
 def read_for_transfer(paths: list[Path], concepts: set[str] | None) -> Any:
-    """In the worker: `read_sec_fetcher_csvs` with light reports, or the exception it raised
-    (a bad file is reported per file by the reader; this catches bugs and I/O errors, as the
-    in-process path does). The caller took the fingerprints before asking."""
+    """In the worker: `read_csv_batch` (fingerprints, then the batch) with light reports, or
+    the exception it raised (a bad file is reported per file by the reader; this catches bugs
+    and I/O errors, as the in-process path does)."""
     try:
-        batch = read_sec_fetcher_csvs(paths, concepts)
+        fingerprints, batch = read_csv_batch(paths, concepts)
     except Exception as exc:  # noqa: BLE001 - sent back, reported for the batch's files
         return exc
     batch.reports = [light_report(r) for r in batch.reports]
-    return batch
+    return fingerprints, batch
 
 
 def light_report(result: Any) -> FileReport:

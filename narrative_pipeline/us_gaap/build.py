@@ -37,7 +37,11 @@ def iter_fact_frames(db: Any, target_rows: int | None = None) -> Iterator[pd.Dat
 
 
 def iter_fact_codes(db: Any, target_rows: int | None = None) -> Iterator[Any]:
-    """`iter_fact_frames` as DbUsGaap.fact_codes batches (no string object per fact)."""
+    """`iter_fact_frames` as DbUsGaap.fact_codes batches (no string object per fact): from
+    the database's own streaming reader when it has one (DbUsGaap.iter_fact_codes)."""
+    if hasattr(db, "iter_fact_codes"):
+        yield from db.iter_fact_codes(target_rows or FACT_FRAME_ROWS)
+        return
     yield from _iter_groups(db, db.fact_codes, target_rows)
 
 

@@ -7,8 +7,8 @@ lists: cheap to pickle) and per-file reports without DataFrames, at most BATCHES
 ahead, so memory stays flat whatever the corpus size.
 
 While the worker imports its modules (~0.5 s), this process reads the first batches itself,
-and later one more whenever it had to wait for the worker. File fingerprints are taken here
-before the worker is asked (an edit made while reading shows up as a change next run). If the
+and later one more whenever it had to wait for the worker. Whoever reads a batch takes its
+files' fingerprints first (an edit made while reading shows up as a change next run). If the
 worker dies or an answer does not come back whole, that batch and every later one are read
 here: only answers received whole are written, so no file is lost or loaded twice.
 
@@ -28,8 +28,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-from narrative_pipeline.readers.csv_worker import file_fingerprints
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +125,7 @@ def read_batches_in_worker(
     try:
         while i < len(batches):
             plan.assign()
-            outcome = read_here(batches[i]) if i in plan.here else plan.receive(i)
+            outcome = read_here(batches[i]) if i in plan.here else plan.receive()
             i += 1
             yield batches[i - 1], outcome
     except WorkerGone as exc:
@@ -149,7 +147,6 @@ class _Plan:
         self.next = 0  # first batch not yet assigned
         self.outstanding = 0
         self.take_one = False
-        self.fingerprints: dict[int, list] = {}  # taken here, before the worker reads
 
     def assign(self) -> None:
         while self.next < len(self.batches) and self.outstanding < BATCHES_AHEAD:
@@ -157,17 +154,15 @@ class _Plan:
                 self.here.add(self.next)
                 self.take_one = False
             else:
-                self.fingerprints[self.next] = file_fingerprints(self.batches[self.next])
                 self.worker.ask(self.batches[self.next])
                 self.outstanding += 1
             self.next += 1
 
-    def receive(self, index: int) -> Any:
-        """Batch `index`'s outcome from the worker, as `ingest._read_csv_batch` gives it."""
+    def receive(self) -> Any:
+        """The next batch's outcome from the worker, as `ingest._read_csv_batch` gives it."""
         started = time.perf_counter()
         self.worker.wait_ready()
         answer = self.worker.receive()
         self.outstanding -= 1
         self.take_one = time.perf_counter() - started > WAITED_S
-        fingerprints = self.fingerprints.pop(index)
-        return answer if isinstance(answer, Exception) else (fingerprints, answer)
+        return answer

@@ -89,13 +89,10 @@ def _capture(read: Callable[[Path], Any], path: Path) -> Any:
 
 def _changed_files(report: IngestReport, db: Any, paths: list[Path]) -> list[Path]:
     """The files the database does not hold unchanged; the others are counted in the report."""
-    changed = []
-    for path in paths:
-        if db.source_file_unchanged(path):
-            report.files_unchanged += 1
-        else:
-            changed.append(path)
-    return changed
+    many = getattr(db, "unchanged_source_files", None)
+    unchanged = many(paths) if many else [db.source_file_unchanged(p) for p in paths]
+    report.files_unchanged += sum(unchanged)
+    return [path for path, same in zip(paths, unchanged, strict=True) if not same]
 
 
 def _load_results(
