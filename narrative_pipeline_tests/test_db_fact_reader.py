@@ -1,5 +1,6 @@
 """Fact groups read by helper processes (db/fact_reader.py): the same rows, in the same order,
-as the in-process read; a dead helper's groups are read here; a read error reaches the caller."""
+as the in-process read; a dead helper's groups are read here; a read error reaches the caller.
+(fact_block itself: test_db_fact_blocks.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from narrative_pipeline.db import DbUsGaap, fact_reader
+from narrative_pipeline.db import DbUsGaap, database, fact_reader
 from narrative_pipeline.sample_data import generate_sample_csvs
 from narrative_pipeline.us_gaap import ingest
 
@@ -20,6 +21,12 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> DbUsGaap:
     database = DbUsGaap(f"sqlite:///{root / 'db.sqlite'}")
     ingest.load_csv_files(root / "csvs", database, workers=1)
     return database
+
+
+@pytest.fixture(autouse=True)
+def helpers_always(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Helpers even for these small tables (they pay from 500k facts read row by row)."""
+    monkeypatch.setattr(database, "HELPER_MIN_ROW_FACTS", 0)
 
 
 def _codes(db: DbUsGaap, target_rows: int) -> list[tuple[list, int]]:

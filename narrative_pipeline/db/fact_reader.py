@@ -69,6 +69,54 @@ def read_fact_rows(
     return np.concatenate(parts) if parts else np.zeros(0, dtype=FACT_ROW_DTYPE)
 
 
+def pack_blocks(fid: np.ndarray, cid: np.ndarray, values: np.ndarray) -> list[tuple]:
+    """fact_block rows (filing_id, n, pair_ids, values) of facts sorted by (fid, cid)."""
+    if not len(fid):
+        return []
+    starts = np.flatnonzero(np.r_[True, fid[1:] != fid[:-1]])
+    ends = np.r_[starts[1:], len(fid)]
+    pair_bytes = np.ascontiguousarray(cid, dtype="<i8").tobytes()
+    value_bytes = np.ascontiguousarray(values, dtype="<f8").tobytes()
+    return [
+        (f, e - s, pair_bytes[8 * s : 8 * e], value_bytes[8 * s : 8 * e])
+        for f, s, e in zip(fid[starts].tolist(), starts.tolist(), ends.tolist(), strict=True)
+    ]
+
+
+def read_facts(cur: Any, filing_ids: Sequence[int]) -> np.ndarray:
+    """`read_fact_rows` of `filing_ids` on SQLite, from their fact_block where they have one
+    (one blob pair per filing instead of a row per fact), else from the rows. Rows come
+    grouped by filing, not in primary-key order."""
+    blocks, missing = read_blocks(cur, filing_ids)
+    if not missing:
+        return blocks
+    return np.concatenate([blocks, read_fact_rows(cur, missing)])
+
+
+def read_blocks(cur: Any, filing_ids: Sequence[int]) -> tuple[np.ndarray, list[int]]:
+    """The rows of the filings that have a whole fact_block, and the ids of the others."""
+    ids = list(filing_ids)
+    fids, counts, pairs, values = [], [], [], []
+    for chunk in (tuple(ids[k : k + IN_CHUNK]) for k in range(0, len(ids), IN_CHUNK)):
+        cur.execute(
+            'SELECT filing_id, n, pair_ids, "values" FROM fact_block '
+            f"WHERE filing_id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        )
+        for fid, n, pair_ids, vals in cur:
+            if len(pair_ids) == len(vals) == 8 * n:  # else: read its rows
+                fids.append(fid)
+                counts.append(n)
+                pairs.append(pair_ids)
+                values.append(vals)
+    rows = np.empty(sum(counts), dtype=FACT_ROW_DTYPE)
+    rows["filing_id"] = np.repeat(np.array(fids, dtype=np.int64), counts)
+    rows["pair_id"] = np.frombuffer(b"".join(pairs), dtype="<i8")
+    rows["value"] = np.frombuffer(b"".join(values), dtype="<f8")
+    have = set(fids)
+    return rows, [i for i in ids if i not in have]
+
+
 def _as_tuples(cur: Any) -> Iterator[tuple]:
     """Cursor rows as tuples (numpy record fromiter needs tuples; pymysql may give lists)."""
     for row in cur:
@@ -186,7 +234,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
             return
         try:
             cur = cur or _open_read_only(path)
-            rows: Any = read_fact_rows(cur, ids)
+            rows: Any = read_facts(cur, ids)
         except Exception as exc:  # noqa: BLE001 - sent back, raised by the caller
             rows = RuntimeError(f"reading facts from {path}: {exc}")
         _send(out, rows)

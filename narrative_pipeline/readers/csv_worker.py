@@ -44,7 +44,7 @@ class FileReport:
 def file_fingerprints(paths: list[Path]) -> list[Any]:
     """(size, mtime, sha) of each file, None for one that cannot be read (the reader reports
     it). Taken before the read, so an edit made while reading shows up as a change next run."""
-    from narrative_pipeline.db.database import file_fingerprint
+    from narrative_pipeline.db.fingerprint import file_fingerprint
 
     fingerprints: list[Any] = []
     for path in paths:

@@ -35,7 +35,7 @@ def _taxonomy_filter(db: Any) -> set[str] | None:
 def _fingerprinted(read: Callable[[Path], Any]) -> Callable[[Path], tuple[tuple, Any]]:
     """read(path) preceded by the file's (size, mtime, sha): taken first, so an edit made while
     reading shows up as a change on the next run instead of being recorded as loaded."""
-    from narrative_pipeline.db.database import file_fingerprint
+    from narrative_pipeline.db.fingerprint import file_fingerprint
 
     def run(path: Path) -> tuple[tuple, Any]:
         fingerprint = file_fingerprint(path)
