@@ -229,3 +229,15 @@ def test_complex_quotes_use_the_full_parser(tmp_path: Path, text: str) -> None:
     assert not _only_simple_quotes(text)
     r = read_sec_fetcher_csv(write(tmp_path, "CQ.csv", text), None)
     assert r.error is None
+
+
+def test_empty_frames_are_independent_of_their_template() -> None:
+    """empty_filings/empty_facts hand out shallow copies: a change to one must not reach the next."""
+    from narrative_pipeline.readers.base import empty_facts, empty_filings
+
+    filings, facts = empty_filings(), empty_facts()
+    filings["fy"] = filings["fy"].astype("float64")
+    filings["extra"] = []
+    facts.drop(columns=["value"], inplace=True)
+    assert str(empty_filings()["fy"].dtype) == "Int64" and "extra" not in empty_filings()
+    assert list(empty_facts().columns) == ["accn", "concept", "unit", "value"]

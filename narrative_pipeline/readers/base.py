@@ -51,14 +51,15 @@ _EMPTY_FACTS = _empty_facts()
 
 
 def empty_filings() -> pd.DataFrame:
-    """A filings frame with no rows and the contract's columns and dtypes (a cheap copy:
-    building a DataFrame costs ~1 ms, too much per small file)."""
-    return _EMPTY_FILINGS.copy()
+    """A filings frame with no rows and the contract's columns and dtypes (a shallow copy:
+    building a DataFrame costs ~1 ms, too much per small file; with pandas' copy-on-write a
+    change to the copy never reaches the template)."""
+    return _EMPTY_FILINGS.copy(deep=False)
 
 
 def empty_facts() -> pd.DataFrame:
     """A facts frame with no rows and the contract's columns and dtypes."""
-    return _EMPTY_FACTS.copy()
+    return _EMPTY_FACTS.copy(deep=False)
 
 
 @dataclass
