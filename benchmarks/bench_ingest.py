@@ -10,7 +10,8 @@ measurement (so peak RSS is that run's own):
 2. re-ingestion of the unchanged corpus (must do nothing);
 3. `read_cells` (1M random indices), `read_cell_range` (full scan) and
    `batch_lookup_by_indices` (300k random indices) cells/s;
-4. peak RSS of the child (ru_maxrss).
+4. peak RSS of the child (ru_maxrss), and of the largest of its own helper processes (the
+   CSV worker, the fact readers), with their CPU seconds.
 
 The embedding cache of each fresh store is warmed first from a 4-file ingest of the same pairs
 (the steady state: unchanged pairs are never re-embedded); the cold embedding time is reported
@@ -108,6 +109,17 @@ def fresh_mysql_url(base_url: str) -> str:
 def rss_mib() -> float:
     """Peak resident set of this process so far (MiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def helper_processes() -> dict:
+    """The CSV worker and fact-reader processes this run started (all ended by now): the
+    largest one's peak RSS, and their CPU seconds (not in ingest_cpu_seconds)."""
+    time.sleep(0.5)  # their exits are awaited by daemon threads
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "helper_peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "helper_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+    }
 
 
 def rss_split_mib() -> dict[str, float]:
@@ -214,6 +226,7 @@ def child(args: argparse.Namespace) -> dict:
         result.update(measure_reads(handle))
         result["peak_rss_mib"] = round(rss_mib(), 1)
         result.update({f"end_{k}": v for k, v in rss_split_mib().items()})
+        result.update(helper_processes())
         return result
     finally:
         close = getattr(handle, "close", None)
