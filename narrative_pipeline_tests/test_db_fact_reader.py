@@ -90,7 +90,7 @@ def test_a_helper_that_dies_has_its_groups_read_here(
 def test_a_read_error_in_a_helper_names_the_file(tmp_path: Path) -> None:
     not_a_db = tmp_path / "notes.sqlite"
     not_a_db.write_bytes(b"this is not a SQLite file" * 100)
-    groups = [[1], [2]]
+    groups = [("a", [1]), ("b", [2])]
     with pytest.raises(RuntimeError, match="notes.sqlite"):
         list(fact_reader.read_groups_in_helpers(str(not_a_db), groups, 1, lambda ids: None))
 

@@ -480,16 +480,16 @@ class DbUsGaap:
         version, or rows changed by another program), by helper processes on a second core
         (db/fact_reader.py: row conversion holds the GIL).
         """
-        filings = self._filings(None)
-        if filings.empty:
+        per_ticker = sorted(self._query("SELECT ticker, COUNT(*) FROM filing GROUP BY ticker"))
+        if not per_ticker:
             return
-        pair_rows = self._pair_rows()
+        n_filings = sum(count for _, count in per_ticker)
         n_facts = self.fact_count()
-        groups = _ticker_groups(filings, n_facts, target_rows)
-        ids = [group["id"].tolist() for group in groups]
-        row_facts = n_facts * self._filings_without_blocks() / len(filings)
-        for group, rows in zip(groups, self._read_fact_groups(ids, row_facts), strict=True):
-            yield _decode_facts(rows, group, pair_rows)
+        groups = _ticker_groups(per_ticker, n_facts / n_filings, target_rows)
+        row_facts = n_facts * self._filings_without_blocks() / n_filings
+        pair_rows = self._pair_rows()
+        for filings, rows in self._read_fact_groups(groups, row_facts):
+            yield _decode_facts(rows, filings, pair_rows)
 
     def _filings_without_blocks(self) -> int:
         """Filings whose facts must be read row by row (all of them off SQLite)."""
@@ -498,8 +498,11 @@ class DbUsGaap:
         sql = "SELECT COUNT(*) FROM filing WHERE id NOT IN (SELECT filing_id FROM fact_block)"
         return int(self._query(sql)[0][0])
 
-    def _read_fact_groups(self, groups: list[list[int]], row_facts: float) -> Iterator[np.ndarray]:
-        """Each group's FACT_ROW_DTYPE rows, in order, read ahead of the caller."""
+    def _read_fact_groups(
+        self, groups: list[list[str]], row_facts: float
+    ) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+        """(filings, FACT_ROW_DTYPE rows) of each group of tickers, in order, read ahead of
+        the caller (only a few groups' filings and rows are held at a time)."""
         path = make_url(self.url).database if self.is_sqlite else None
         cores = os.cpu_count() or 1
         on_file = bool(path) and path != ":memory:"
@@ -511,15 +514,19 @@ class DbUsGaap:
             and fact_reader.processes_enabled()
         ):
             helpers = min(READ_HELPERS, cores)
-            read_here = self._build_facts
-            yield from fact_reader.read_groups_in_helpers(path, groups, helpers, read_here)
+            by_id = ((f, f["id"].tolist()) for f in map(self._filings, groups))
+            yield from fact_reader.read_groups_in_helpers(path, by_id, helpers, self._build_facts)
             return
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = [pool.submit(self._build_facts, ids) for ids in groups[:1]]
+            pending = [pool.submit(self._group_facts, tickers) for tickers in groups[:1]]
             for k in range(len(groups)):
                 if k + 1 < len(groups):
-                    pending.append(pool.submit(self._build_facts, groups[k + 1]))
+                    pending.append(pool.submit(self._group_facts, groups[k + 1]))
                 yield pending.pop(0).result()
+
+    def _group_facts(self, tickers: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+        filings = self._filings(tickers)
+        return filings, self._build_facts(filings["id"].tolist())
 
     def _build_facts(self, filing_ids: Sequence[int]) -> np.ndarray:
         """The rows of `filing_ids` as the build reads them: from fact_block where there is
@@ -903,22 +910,20 @@ def _empty_facts_frame() -> pd.DataFrame:
     )
 
 
-def _ticker_groups(filings: pd.DataFrame, n_facts: int, target_rows: int) -> list[pd.DataFrame]:
-    """`filings` (id, ticker, accn) cut into groups of whole tickers in ticker order, each
-    about `target_rows` facts (estimated from the filings: facts per filing are alike), each
-    sorted by id."""
-    per_filing = max(1.0, n_facts / len(filings))
-    by_ticker = filings.sort_values(["ticker", "id"], kind="stable")
-    tickers = by_ticker["ticker"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, tickers[1:] != tickers[:-1]])
-    estimate = np.cumsum(np.diff(np.r_[starts, len(tickers)])) * per_filing
-    group_of_ticker = (estimate - 1e-9) // max(1, target_rows)
-    cuts = starts[np.flatnonzero(np.r_[True, np.diff(group_of_ticker) > 0])]
-    bounds = np.r_[cuts, len(tickers)]
-    return [
-        by_ticker.iloc[a:b].sort_values("id").reset_index(drop=True)
-        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
-    ]
+def _ticker_groups(
+    per_ticker: list[tuple[str, int]], facts_per_filing: float, target_rows: int
+) -> list[list[str]]:
+    """The sorted tickers cut into groups of about `target_rows` facts, estimated from each
+    ticker's filing count (facts per filing are alike); a ticker is never split."""
+    groups: list[list[str]] = [[]]
+    rows = 0.0
+    for ticker, n_filings in per_ticker:
+        if groups[-1] and rows + n_filings * facts_per_filing > target_rows:
+            groups.append([])
+            rows = 0.0
+        groups[-1].append(ticker)
+        rows += n_filings * facts_per_filing
+    return groups
 
 
 def _rank(*keys: pd.Series) -> np.ndarray:

@@ -28,7 +28,8 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -190,31 +191,43 @@ class _Helper:
 
 
 def read_groups_in_helpers(
-    path: str, groups: list[list[int]], n_helpers: int, read_here: Any
-) -> Iterator[np.ndarray]:
-    """The rows of each group of filing ids, in order, read round-robin by `n_helpers`
-    processes over the SQLite file `path` (each at most AHEAD_PER_HELPER groups ahead, so
-    memory holds a few groups whatever the table size). `read_here(ids)` reads a group in
-    this process: used from the first group a helper could not answer onwards."""
+    path: str, groups: Iterable[tuple[Any, list[int]]], n_helpers: int, read_here: Any
+) -> Iterator[tuple[Any, np.ndarray]]:
+    """(key, rows of ids) for each (key, filing ids) of `groups`, in order, read round-robin
+    by `n_helpers` processes over the SQLite file `path`. `groups` is consumed lazily, at
+    most AHEAD_PER_HELPER groups per helper ahead, so memory holds a few groups whatever the
+    table size. `read_here(ids)` reads a group in this process: used from the first group a
+    helper could not answer onwards."""
     helpers = [_Helper(path) for _ in range(n_helpers)]
+    source = iter(groups)
+    pending: deque[tuple[Any, list[int], _Helper]] = deque()
     asked = 0
-    i = 0
     try:
-        while i < len(groups):
-            while asked < len(groups) and asked < i + AHEAD_PER_HELPER * n_helpers:
-                helpers[asked % n_helpers].ask(groups[asked])
+        while True:
+            while len(pending) < AHEAD_PER_HELPER * n_helpers:
+                item = next(source, None)
+                if item is None:
+                    break
+                helper = helpers[asked % n_helpers]  # answers come back per helper in order
+                pending.append((item[0], item[1], helper))  # before asking: read here if it fails
                 asked += 1
-            answer = helpers[i % n_helpers].receive()
+                helper.ask(item[1])
+            if not pending:
+                return
+            key, _, helper = pending[0]
+            answer = helper.receive()
+            pending.popleft()
             if isinstance(answer, Exception):
                 raise answer
-            i += 1
-            yield answer
+            yield key, answer
     except HelperGone as exc:
         log.warning("%s; reading the remaining fact groups in this process", exc)
         for helper in helpers:
             helper.proc.kill()
-        for group in groups[i:]:
-            yield read_here(group)
+        for key, ids, _ in pending:
+            yield key, read_here(ids)
+        for key, ids in source:
+            yield key, read_here(ids)
     finally:
         for helper in helpers:
             helper.close()
