@@ -108,8 +108,15 @@ def test_a_damaged_block_is_read_from_its_rows(db: DbUsGaap) -> None:
 
 def test_a_failed_write_keeps_the_triggers_and_blocks(db: DbUsGaap) -> None:
     blocks = _blocks(db)
-    with pytest.raises(RuntimeError), db._transaction() as cur:
+    with pytest.raises(RuntimeError), db._transaction(writes_facts=True) as cur:
+        assert not cur.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
         cur.execute("DELETE FROM fact_block")
         raise RuntimeError("failure inside the transaction")
     names = {r[0] for r in db._query("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
     assert names == set(FACT_BLOCK_TRIGGERS) and _blocks(db) == blocks
+
+
+def test_transactions_that_do_not_write_facts_keep_the_guards(db: DbUsGaap) -> None:
+    with db._transaction() as cur:
+        cur.execute("DELETE FROM fact WHERE filing_id = (SELECT MIN(id) FROM filing)")
+    assert db._filings_without_blocks() == 1 and _built(db) == _truth(db)

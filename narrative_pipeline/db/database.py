@@ -181,17 +181,24 @@ class DbUsGaap:
 
     # ---------------------------------------------------------------- transactions
     @contextmanager
-    def _transaction(self) -> Iterator[Any]:
-        """A raw DBAPI cursor inside one transaction: committed on success, else rolled back."""
+    def _transaction(self, writes_facts: bool = False) -> Iterator[Any]:
+        """A raw DBAPI cursor inside one transaction: committed on success, else rolled back.
+
+        `writes_facts`: the caller keeps fact_block right itself, so on SQLite the guard
+        triggers are dropped for this transaction and created again before it commits (DDL is
+        transactional there, and no other writer can run meanwhile: nobody else ever sees
+        the table without them).
+        """
+        guarded = writes_facts and self.is_sqlite
         raw = self.engine.raw_connection()
         try:
             cur = raw.cursor()
             cur.execute("BEGIN IMMEDIATE" if self.is_sqlite else "START TRANSACTION")
-            if self.is_sqlite:  # this transaction keeps fact_block right itself
+            if guarded:
                 for name in models.FACT_BLOCK_TRIGGERS:
                     cur.execute(f"DROP TRIGGER IF EXISTS {name}")
             yield cur
-            if self.is_sqlite:  # back before anyone else can write
+            if guarded:
                 for name, body in models.FACT_BLOCK_TRIGGERS.items():
                     cur.execute(f"CREATE TRIGGER {name} {body}")
             raw.commit()
@@ -228,7 +235,7 @@ class DbUsGaap:
         values = facts["value"].to_numpy(dtype=np.float64)
         _check_facts(result.source, accn_codes, pair_codes, len(pairs), values)
         p = self._ph
-        with self._transaction() as cur:
+        with self._transaction(writes_facts=True) as cur:
             self._delete_tickers(cur, [result.ticker])
             if filings:
                 cur.executemany(
@@ -333,7 +340,7 @@ class DbUsGaap:
             for filing in filings
         ]
         offsets = np.cumsum([0] + [len(f) for f in columns.filings])
-        with self._transaction() as cur:
+        with self._transaction(writes_facts=True) as cur:
             self._delete_tickers(cur, columns.tickers)
             if filing_rows:
                 cur.executemany(
@@ -419,7 +426,7 @@ class DbUsGaap:
 
     def delete_ticker(self, ticker: str) -> None:
         """Remove a ticker's filings and facts (e.g. its source file was deleted)."""
-        with self._transaction() as cur:
+        with self._transaction(writes_facts=True) as cur:
             self._delete_tickers(cur, [ticker])
 
     def _ensure_pairs(self, cur: Any, pairs: list[tuple[str, str]]) -> np.ndarray:
