@@ -287,7 +287,11 @@ class DbUsGaap:
         return outcomes
 
     def replace_fact_columns(
-        self, columns: Any, source_files: Sequence[SourceFileState | None] | None = None
+        self,
+        columns: Any,
+        source_files: Sequence[SourceFileState | None] | None = None,
+        *,
+        _check_repeats: bool = False,
     ) -> list[int | Exception]:
         """Replace every filing and fact of each ticker in `columns` (a readers FactColumns),
         all in one transaction; `source_files[t]`, when given, is recorded with ticker t.
@@ -295,14 +299,16 @@ class DbUsGaap:
         Returns per ticker the facts written or the exception that kept it out. Tickers whose
         facts the schema would reject are refused before the transaction; if the transaction
         fails anyway, every ticker is retried alone (replace semantics and atomicity per ticker
-        are the same as `replace_ticker`'s).
+        are the same as `replace_ticker`'s). Repeated (accn, concept, unit) facts are looked for
+        in the primary-key sort the write does anyway; when there are some, the write is rolled
+        back and the batch checked ticker by ticker (`_check_repeats`).
         """
         n = len(columns.tickers)
         files = list(source_files) if source_files is not None else [None] * n
         if len(set(columns.tickers)) != n:
             raise ValueError("replace_fact_columns: a ticker appears twice in one batch")
         pairs = _column_pairs(columns)
-        outcomes: list[int | Exception] = list(_check_columns(columns, pairs))
+        outcomes: list[int | Exception] = list(_check_columns(columns, pairs, _check_repeats))
         ok = [t for t in range(n) if not isinstance(outcomes[t], Exception)]
         if not ok:
             return outcomes
@@ -310,6 +316,8 @@ class DbUsGaap:
         batch_files = [files[t] for t in ok]
         try:
             counts = self._write_columns(batch, batch_files, pairs if batch is columns else None)
+        except _RepeatedFacts:  # rolled back; now find the tickers and refuse just those
+            return self.replace_fact_columns(columns, source_files, _check_repeats=True)
         except Exception as exc:  # noqa: BLE001 - retry one ticker at a time
             if len(ok) == 1:
                 outcomes[ok[0]] = exc
@@ -354,7 +362,10 @@ class DbUsGaap:
                 pair_ids = self._ensure_pairs(cur, pairs)
                 fid = filing_ids[offsets[columns.ticker_index] + columns.filing_index]
                 cid = pair_ids[pair_index]
-                order = np.argsort((fid << 32) | cid)  # primary-key order: b-tree appends
+                key = (fid << 32) | cid
+                order = np.argsort(key)  # primary-key order: b-tree appends
+                if np.any(np.diff(key[order]) == 0):
+                    raise _RepeatedFacts
                 self._insert_facts(cur, fid[order], cid[order], columns.values[order])
             for state in files:
                 if state is not None:
@@ -726,11 +737,16 @@ def _column_pairs(columns: Any) -> tuple[np.ndarray, list[tuple[str, str]]]:
     return inverse.reshape(-1), pairs
 
 
+class _RepeatedFacts(Exception):
+    """A batch holds repeated (filing, pair) facts (found while sorting it for the insert)."""
+
+
 def _check_columns(
-    columns: Any, column_pairs: tuple[np.ndarray, list[tuple[str, str]]]
+    columns: Any, column_pairs: tuple[np.ndarray, list[tuple[str, str]]], repeats: bool = True
 ) -> list[int | Exception]:
     """Per ticker: 0, or a ValueError for facts the schema would reject (no filing, a
-    non-finite value, a repeated (accn, concept, unit)), found before any write."""
+    non-finite value, and with `repeats` a repeated (accn, concept, unit)), found before any
+    write."""
     n = len(columns.tickers)
     out: list[int | Exception] = [0] * n
     if not len(columns.values):
@@ -741,10 +757,13 @@ def _check_columns(
     bad_value = ~np.isfinite(columns.values)
     pair_index, pairs = column_pairs
     offsets = np.cumsum(np.concatenate([[0], n_filings]))
-    key = (offsets[t] + np.clip(columns.filing_index, 0, None)) * max(1, len(pairs)) + pair_index
-    sorted_key = np.sort(key)
-    repeated_keys = sorted_key[1:][sorted_key[1:] == sorted_key[:-1]]
-    repeated = np.isin(key, repeated_keys) if len(repeated_keys) else np.zeros(len(key), bool)
+    repeated = np.zeros(len(t), dtype=bool)
+    if repeats:
+        key = (offsets[t] + np.clip(columns.filing_index, 0, None)) * max(1, len(pairs))
+        key += pair_index
+        sorted_key = np.sort(key)
+        repeated_keys = sorted_key[1:][sorted_key[1:] == sorted_key[:-1]]
+        repeated = np.isin(key, repeated_keys)
     for name, mask in (
         ("facts without an accn", bad_filing),
         ("non-finite values", bad_value),
