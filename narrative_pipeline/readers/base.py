@@ -84,6 +84,50 @@ class ReadResult:
         return len(self.facts)
 
 
+@dataclass
+class FileReport:
+    """A ReadResult's report fields without its frames: what a batch keeps per file (the
+    facts go to FactColumns), cheap to build, pickle and send between processes."""
+
+    source: str
+    ticker: str
+    error: str | None = None
+    skipped_cells: int = 0
+    non_numeric_units: dict[str, int] = field(default_factory=dict)
+    skipped_columns: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    taxonomy_applied: bool = True
+    duplicate_facts: int = 0
+
+    @classmethod
+    def of(cls, result: ReadResult | FileReport) -> FileReport:
+        """The report fields of `result` (copied)."""
+        return cls(
+            result.source,
+            result.ticker,
+            result.error,
+            int(result.skipped_cells),
+            dict(result.non_numeric_units),
+            list(result.skipped_columns),
+            list(result.messages),
+            result.taxonomy_applied,
+            int(result.duplicate_facts),
+        )
+
+    def as_result(self) -> ReadResult:
+        """A ReadResult with these fields and empty frames."""
+        out = ReadResult(source=self.source, ticker=self.ticker)
+        report = FileReport.of(self)
+        out.error, out.skipped_cells = report.error, report.skipped_cells
+        out.non_numeric_units, out.skipped_columns = (
+            report.non_numeric_units,
+            report.skipped_columns,
+        )
+        out.messages, out.taxonomy_applied = report.messages, report.taxonomy_applied
+        out.duplicate_facts = report.duplicate_facts
+        return out
+
+
 def failed(source: str, ticker: str, error: str) -> ReadResult:
     """A result for an unusable file: no data, the reason in `error` and in `messages`."""
     return ReadResult(source=source, ticker=ticker, error=error, messages=[error])
@@ -258,7 +302,7 @@ class FactColumns:
             self.values[mask],
         )
 
-    def ticker_result(self, t: int, report: ReadResult | None = None) -> ReadResult:
+    def ticker_result(self, t: int, report: ReadResult | FileReport | None = None) -> ReadResult:
         """Ticker t as a ReadResult with its facts/filings frames (categorical columns, like
         the per-file reader); the counts and messages come from `report` when given."""
         result = ReadResult(source=self.sources[t], ticker=self.tickers[t])

@@ -4,13 +4,13 @@ Parsing and SQLite writes both hold the GIL, so a thread cannot parse while the 
 process writes; this process can (narrative_pipeline/us_gaap/csv_process.py drives it). It is
 a plain child process speaking pickles over its stdin/stdout, not multiprocessing: 'spawn'
 re-imports the caller's main module (an unguarded script would ingest again in the child)
-and 'fork' is unsafe with the caller's threads. It imports only the readers (~0.4 s), not
+and 'fork' is unsafe with the caller's threads. It imports only the readers (~0.3 s), not
 the database, store or sklearn modules.
 
 Protocol: the parent sends {"concepts": set | None, "read": (module, function)}; the worker
 answers "ready"; then for each list of paths it sends back read(paths, concepts): the files'
-fingerprints (taken before the read) and the `read_sec_fetcher_csvs` batch with light
-reports, or the exception the read raised. None or end of
+fingerprints (taken before the read) and the `read_sec_fetcher_csvs` batch (its reports are
+frameless FileReports), or the exception the read raised. None or end of
 input stops it.
 """
 
@@ -20,25 +20,10 @@ import importlib
 import os
 import pickle
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from narrative_pipeline.readers.sec_fetcher_csv import read_sec_fetcher_csvs
-
-
-@dataclass
-class FileReport:
-    """A ReadResult's report fields without its (empty) frames: all the writer needs of a batch
-    file, and cheap to unpickle (64 empty DataFrames cost more than the batch's facts)."""
-
-    source: str
-    ticker: str
-    error: str | None = None
-    skipped_cells: int = 0
-    non_numeric_units: dict[str, int] = field(default_factory=dict)
-    skipped_columns: list[str] = field(default_factory=list)
-    messages: list[str] = field(default_factory=list)
 
 
 def file_fingerprints(paths: list[Path]) -> list[Any]:
@@ -69,20 +54,7 @@ def read_for_transfer(paths: list[Path], concepts: set[str] | None) -> Any:
         fingerprints, batch = read_csv_batch(paths, concepts)
     except Exception as exc:  # noqa: BLE001 - sent back, reported for the batch's files
         return exc
-    batch.reports = [light_report(r) for r in batch.reports]
     return fingerprints, batch
-
-
-def light_report(result: Any) -> FileReport:
-    return FileReport(
-        result.source,
-        result.ticker,
-        result.error,
-        int(result.skipped_cells),
-        dict(result.non_numeric_units),
-        list(result.skipped_columns),
-        list(result.messages),
-    )
 
 
 def send(out: BinaryIO, obj: Any) -> None:

@@ -34,6 +34,7 @@ import pyarrow.csv as pacsv
 from narrative_pipeline.readers.base import (
     FILING_COLUMNS,
     FactColumns,
+    FileReport,
     ReadResult,
     concat_fact_columns,
     drop_duplicate_facts,
@@ -358,20 +359,20 @@ def _finish(result: ReadResult) -> ReadResult:
 class CsvBatch:
     """Several sec-fetcher CSVs read together.
 
-    `reports[i]` is file i's ReadResult *without* its frames (source, ticker, error, counts
-    and messages exactly as `read_sec_fetcher_csv` gives them); the facts and filings of every
-    file without `error` are in `columns` (in file order). `results()` rebuilds the full
+    `reports[i]` is file i's FileReport: a ReadResult without its frames (source, ticker,
+    error, counts and messages exactly as `read_sec_fetcher_csv` gives them); the facts and
+    filings of every file without `error` are in `columns` (in file order). `results()` rebuilds the full
     per-file ReadResults (slower; for callers that want the frames).
     """
 
-    reports: list[ReadResult]
+    reports: list[FileReport]
     columns: FactColumns
     column_of_file: list[int]  # file i -> its ticker position in `columns`, -1 when error
 
     def results(self) -> list[ReadResult]:
         out = []
         for report, t in zip(self.reports, self.column_of_file, strict=True):
-            out.append(report if t < 0 else self.columns.ticker_result(t, report))
+            out.append(report.as_result() if t < 0 else self.columns.ticker_result(t, report))
         return out
 
 
@@ -383,7 +384,7 @@ class _PlainFile:
     path: Path
     header: list[str]
     lines: list[str]  # data lines (non-empty, `\r` trimmed)
-    result: ReadResult  # messages/skipped columns so far
+    result: FileReport  # messages/skipped columns so far
     unquote: bool  # simply quoted fields (`""`, `"accn"`): quotes are dropped
 
 
@@ -397,7 +398,7 @@ def read_sec_fetcher_csvs(
     read again by `read_sec_fetcher_csv`, so its messages are that reader's own.
     """
     paths = [Path(p) for p in paths]
-    reports: list[ReadResult | None] = [None] * len(paths)
+    reports: list[ReadResult | FileReport | None] = [None] * len(paths)
     plain: list[_PlainFile] = []
     for i, path in enumerate(paths):
         candidate = _plain_candidate(i, path, taxonomy_concepts)
@@ -418,28 +419,19 @@ def read_sec_fetcher_csvs(
                 reports[pf.index] = pf.result
     taken = set(order)
     for i, report in enumerate(reports):
-        if i not in taken and report is not None and not report.error:
+        if i not in taken and isinstance(report, ReadResult) and not report.error:
             parts.append(fact_columns_from_result(report))
             order.append(i)
-            reports[i] = _without_frames(report)
     columns = concat_fact_columns(parts) if parts else _no_columns()
     column_of_file = [-1] * len(paths)
     for t, i in enumerate(order):
         column_of_file[i] = t
-    return CsvBatch([r for r in reports if r is not None], columns, column_of_file)
+    return CsvBatch([FileReport.of(r) for r in reports if r is not None], columns, column_of_file)
 
 
 def _no_columns() -> FactColumns:
     empty = np.zeros(0, np.int64)
     return FactColumns([], [], [], empty, empty, [], empty, [], empty, np.zeros(0, np.float64))
-
-
-def _without_frames(result: ReadResult) -> ReadResult:
-    out = ReadResult(source=result.source, ticker=result.ticker)
-    out.skipped_cells, out.non_numeric_units = result.skipped_cells, result.non_numeric_units
-    out.skipped_columns, out.messages = result.skipped_columns, result.messages
-    out.taxonomy_applied, out.duplicate_facts = result.taxonomy_applied, result.duplicate_facts
-    return out
 
 
 def _plain_candidate(index: int, path: Path, taxonomy: set[str] | None) -> _PlainFile | None:
@@ -468,7 +460,7 @@ def _plain_candidate(index: int, path: Path, taxonomy: set[str] | None) -> _Plai
     commas = len(header) - 1
     if any(line.count(",") != commas for line in lines[1:]):
         return None
-    result = ReadResult(source=str(path), ticker=ticker_from_name(path.name))
+    result = FileReport(source=str(path), ticker=ticker_from_name(path.name))
     take = _plain_concept_columns(header, taxonomy, result)
     return _PlainFile(
         index,
@@ -481,7 +473,7 @@ def _plain_candidate(index: int, path: Path, taxonomy: set[str] | None) -> _Plai
 
 
 def _plain_concept_columns(
-    header: list[str], taxonomy: set[str] | None, result: ReadResult
+    header: list[str], taxonomy: set[str] | None, result: FileReport
 ) -> list[bool]:
     """`_concept_columns` for a header with unique, non-empty names that holds every filing
     column (what `_plain_candidate` checked): the same flags and messages, fewer steps."""
