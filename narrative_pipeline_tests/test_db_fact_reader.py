@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from narrative_pipeline import pipe_worker
 from narrative_pipeline.db import DbUsGaap, database, fact_reader
 from narrative_pipeline.sample_data import generate_sample_csvs
 from narrative_pipeline.us_gaap import ingest
@@ -41,9 +42,9 @@ def _flat(groups: list[tuple[list, int]]) -> list:
 def test_helpers_read_the_same_rows_in_the_same_order(
     db: DbUsGaap, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(fact_reader.ENV_PROCESSES, "0")
+    monkeypatch.setenv(pipe_worker.ENV_PROCESSES, "0")
     in_process = _codes(db, 200)
-    monkeypatch.setenv(fact_reader.ENV_PROCESSES, "1")
+    monkeypatch.setenv(pipe_worker.ENV_PROCESSES, "1")
     started = []
     original = fact_reader._Helper.__init__
 

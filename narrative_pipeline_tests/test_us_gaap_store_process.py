@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from narrative_pipeline import pipe_worker
 from narrative_pipeline.db import DbUsGaap
 from narrative_pipeline.us_gaap import csv_process, ingest
 from narrative_pipeline_tests.test_us_gaap_store_batches import write_mixed_folder
@@ -40,7 +41,7 @@ def received(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     monkeypatch.setattr(csv_process, "MIN_BATCHES", 1)
     monkeypatch.setattr(csv_process, "HEAD_START", 1)
     monkeypatch.setattr(csv_process, "WAITED_S", 1e9)  # never read a batch here after the first
-    monkeypatch.delenv(csv_process.ENV_PROCESSES, raising=False)
+    monkeypatch.delenv(pipe_worker.ENV_PROCESSES, raising=False)
     seen: list[bool] = []
     original = csv_process.CsvWorker.receive
 
@@ -68,7 +69,7 @@ def _state(db: DbUsGaap, report) -> tuple:
 
 def _in_process(folder: Path, path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple:
     with monkeypatch.context() as m:
-        m.setenv(csv_process.ENV_PROCESSES, "0")
+        m.setenv(pipe_worker.ENV_PROCESSES, "0")
         db = DbUsGaap(f"sqlite:///{path}")
         return _state(db, ingest.load_csv_files(folder, db))
 
@@ -99,8 +100,8 @@ def test_a_dead_worker_hands_over_without_loss(
 
 
 def test_worker_is_off_for_few_batches_or_when_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(csv_process.ENV_PROCESSES, raising=False)
+    monkeypatch.delenv(pipe_worker.ENV_PROCESSES, raising=False)
     assert not csv_process.use_worker_process(csv_process.MIN_BATCHES - 1)
     assert csv_process.use_worker_process(csv_process.MIN_BATCHES) == ((os.cpu_count() or 1) >= 2)
-    monkeypatch.setenv(csv_process.ENV_PROCESSES, "0")
+    monkeypatch.setenv(pipe_worker.ENV_PROCESSES, "0")
     assert not csv_process.use_worker_process(100)

@@ -30,6 +30,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from narrative_pipeline.db import fact_reader, models
 from narrative_pipeline.db.fact_reader import FACT_ROW_DTYPE
 from narrative_pipeline.db.fingerprint import file_fingerprint
+from narrative_pipeline.pipe_worker import processes_enabled
 
 log = logging.getLogger(__name__)
 LOAD_DATA_MIN_ROWS = 2000  # below this, one multi-row INSERT is as fast as a temp file
@@ -529,7 +530,7 @@ class DbUsGaap:
             and cores >= 2
             and row_facts >= HELPER_MIN_ROW_FACTS
             and len(groups) >= 2
-            and fact_reader.processes_enabled()
+            and processes_enabled()
         ):
             helpers = min(READ_HELPERS, cores)
             by_id = ((f, f["id"].tolist()) for f in map(self._filings, groups))

@@ -1,51 +1,39 @@
-"""Fact rows read from a SQLite file by helper processes: `python -m narrative_pipeline.db.fact_reader`.
+"""Reading facts for the store build: rows, fact_block blobs, and reader processes.
 
-Turning a SQLite row into Python objects holds the GIL for ~0.6 µs, about five times what
-SQLite itself spends on the row, so the store build's read-back of the whole fact table was
-bound to one core whatever the threads. Helper processes each read a ticker group's rows into
-a numpy array and send it back (24 bytes a row through a pipe, a few ms per 250k rows), so
-the rows of the next groups are converted on other cores while the caller works on the
-current one.
+`read_fact_rows` turns fact rows into one numpy array; `read_facts` prefers a filing's
+fact_block (SQLite, models.py) and reads rows only for filings without one.
 
-A helper is a plain child process speaking pickles over its stdin/stdout (as the CSV worker
-does, for the same reasons: no re-import of the caller's main module, no fork of a process
-with threads). It imports only numpy and sqlite3 (~0.1 s). If a helper dies or answers with
-something that is not a whole array, its groups are read in the calling process: the caller
-always gets every group, in order.
+Turning a SQLite row into Python objects holds the GIL for ~0.5 us, about five times what
+SQLite itself spends on the row, so reading many rows is bound to one core whatever the
+threads. `read_groups_in_helpers` has helper processes (`python -m
+narrative_pipeline.db.fact_reader`, pipe_worker children importing only numpy and sqlite3)
+read groups of filings and send the arrays back (24 bytes a row through a pipe) while the
+caller works on the current group. If a helper dies or answers with something that is not a
+whole array, the remaining groups are read in the calling process: the caller always gets
+every group, in order.
 
-Protocol: the parent sends the database file's path; the helper answers "ready"; then for
-each list of filing ids it sends back the rows of those filings as a FACT_ROW_DTYPE array in
-primary-key order, or the exception the read raised. None or end of input stops it.
+Protocol: the set-up message is the database file's path; each request is a list of filing
+ids, answered with their rows as a FACT_ROW_DTYPE array (or the exception the read raised).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import pickle
 import sqlite3
-import subprocess
-import sys
-import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 import numpy as np
 
+from narrative_pipeline.pipe_worker import PipeWorker, WorkerGone, child_main, requests, send
+
 log = logging.getLogger(__name__)
 
 FACT_ROW_DTYPE = np.dtype([("filing_id", "<i8"), ("pair_id", "<i8"), ("value", "<f8")])
 IN_CHUNK = 500  # filing ids per IN (...) list
 AHEAD_PER_HELPER = 2  # groups asked of each helper before its first answer is taken
-ENV_PROCESSES = "NARRATIVE_INGEST_PROCESSES"
-
-
-def processes_enabled() -> bool:
-    """Helper processes are used unless NARRATIVE_INGEST_PROCESSES turns them off."""
-    setting = os.environ.get(ENV_PROCESSES, "1").strip().lower()
-    return setting not in ("0", "false", "no", "off")
 
 
 def read_fact_rows(
@@ -124,70 +112,17 @@ def _as_tuples(cur: Any) -> Iterator[tuple]:
         yield row if isinstance(row, tuple) else tuple(row)
 
 
-class HelperGone(Exception):
-    """A helper process died or sent something that is not a whole answer."""
-
-
-class _Helper:
-    """One reader child process; its answers come back in the order it was asked."""
+class _Helper(PipeWorker):
+    """One fact-reader child process over the SQLite file `path`."""
 
     def __init__(self, path: str) -> None:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "narrative_pipeline.db.fact_reader"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        self.ready = self.closed = False
-        self.outstanding = 0
-        self.send(path)
-
-    def send(self, obj: Any) -> None:
-        try:
-            pickle.dump(obj, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            self.proc.stdin.flush()  # type: ignore[union-attr]
-        except (OSError, ValueError) as exc:
-            raise HelperGone(f"cannot send to the fact reader: {exc}") from exc
+        super().__init__("narrative_pipeline.db.fact_reader", path, "fact reader")
 
     def receive(self) -> Any:
-        try:
-            if not self.ready:
-                if pickle.load(self.proc.stdout) != "ready":  # type: ignore[arg-type]
-                    raise HelperGone("fact reader did not start as expected")
-                self.ready = True
-            answer = pickle.load(self.proc.stdout)  # type: ignore[arg-type]
-        except HelperGone:
-            raise
-        except Exception as exc:  # noqa: BLE001 - EOF, a cut pickle: the helper is gone
-            raise HelperGone(
-                f"fact reader stopped (exit code {self.proc.poll()}): {exc!r}"
-            ) from exc
-        self.outstanding -= 1
+        answer = super().receive()
         if not isinstance(answer, (np.ndarray, Exception)):
-            raise HelperGone(f"fact reader sent a {type(answer).__name__}, not rows")
+            raise WorkerGone(f"fact reader sent a {type(answer).__name__}, not rows")
         return answer
-
-    def ask(self, filing_ids: list[int]) -> None:
-        self.send(filing_ids)
-        self.outstanding += 1
-
-    def close(self) -> None:
-        """Stop the helper (killed if answers are still coming); safe to call twice. Its exit
-        is awaited in a daemon thread, not by the caller."""
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            if self.outstanding:
-                raise HelperGone("answers still coming")
-            self.send(None)
-        except HelperGone:
-            self.proc.kill()
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            with contextlib.suppress(OSError):
-                pipe.close()  # type: ignore[union-attr]
-        threading.Thread(target=self.proc.wait, name="fact-reader-reaper", daemon=True).start()
 
 
 def read_groups_in_helpers(
@@ -220,7 +155,7 @@ def read_groups_in_helpers(
             if isinstance(answer, Exception):
                 raise answer
             yield key, answer
-    except HelperGone as exc:
+    except WorkerGone as exc:
         log.warning("%s; reading the remaining fact groups in this process", exc)
         for helper in helpers:
             helper.proc.kill()
@@ -236,21 +171,15 @@ def read_groups_in_helpers(
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
     """Answer groups of filing ids until None or end of input."""
     path = pickle.load(inp)
-    _send(out, "ready")
+    send(out, "ready")
     cur = None
-    while True:
-        try:
-            ids = pickle.load(inp)
-        except EOFError:
-            return
-        if ids is None:
-            return
+    for ids in requests(inp):
         try:
             cur = cur or _open_read_only(path)
             rows: Any = read_facts(cur, ids)
         except Exception as exc:  # noqa: BLE001 - sent back, raised by the caller
             rows = RuntimeError(f"reading facts from {path}: {exc}")
-        _send(out, rows)
+        send(out, rows)
 
 
 def _open_read_only(path: str) -> sqlite3.Cursor:
@@ -259,18 +188,5 @@ def _open_read_only(path: str) -> sqlite3.Cursor:
     return cur
 
 
-def _send(out: BinaryIO, obj: Any) -> None:
-    out.write(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
-    out.flush()
-
-
-def main() -> None:
-    """Keep fd 1 for the protocol; anything else printed goes to stderr."""
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    serve(sys.stdin.buffer, out)
-
-
 if __name__ == "__main__":
-    main()
+    child_main(serve)

@@ -1,11 +1,9 @@
 """A CSV batch reader process: `python -m narrative_pipeline.readers.csv_worker`.
 
 Parsing and SQLite writes both hold the GIL, so a thread cannot parse while the ingesting
-process writes; this process can (narrative_pipeline/us_gaap/csv_process.py drives it). It is
-a plain child process speaking pickles over its stdin/stdout, not multiprocessing: 'spawn'
-re-imports the caller's main module (an unguarded script would ingest again in the child)
-and 'fork' is unsafe with the caller's threads. It imports only the readers (~0.3 s), not
-the database, store or sklearn modules.
+process writes; this process can (narrative_pipeline/us_gaap/csv_process.py drives it, as a
+pipe_worker child). It imports only the readers (~0.3 s), not the database, store or sklearn
+modules.
 
 Protocol: the parent sends {"concepts": set | None, "read": (module, function)}; the worker
 answers "ready"; then for each list of paths it sends back read(paths, concepts): the files'
@@ -17,12 +15,11 @@ input stops it.
 from __future__ import annotations
 
 import importlib
-import os
 import pickle
-import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from narrative_pipeline.pipe_worker import child_main, requests, send
 from narrative_pipeline.readers.sec_fetcher_csv import read_sec_fetcher_csvs
 
 
@@ -57,19 +54,6 @@ def read_for_transfer(paths: list[Path], concepts: set[str] | None) -> Any:
     return fingerprints, batch
 
 
-def send(out: BinaryIO, obj: Any) -> None:
-    """One pickle; an exception that cannot be pickled goes as a RuntimeError with its text
-    (the caller reports str(exception), which stays the same)."""
-    try:
-        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:  # noqa: BLE001
-        if not isinstance(obj, BaseException):
-            raise
-        data = pickle.dumps(RuntimeError(str(obj)), protocol=pickle.HIGHEST_PROTOCOL)
-    out.write(data)
-    out.flush()
-
-
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
     """Answer batches until None or end of input."""
     init = pickle.load(inp)
@@ -77,23 +61,9 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
     read = getattr(importlib.import_module(module), name)
     concepts = init["concepts"]
     send(out, "ready")
-    while True:
-        try:
-            paths = pickle.load(inp)
-        except EOFError:
-            return
-        if paths is None:
-            return
+    for paths in requests(inp):
         send(out, read(paths, concepts))
 
 
-def main() -> None:
-    """Keep fd 1 for the protocol; anything else printed goes to stderr."""
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    serve(sys.stdin.buffer, out)
-
-
 if __name__ == "__main__":
-    main()
+    child_main(serve)
