@@ -148,7 +148,14 @@ def loader_rate(factory, *, num_workers: int, batch_size: int, per_sample: bool 
 
 
 def training_rate(
-    factory, *, accelerator: str, batch_size: int, batches: int, workers: int
+    factory,
+    *,
+    accelerator: str,
+    batch_size: int,
+    batches: int,
+    workers: int,
+    precision: str = "32-true",
+    matmul: str = "highest",
 ) -> dict:
     """Samples/s of Stage1Autoencoder training steps under pl.Trainer, the loader feeding it."""
     import pytorch_lightning as pl
@@ -166,6 +173,7 @@ def training_rate(
                 torch.cuda.synchronize()
             self.times.append(time.perf_counter())
 
+    torch.set_float32_matmul_precision(matmul)
     store = factory()
     input_dim = store.get_embedding_matrix()[0].shape[1] + 1
     dataset = IterableConceptValueDataset(factory, split="train", batch_size=batch_size)
@@ -177,7 +185,7 @@ def training_rate(
         max_epochs=-1, max_steps=batches, accelerator=accelerator, devices=1,
         limit_val_batches=0, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
-        gradient_clip_val=0.5,
+        gradient_clip_val=0.5, precision=precision,
     )  # fmt: skip
     trainer.fit(model, train_dataloaders=loader)
     warm = 10 if len(timer.times) > 20 else 1  # skip start-up (workers, first kernels)
@@ -191,6 +199,7 @@ def training_rate(
         "device": device, "batch_size": batch_size, "steps_timed": steps,
         "samples_per_s": round(steps * batch_size / seconds), "input_dim": int(input_dim),
         "torch_threads": torch.get_num_threads(), "loader_workers": workers,
+        "precision": precision, "float32_matmul_precision": matmul,
     }  # fmt: skip
 
 
@@ -237,6 +246,10 @@ def main() -> int:
         "--threads", type=int, default=0,
         help="torch intra-op threads for training (0: torch's default)",
     )  # fmt: skip
+    parser.add_argument(
+        "--train-precisions", default="32-true/highest",
+        help="comma-separated PRECISION/MATMUL pairs for training, e.g. 32-true/highest,bf16-mixed/high",
+    )  # fmt: skip
     parser.add_argument("--skip-loader", action="store_true")
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args()
@@ -277,13 +290,16 @@ def main() -> int:
 
         torch.set_num_threads(args.threads)
     results["training"] = []
-    for batch_size in [int(b) for b in args.train_batch_sizes.split(",")]:
-        row = training_rate(
-            embedded, accelerator=args.accelerator, batch_size=batch_size,
-            batches=args.train_batches, workers=args.train_workers,
-        )  # fmt: skip
-        print("training:", json.dumps(row), flush=True)
-        results["training"].append(row)
+    for setting in args.train_precisions.split(","):
+        precision, matmul = setting.split("/")
+        for batch_size in [int(b) for b in args.train_batch_sizes.split(",")]:
+            row = training_rate(
+                embedded, accelerator=args.accelerator, batch_size=batch_size,
+                batches=args.train_batches, workers=args.train_workers,
+                precision=precision, matmul=matmul,
+            )  # fmt: skip
+            print("training:", json.dumps(row), flush=True)
+            results["training"].append(row)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
     return 0

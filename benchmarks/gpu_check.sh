@@ -17,5 +17,6 @@ export PYTHONUNBUFFERED=1
   timeout 480 "$PY" benchmarks/bench_loader.py --cells "${CELLS:-2000000}" --pairs 2000 --pca-dim 243 \
     --no-ws --workers 0,4 --batch-sizes 8192 --accelerator "${ACCELERATOR:-gpu}" \
     --train-batch-sizes 1024,8192,65536 --train-batches "${TRAIN_BATCHES:-150}" --train-workers 4 \
+    --train-precisions "${PRECISIONS:-32-true/highest,32-true/high,bf16-mixed/high}" \
     --workdir /tmp/bench_loader --out "$OUT/gpu_check.json"
 } 2>&1 | tee "$OUT/gpu_check.log"

@@ -131,6 +131,8 @@ def test_early_stopping_stops_before_max_epochs(tmp_path):
         ({"torch_threads": 0}, "torch_threads"),
         ({"patience": -1}, "patience"),
         ({"resume": "/nonexistent/last.ckpt"}, "resume"),
+        ({"precision": "8-bit"}, "precision"),
+        ({"float32_matmul_precision": "low"}, "float32_matmul_precision"),
     ],
 )
 def test_bad_configuration_is_rejected(overrides, field):
@@ -192,3 +194,27 @@ def test_device_settings_reach_the_trainer_and_are_validated(tmp_path, monkeypat
         tiny_config(devices=0)
     with pytest.raises(ValueError, match="num_nodes"):
         tiny_config(num_nodes=0)
+
+
+def test_precision_settings_reach_the_trainer_and_torch_for_the_fit_only(tmp_path, monkeypatch):
+    import pytorch_lightning as pl
+
+    seen: dict = {}
+    real_init, real_fit = pl.Trainer.__init__, pl.Trainer.fit
+
+    def spy_init(self, *args, **kwargs):
+        seen.update(kwargs)
+        real_init(self, *args, **kwargs)
+
+    def spy_fit(self, *args, **kwargs):
+        seen["matmul_during_fit"] = torch.get_float32_matmul_precision()
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "__init__", spy_init)
+    monkeypatch.setattr(pl.Trainer, "fit", spy_fit)
+    before = torch.get_float32_matmul_precision()
+    config = tiny_config(max_epochs=1, precision="bf16-mixed", float32_matmul_precision="high")
+    result = train_stage1(FACTORY, config, tmp_path)
+    assert seen["precision"] == "bf16-mixed" and seen["matmul_during_fit"] == "high"
+    assert torch.get_float32_matmul_precision() == before  # restored after the fit
+    assert result.epochs_run == 1 and Path(result.last_checkpoint_path).is_file()

@@ -34,6 +34,8 @@ class Stage1TrainingConfig(dg.Config):
     accelerator: str = "auto"  # "auto" uses a GPU when present, else the CPU
     devices: int = 1  # GPUs per node; with >1 use strategy "ddp_spawn" (docs/DEPLOYMENT.md)
     strategy: str = "auto"
+    precision: str = "32-true"  # Lightning precision, e.g. "bf16-mixed" for wide models on GPUs
+    float32_matmul_precision: str = "highest"  # "high": TF32 on NVIDIA tensor cores
 
     def to_train_config(self):
         from narrative_pipeline.training import TrainConfig

@@ -46,7 +46,7 @@ CLI_FIELDS = {
     "max_epochs": int, "batch_size": int, "learning_rate": float, "loss": str,
     "latent_dim": int, "hidden_dim": int, "patience": int, "save_top_k": int,
     "num_workers": int, "seed": int, "val_fraction": float, "limit_train_batches": int,
-    "accelerator": str, "torch_threads": int,
+    "accelerator": str, "torch_threads": int, "precision": str, "float32_matmul_precision": str,
 }  # fmt: skip
 
 

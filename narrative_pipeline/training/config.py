@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 LOSSES = ("mse", "l1")
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true", "bf16-true")
+MATMUL_PRECISIONS = ("highest", "high", "medium")
 
 
 @dataclass
@@ -53,6 +55,13 @@ class TrainConfig:
     # torch intra-op threads for CPU training (None: torch's default). 1 is often fastest on a
     # small shared machine, where spinning threads contend (see benchmarks/RESULTS.md).
     torch_threads: int | None = None
+    # Lightning's `precision` ("32-true", "bf16-mixed", "16-mixed", "64-true", "bf16-true") and
+    # torch's float32 matmul precision ("highest", "high": TF32 on NVIDIA tensor cores,
+    # "medium"). The defaults are exact float32. On an H200 the default model trained no
+    # faster with bf16 or TF32 (it is fed by the loader, not bound by matmuls; see
+    # benchmarks/RESULTS.md); wider models may gain.
+    precision: str = "32-true"
+    float32_matmul_precision: str = "highest"
 
     def __post_init__(self) -> None:
         for name in ("max_epochs", "batch_size", "latent_dim", "hidden_dim", "t_max"):
@@ -76,6 +85,13 @@ class TrainConfig:
         _require("num_workers", self.num_workers, lambda v: v >= 0, ">= 0")
         _require("val_fraction", self.val_fraction, lambda v: 0 < v < 1, "in (0, 1)")
         _require("torch_threads", self.torch_threads, lambda v: v is None or v >= 1, ">= 1 or None")
+        _require("precision", self.precision, lambda v: v in PRECISIONS, f"one of {PRECISIONS}")
+        _require(
+            "float32_matmul_precision",
+            self.float32_matmul_precision,
+            lambda v: v in MATMUL_PRECISIONS,
+            f"one of {MATMUL_PRECISIONS}",
+        )
         for name in ("limit_train_batches", "limit_val_batches"):
             _require(name, getattr(self, name), lambda v: v is None or v > 0, "> 0 or None")
         if self.resume == "":  # an empty launchpad field means "do not resume"

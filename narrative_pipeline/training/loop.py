@@ -11,7 +11,8 @@ from __future__ import annotations
 import io
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,17 @@ def build_model(config: TrainConfig, input_dim: int) -> Stage1Autoencoder:
     )
 
 
+@contextmanager
+def _float32_matmul_precision(value: str) -> Iterator[None]:
+    """torch's process-wide float32 matmul precision for the fit, then the caller's again."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(value)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
 def train_stage1(
     store_factory: Callable[[], Any], config: TrainConfig, output_dir: str | Path
 ) -> TrainResult:
@@ -239,6 +251,7 @@ def train_stage1(
         strategy=config.strategy,
         num_nodes=config.num_nodes,
         gradient_clip_val=config.gradient_clip_val,
+        precision=config.precision,
         deterministic=config.deterministic,
         logger=logger,
         callbacks=[
@@ -262,7 +275,10 @@ def train_stage1(
         len(pair_names),
         matrix.shape[1] + 1,
     )
-    trainer.fit(model, datamodule=Stage1DataModule(store_factory, config), ckpt_path=resume_path)
+    with _float32_matmul_precision(config.float32_matmul_precision):
+        trainer.fit(
+            model, datamodule=Stage1DataModule(store_factory, config), ckpt_path=resume_path
+        )
 
     metrics = {
         k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor)
