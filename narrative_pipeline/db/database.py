@@ -123,9 +123,9 @@ def _with_mysql_charset(url: str) -> str:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """WAL + synchronous=NORMAL: durable at checkpoints, no fsync per commit (bulk loads).
 
-    A new database gets 64 KiB pages (set before WAL, which fixes the page size): bulk loads
-    of facts and their blocks measured 1.1-1.3x faster than with 4 KiB pages, with fewer
-    overflow pages for the blocks (benchmarks/RESULTS.md). An existing file keeps its size.
+    A new database gets 64 KiB pages (set before WAL, which fixes the page size): fact writes
+    measured 1.2x faster than with 4 KiB pages, 1.8x with their blocks, mostly in the commit's
+    checkpoint (benchmarks/bench_sqlite_write.py). An existing file keeps its page size.
     """
     cur = dbapi_connection.cursor()
     cur.execute("PRAGMA page_size=65536")
@@ -317,7 +317,10 @@ class DbUsGaap:
         batch_files = [files[t] for t in ok]
         try:
             counts = self._write_columns(batch, batch_files, pairs if batch is columns else None)
-        except _RepeatedFacts:  # rolled back; now find the tickers and refuse just those
+        except _RepeatedFacts:
+            if _check_repeats:  # the full check already removed every repeating ticker
+                raise
+            # Rolled back: find the tickers with repeats and refuse just those.
             return self.replace_fact_columns(columns, source_files, _check_repeats=True)
         except Exception as exc:  # noqa: BLE001 - retry one ticker at a time
             if len(ok) == 1:
