@@ -238,6 +238,6 @@ def test_empty_frames_are_independent_of_their_template() -> None:
     filings, facts = empty_filings(), empty_facts()
     filings["fy"] = filings["fy"].astype("float64")
     filings["extra"] = []
-    facts.drop(columns=["value"], inplace=True)
+    del facts["value"]
     assert str(empty_filings()["fy"].dtype) == "Int64" and "extra" not in empty_filings()
     assert list(empty_facts().columns) == ["accn", "concept", "unit", "value"]
