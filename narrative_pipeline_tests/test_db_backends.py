@@ -343,3 +343,31 @@ def test_many_facts_use_multi_row_inserts_exactly(db: DbUsGaap) -> None:
     frame = db.facts_frame()
     got = dict(zip(zip(frame["accn"], frame["concept"], strict=True), frame["value"], strict=True))
     assert got == {(a, c): v for a, c, _, v in rows}
+
+
+def test_fact_reader_helpers_read_what_the_database_holds(
+    db: DbUsGaap, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Helper processes (db/fact_reader.py) open this back end themselves (SQLite file or
+    MySQL server) and give the same facts, in the same order, as the in-process read."""
+    from narrative_pipeline import pipe_worker
+    from narrative_pipeline.db import database, fact_reader
+    from narrative_pipeline.sample_data import generate_sample_csvs
+    from narrative_pipeline.us_gaap import ingest
+
+    generate_sample_csvs(tmp_path / "csvs", filings_per_ticker=3)
+    ingest.load_csv_files(tmp_path / "csvs", db, workers=1)
+    monkeypatch.setattr(database, "HELPER_MIN_ROW_FACTS", 0)  # helpers even for a small table
+    started: list[dict] = []
+    real_init = fact_reader._Helper.__init__
+
+    def counting(self: fact_reader._Helper, source: dict) -> None:
+        started.append(source)
+        real_init(self, source)
+
+    monkeypatch.setattr(fact_reader._Helper, "__init__", counting)
+    by_helpers = [row for c in db.iter_fact_codes(150) for row in c.frame().values.tolist()]
+    assert started and set(started[0]) == ({"sqlite"} if db.is_sqlite else {"mysql"})
+    monkeypatch.setenv(pipe_worker.ENV_PROCESSES, "0")
+    in_process = [row for c in db.iter_fact_codes(150) for row in c.frame().values.tolist()]
+    assert by_helpers == in_process == db.facts_frame().values.tolist() and len(in_process) > 50

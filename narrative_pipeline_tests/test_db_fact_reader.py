@@ -93,7 +93,8 @@ def test_a_read_error_in_a_helper_names_the_file(tmp_path: Path) -> None:
     not_a_db.write_bytes(b"this is not a SQLite file" * 100)
     groups = [("a", [1]), ("b", [2])]
     with pytest.raises(RuntimeError, match="notes.sqlite"):
-        list(fact_reader.read_groups_in_helpers(str(not_a_db), groups, 1, lambda ids: None))
+        source = {"sqlite": str(not_a_db)}
+        list(fact_reader.read_groups_in_helpers(source, groups, 1, lambda ids: None))
 
 
 def test_read_fact_rows_of_no_filings_is_empty(db: DbUsGaap) -> None:
@@ -101,3 +102,11 @@ def test_read_fact_rows_of_no_filings_is_empty(db: DbUsGaap) -> None:
     assert rows.dtype == fact_reader.FACT_ROW_DTYPE and len(rows) == 0
     everything = db._fact_rows(None)
     assert len(everything) == db.fact_count() and np.all(np.isfinite(everything["value"]))
+
+
+def test_error_messages_name_the_database_never_the_password() -> None:
+    args = {"host": "db.example", "port": 3306, "database": "narrative", "password": "s3cret"}
+    described = fact_reader._describe({"mysql": args})
+    assert described == "mysql://db.example:3306/narrative" and "s3cret" not in described
+    assert fact_reader._describe({"sqlite": "/data/x.sqlite"}) == "/data/x.sqlite"
+    assert "unknown" in fact_reader._describe("not a dict")

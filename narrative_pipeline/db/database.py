@@ -525,11 +525,10 @@ class DbUsGaap:
     ) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
         """(filings, FACT_ROW_DTYPE rows) of each group of tickers, in order, read ahead of
         the caller (only a few groups' filings and rows are held at a time)."""
-        path = make_url(self.url).database if self.is_sqlite else None
+        source = self._reader_source()
         cores = os.cpu_count() or 1
-        on_file = bool(path) and path != ":memory:"
         if (
-            on_file
+            source is not None
             and cores >= 2
             and row_facts >= HELPER_MIN_ROW_FACTS
             and len(groups) >= 2
@@ -537,7 +536,7 @@ class DbUsGaap:
         ):
             helpers = min(READ_HELPERS, cores)
             by_id = ((f, f["id"].tolist()) for f in map(self._filings, groups))
-            yield from fact_reader.read_groups_in_helpers(path, by_id, helpers, self._build_facts)
+            yield from fact_reader.read_groups_in_helpers(source, by_id, helpers, self._build_facts)
             return
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = [pool.submit(self._group_facts, tickers) for tickers in groups[:1]]
@@ -545,6 +544,17 @@ class DbUsGaap:
                 if k + 1 < len(groups):
                     pending.append(pool.submit(self._group_facts, groups[k + 1]))
                 yield pending.pop(0).result()
+
+    def _reader_source(self) -> dict | None:
+        """What a fact-reader helper opens: this SQLite file, or the MySQL server with the
+        connect arguments SQLAlchemy itself would pass to PyMySQL; None for an in-memory
+        SQLite database (another process cannot see it)."""
+        url = make_url(self.url)
+        if self.is_sqlite:
+            path = url.database
+            return {"sqlite": path} if path and path != ":memory:" else None
+        _, kwargs = self.engine.dialect.create_connect_args(url)
+        return {"mysql": kwargs}
 
     def _group_facts(self, tickers: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
         filings = self._filings(tickers)
