@@ -11,7 +11,7 @@ measurement (so peak RSS is that run's own):
 3. `read_cells` (1M random indices), `read_cell_range` (full scan) and
    `batch_lookup_by_indices` (300k random indices) cells/s;
 4. peak RSS of the child (ru_maxrss), and of the largest of its own helper processes (the
-   CSV worker, the fact readers), with their CPU seconds.
+   CSV worker, the fact readers; sampled from /proc), with their CPU seconds.
 
 The embedding cache of each fresh store is warmed first from a 4-file ingest of the same pairs
 (the steady state: unchanged pairs are never re-embedded); the cold embedding time is reported
@@ -113,15 +113,30 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def helper_processes() -> dict:
-    """The CSV worker and fact-reader processes this run started (all ended by now): the
-    largest one's peak RSS, and their CPU seconds (not in ingest_cpu_seconds)."""
+def helper_cpu_seconds() -> float:
+    """CPU seconds of the CSV worker and fact-reader processes this run started (all ended
+    by now; not in ingest_cpu_seconds). Their memory is sampled by PeakSampler instead:
+    RUSAGE_CHILDREN's ru_maxrss also counts the parent's pages a child held between fork and
+    exec, so it reports the parent's size, not the helper's."""
     time.sleep(0.5)  # their exits are awaited by daemon threads
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {
-        "helper_peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
-        "helper_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
-    }
+    return round(usage.ru_utime + usage.ru_stime, 2)
+
+
+def children_peak_mib() -> float:
+    """The largest VmHWM (peak RSS since exec) among this process's living children."""
+    me, peak = str(os.getpid()), 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[1] != me:  # ppid
+                continue
+            for line in (stat.parent / "status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) / 1024)
+        except (OSError, IndexError, ValueError):
+            continue  # the child ended meanwhile
+    return round(peak, 1)
 
 
 def rss_split_mib() -> dict[str, float]:
@@ -136,7 +151,8 @@ def rss_split_mib() -> dict[str, float]:
 
 
 class PeakSampler:
-    """Samples RssAnon/RssFile every 20 ms in a thread; keeps the peaks of each named phase."""
+    """Samples RssAnon/RssFile, and the helper processes' peak RSS, every 20 ms in a thread;
+    keeps the peaks of each named phase."""
 
     def __init__(self) -> None:
         import threading
@@ -150,7 +166,8 @@ class PeakSampler:
     def _run(self) -> None:
         while not self._stop.wait(0.02):
             peaks = self.peaks.setdefault(self.phase, {})
-            for name, value in rss_split_mib().items():
+            sample = {**rss_split_mib(), "helpers_peak_mib": children_peak_mib()}
+            for name, value in sample.items():
                 peaks[name] = max(peaks.get(name, 0.0), value)
 
     def stop(self) -> dict[str, dict[str, float]]:
@@ -228,7 +245,7 @@ def child(args: argparse.Namespace) -> dict:
         result.update(measure_reads(handle))
         result["peak_rss_mib"] = round(rss_mib(), 1)
         result.update({f"end_{k}": v for k, v in rss_split_mib().items()})
-        result.update(helper_processes())
+        result["helper_cpu_seconds"] = helper_cpu_seconds()
         return result
     finally:
         close = getattr(handle, "close", None)
