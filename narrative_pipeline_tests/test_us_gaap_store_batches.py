@@ -85,7 +85,7 @@ def test_fact_codes_path_equals_the_frame_path(folder: Path, tmp_path: Path) -> 
     assert codes.frame().values.tolist() == frame.values.tolist()
     assert build.cell_keys_from_codes(codes).tolist() == build.cell_keys(frame).tolist()
     by_codes, by_frame = build.PairAssigner(), build.PairAssigner()
-    ids_by_codes = [by_codes.assign_codes(c).tolist() for c in build.iter_fact_codes(db, 20)]
+    ids_by_codes = [by_codes.assign_codes(c).tolist() for c in db.iter_fact_codes(20)]
     ids_by_frames = [
         by_frame.assign(f["concept"], f["unit"]).tolist() for f in build.iter_fact_frames(db, 20)
     ]

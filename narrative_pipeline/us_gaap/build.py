@@ -36,15 +36,6 @@ def iter_fact_frames(db: Any, target_rows: int | None = None) -> Iterator[pd.Dat
     yield from _iter_groups(db, db.facts_frame, target_rows)
 
 
-def iter_fact_codes(db: Any, target_rows: int | None = None) -> Iterator[Any]:
-    """`iter_fact_frames` as DbUsGaap.fact_codes batches (no string object per fact): from
-    the database's own streaming reader when it has one (DbUsGaap.iter_fact_codes)."""
-    if hasattr(db, "iter_fact_codes"):
-        yield from db.iter_fact_codes(target_rows or FACT_FRAME_ROWS)
-        return
-    yield from _iter_groups(db, db.fact_codes, target_rows)
-
-
 def _iter_groups(db: Any, read: Any, target_rows: int | None) -> Iterator[Any]:
     """read(tickers=group) for groups of the sorted tickers, the next group read in a
     background thread while the caller works on the current one (the database driver

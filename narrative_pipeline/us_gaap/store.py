@@ -933,10 +933,11 @@ def _taxonomy_texts(db: Any) -> dict[str, tuple[str | None, str | None]]:
 
 
 def _fact_batches(db: Any, assigner: build.PairAssigner) -> Iterator[tuple]:
-    """(pair_id, values, cell_keys) per batch of facts in database order: from
-    `fact_codes` when the database has it (no string object per fact), else from frames."""
-    if hasattr(db, "fact_codes"):
-        for codes in build.iter_fact_codes(db):
+    """(pair_id, values, cell_keys) per batch of facts in database order: from the
+    database's own streaming reader when it has one (DbUsGaap.iter_fact_codes: no string
+    object per fact), else from frames."""
+    if hasattr(db, "iter_fact_codes"):
+        for codes in db.iter_fact_codes():
             yield (
                 assigner.assign_codes(codes),
                 np.asarray(codes.values, dtype=np.float64),
