@@ -148,15 +148,11 @@ class PairAssigner:
         u_codes, u_names = pd.factorize(unit, use_na_sentinel=False)
         n_units = max(1, len(u_names))
         codes, combos = pd.factorize(c_codes.astype(np.int64) * n_units + u_codes)
-        lookup = np.empty(len(combos), dtype=np.uint32)
-        for k, combo in enumerate(combos.tolist()):  # first-appearance order
-            pair = (str(c_names[combo // n_units]), str(u_names[combo % n_units]))
-            pair_id = self.ids.get(pair)
-            if pair_id is None:
-                pair_id = self.ids[pair] = len(self.pairs)
-                self.pairs.append(pair)
-            lookup[k] = pair_id
-        return lookup[codes]
+        pairs = [
+            (str(c_names[combo // n_units]), str(u_names[combo % n_units]))
+            for combo in combos.tolist()
+        ]
+        return self._ids_of(pairs)[codes]
 
     def assign_codes(self, codes: Any) -> np.ndarray:
         """`assign` for DbUsGaap.fact_codes rows: pairs are factorized by their table
@@ -164,14 +160,19 @@ class PairAssigner:
         pair_codes, combos = pd.factorize(codes.pair_pos)
         concepts = codes.pair_concept.take(pa.array(combos)).to_pylist()
         units = codes.pair_unit.take(pa.array(combos)).to_pylist()
-        lookup = np.empty(len(combos), dtype=np.uint32)
-        for k, pair in enumerate(zip(concepts, units, strict=True)):  # first-appearance order
+        return self._ids_of(list(zip(concepts, units, strict=True)))[pair_codes]
+
+    def _ids_of(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        """The id of each distinct pair, given in first-appearance order; new pairs are
+        numbered next."""
+        lookup = np.empty(len(pairs), dtype=np.uint32)
+        for k, pair in enumerate(pairs):
             pair_id = self.ids.get(pair)
             if pair_id is None:
                 pair_id = self.ids[pair] = len(self.pairs)
                 self.pairs.append(pair)
             lookup[k] = pair_id
-        return lookup[pair_codes]
+        return lookup
 
 
 class CellChunkWriter:
