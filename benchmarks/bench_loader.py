@@ -29,6 +29,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from narrative_pipeline.db import TAXONOMY_COLUMNS  # noqa: E402 (no SQLAlchemy needed)
+
 
 class SyntheticFactsDb:
     """Stand-in for DbUsGaap's read methods: a generated facts table (no database needed)."""
@@ -66,16 +68,7 @@ class SyntheticFactsDb:
         return len(self.facts)
 
     def taxonomy_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(
-            columns=[
-                "name",
-                "label",
-                "documentation",
-                "balance_type",
-                "period_type",
-                "concept_type",
-            ]
-        )
+        return pd.DataFrame(columns=TAXONOMY_COLUMNS)
 
 
 def hash_embedder(texts: list[str], dim: int = 384) -> np.ndarray:

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from narrative_pipeline.db import TAXONOMY_COLUMNS
+
 
 class FakeDictStore:
     """Test fake: the simd-r-drive API (write, batch_write, read, batch_read, exists, delete)."""
@@ -84,16 +86,7 @@ class FakeFactsDb:
 
     def taxonomy_frame(self) -> pd.DataFrame:
         if self.taxonomy is None:
-            return pd.DataFrame(
-                columns=[
-                    "name",
-                    "label",
-                    "documentation",
-                    "balance_type",
-                    "period_type",
-                    "concept_type",
-                ]
-            )
+            return pd.DataFrame(columns=TAXONOMY_COLUMNS)
         return self.taxonomy
 
 

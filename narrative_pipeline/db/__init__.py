@@ -17,10 +17,15 @@ if TYPE_CHECKING:
         resolve_url,
     )
 
-__all__ = ["DbUsGaap", "SourceFileState", "file_fingerprint", "resolve_url"]
+__all__ = ["TAXONOMY_COLUMNS", "DbUsGaap", "SourceFileState", "file_fingerprint", "resolve_url"]
+_LAZY = ("DbUsGaap", "SourceFileState", "file_fingerprint", "resolve_url")
+
+# The taxonomy_frame() contract, here so that callers without SQLAlchemy (fakes, the GPU
+# benchmark) share it.
+TAXONOMY_COLUMNS = ["name", "label", "documentation", "balance_type", "period_type", "concept_type"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name in _LAZY:
         return getattr(importlib.import_module("narrative_pipeline.db.database"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,7 +27,7 @@ import pyarrow.csv as pacsv
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import URL, Engine, make_url
 
-from narrative_pipeline.db import fact_reader, models
+from narrative_pipeline.db import TAXONOMY_COLUMNS, fact_reader, models
 from narrative_pipeline.db.fact_reader import FACT_ROW_DTYPE
 from narrative_pipeline.db.fingerprint import file_fingerprint
 from narrative_pipeline.pipe_worker import processes_enabled
@@ -43,7 +43,6 @@ IN_CHUNK = 500  # parameters per IN (...) list, well under every back end's limi
 FACT_GROUP_ROWS = 262_144  # facts per group streamed by iter_fact_codes
 READ_HELPERS = 2  # processes reading fact rows for iter_fact_codes (with 2+ cores)
 HELPER_MIN_ROW_FACTS = 500_000  # facts to read row by row before helper processes pay
-TAXONOMY_COLUMNS = ["name", "label", "documentation", "balance_type", "period_type", "concept_type"]
 
 
 @dataclass(frozen=True)
