@@ -19,18 +19,12 @@ from typing import Any
 import pytest
 import yaml
 
+from narrative_pipeline.definitions import ASSET_KEYS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCKER = REPO_ROOT / "docker"
 BIN = Path(sys.executable).parent
-PIPELINE_ASSETS = {
-    "raw_records",
-    "concept_unit_pairs",
-    "embeddings",
-    "scalers",
-    "pca_model",
-    "triplets",
-    "stage1_checkpoint",
-}
+PIPELINE_ASSETS = set(ASSET_KEYS)  # the chain itself is pinned in test_dagster_definitions.py
 LOCATIONS_QUERY = """
 query {
   workspaceOrError {

@@ -148,3 +148,15 @@ def test_fake_store_rejects_what_simd_r_drive_rejects() -> None:
     with pytest.raises(ValueError):
         store.batch_write([(b"a", b"ok"), (b"b", b"\x00")])
     assert store.read(b"a") is None  # the bad batch wrote nothing
+
+
+def assert_exact_round_trip(store, whole) -> None:
+    """Every cell of `whole` (read_cell_range arrays): its pair's scaler gives back `scaled`
+    exactly from `unscaled` (one batch call per pair, element-wise identical to one-cell calls),
+    and scaling changed every non-zero value."""
+    scalers = store.load_scalers()
+    for pair_id in np.unique(whole.pair_id):
+        mask = whole.pair_id == pair_id
+        again = scalers[pair_id].transform(whole.unscaled[mask].reshape(-1, 1))[:, 0]
+        np.testing.assert_array_equal(again, whole.scaled[mask])
+    assert not np.any((whole.scaled == whole.unscaled) & (whole.unscaled != 0))

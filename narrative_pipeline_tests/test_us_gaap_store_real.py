@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 
 from narrative_pipeline.us_gaap_store import UsGaapStore
-from narrative_pipeline_tests.test_us_gaap_store_fakes import CountingEmbedder
+from narrative_pipeline_tests.test_us_gaap_store_fakes import (
+    CountingEmbedder,
+    assert_exact_round_trip,
+)
 
 FAST = {"embedder": CountingEmbedder(), "make_plots": False}
 
@@ -118,12 +121,7 @@ def test_companyfacts_ingest(shared_data: Path, tmp_path: Path) -> None:
         assert store.get_triplet_count() == db.fact_count() == expected
         n = store.get_triplet_count()
         whole = store.read_cell_range(0, n)
-        scalers = store.load_scalers()
-        for pair_id in np.unique(whole.pair_id):
-            mask = whole.pair_id == pair_id
-            again = scalers[pair_id].transform(whole.unscaled[mask].reshape(-1, 1))[:, 0]
-            np.testing.assert_array_equal(again, whole.scaled[mask])
-        assert not np.any((whole.scaled == whole.unscaled) & (whole.unscaled != 0))
+        assert_exact_round_trip(store, whole)
         sample = store.batch_lookup_by_indices(np.random.default_rng(0).integers(0, n, 300))
         for cell in sample:
             assert cell.scaler.transform([[cell.unscaled_value]])[0][0] == cell.scaled_value

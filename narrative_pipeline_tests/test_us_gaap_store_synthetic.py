@@ -15,6 +15,7 @@ from narrative_pipeline_tests.test_us_gaap_store_fakes import (
     CountingEmbedder,
     FakeDictStore,
     FakeFactsDb,
+    assert_exact_round_trip,
     synthetic_facts,
 )
 
@@ -259,13 +260,7 @@ def test_many_chunks_and_ranges_across_chunk_borders() -> None:
     np.testing.assert_array_equal(picked.unscaled, ordered["value"].to_numpy()[indices])
     whole = store.read_cell_range(0, n + 100)
     assert len(whole) == n
-    # Exact round trip on every cell, one batch call per pair (element-wise identical to one-cell calls).
-    scalers = store.load_scalers()
-    for pair_id in np.unique(whole.pair_id):
-        mask = whole.pair_id == pair_id
-        again = scalers[pair_id].transform(whole.unscaled[mask].reshape(-1, 1))[:, 0]
-        np.testing.assert_array_equal(again, whole.scaled[mask])
-    assert not np.any((whole.scaled == whole.unscaled) & (whole.unscaled != 0))
+    assert_exact_round_trip(store, whole)
 
 
 def test_pca_report_carries_plots_and_saves_them(built, tmp_path) -> None:
