@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from narrative_pipeline.core.columns import TAXONOMY_COLUMNS
+
 if TYPE_CHECKING:
     from narrative_pipeline.db.database import (
         DbUsGaap,
@@ -19,10 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TAXONOMY_COLUMNS", "DbUsGaap", "SourceFileState", "file_fingerprint", "resolve_url"]
 _LAZY = ("DbUsGaap", "SourceFileState", "file_fingerprint", "resolve_url")
-
-# The taxonomy_frame() contract, here so that callers without SQLAlchemy (fakes, the GPU
-# benchmark) share it.
-TAXONOMY_COLUMNS = ["name", "label", "documentation", "balance_type", "period_type", "concept_type"]
 
 
 def __getattr__(name: str) -> Any:

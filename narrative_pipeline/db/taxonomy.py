@@ -14,9 +14,14 @@ import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+from narrative_pipeline.core.columns import TAXONOMY_COLUMNS
+
+if TYPE_CHECKING:
+    from narrative_pipeline.db.protocol import TaxonomyWriter
 
 # Column order of the original schema, used when a dump has neither CREATE TABLE nor a column list.
 DEFAULT_COLUMNS = {
@@ -179,10 +184,9 @@ def _resolve_types(tables: dict[str, list[dict]]) -> pd.DataFrame:
         }
         for row in tables["us_gaap_concept"]
     ]
-    return pd.DataFrame.from_records(records, columns=_FRAME_COLUMNS)
+    return pd.DataFrame.from_records(records, columns=TAXONOMY_COLUMNS)
 
 
-_FRAME_COLUMNS = ["name", "label", "documentation", "balance_type", "period_type", "concept_type"]
 # Normalised header (lower case, no spaces/underscores/hyphens) -> our column.
 _CSV_HEADERS = {
     "name": "name",
@@ -249,7 +253,7 @@ def read_concepts_csv(path: str | Path) -> pd.DataFrame:
         records.append(record)
     if not records:
         raise TaxonomyParseError(f"{path}: no us-gaap concept rows")
-    return pd.DataFrame.from_records(records).reindex(columns=_FRAME_COLUMNS)
+    return pd.DataFrame.from_records(records).reindex(columns=TAXONOMY_COLUMNS)
 
 
 def read_taxonomy(path: str | Path) -> pd.DataFrame:
@@ -263,7 +267,7 @@ def read_taxonomy(path: str | Path) -> pd.DataFrame:
     raise TaxonomyParseError(f"{path}: unknown taxonomy format (expected .sql, .sql.gz or .csv)")
 
 
-def load_taxonomy(path: str | Path, db: Any) -> TaxonomyLoadReport:
+def load_taxonomy(path: str | Path, db: TaxonomyWriter) -> TaxonomyLoadReport:
     """Read a taxonomy file and replace the database's taxonomy with it (one transaction)."""
     frame = read_taxonomy(path)
     report = TaxonomyLoadReport(source=str(path))

@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-FILING_COLUMNS = ("accn", "form", "fy", "fp", "filed")
-FACT_COLUMNS = ("accn", "concept", "unit", "value")
+from narrative_pipeline.core.columns import FACT_COLUMNS, FILING_COLUMNS  # noqa: F401 (re-export)
+
 # A plain decimal or scientific number; anything else (NaN, inf, "1,000", "abc") is non-numeric.
 NUMBER_PATTERN = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
 EXAMPLES_PER_MESSAGE = 3
