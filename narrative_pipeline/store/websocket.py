@@ -12,16 +12,23 @@ import hashlib
 import os
 import struct
 
-try:  # websockets ships a C helper for XOR-masking; fall back to big-int XOR without it
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover - depends on the wheel
+import numpy as np
 
-    def apply_mask(data: bytes | memoryview, mask: bytes) -> bytes:
-        n = len(data)
+_SMALL_MASK = 512  # below this many bytes one big-int XOR beats numpy's per-call overhead
+
+
+def apply_mask(data: bytes | memoryview, mask: bytes) -> bytes:
+    """XOR `data` with the 4-byte `mask` repeated (RFC 6455 section 5.3): 32 bits at a time."""
+    n = len(data)
+    if n < _SMALL_MASK:
         repeated = (mask * (n // 4 + 1))[:n]
         return (int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")).to_bytes(
             n, "little"
         )
+    words = n >> 2
+    head = np.frombuffer(data, "<u4", words) ^ np.frombuffer(mask, "<u4")[0]
+    tail = bytes(b ^ m for b, m in zip(bytes(data[words << 2 :]), mask, strict=False))
+    return head.tobytes() + tail if tail else head.tobytes()
 
 
 __all__ = [
