@@ -58,7 +58,7 @@ def summarize(result: dg.ExecuteInProcessResult) -> list[str]:
     """Readable lines: each asset with its main figures, each check with pass/fail."""
     lines = []
     for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
+        materialization = event.materialization
         figures = ", ".join(
             f"{k}={v.value}"
             for k, v in materialization.metadata.items()

@@ -42,7 +42,7 @@ def demo_store() -> None:
             store.batch_write([(k, i.to_bytes(8, "little")) for i, k in enumerate(keys)])
             print(f"wrote {len(keys):,} entries in {time.perf_counter() - started:.3f}s")
             values = store.batch_read(keys[:5])
-            print("read back:", [int.from_bytes(v, "little") for v in values])
+            print("read back:", [int.from_bytes(v or b"", "little") for v in values])
             for key in keys[::2]:
                 store.delete(key)
             store.batch_write([(k, b"overwritten") for k in keys[1:100:2]])

@@ -85,7 +85,7 @@ def _metadata_value(value: Any) -> Any:
             return str(value)[:2000]
     if value is None:
         return None
-    if dataclasses.is_dataclass(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dg.MetadataValue.json(json.loads(json.dumps(dataclasses.asdict(value), default=str)))
     return str(value)[:2000]
 
@@ -95,7 +95,7 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set):
         return [_jsonable(v) for v in value]
-    if dataclasses.is_dataclass(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)

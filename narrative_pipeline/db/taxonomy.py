@@ -167,7 +167,7 @@ def parse_mysql_dump(path: str | Path) -> pd.DataFrame:
 
 
 def _resolve_types(tables: dict[str, list[dict]]) -> pd.DataFrame:
-    def lookup(table: str, column: str) -> dict[int, str]:
+    def lookup(table: str, column: str) -> dict[Any, str]:
         return {row["id"]: row[column] for row in tables[table]}
 
     kinds = {
@@ -238,17 +238,21 @@ def read_concepts_csv(path: str | Path) -> pd.DataFrame:
         raise TaxonomyParseError(f"{path}: no concept name column in header {header[:8]}")
     records = []
     for line_no, row in enumerate(reader, start=2):
-        record = {col: row[i].strip() or None for i, col in mapping.items() if col and i < len(row)}
-        if not record.get("name"):
+        record: dict[str, str | int | None] = {
+            col: row[i].strip() or None for i, col in mapping.items() if col and i < len(row)
+        }
+        name = record.get("name")
+        if not isinstance(name, str):
             continue
-        prefix, _, local = record["name"].rpartition(":")
-        prefix = (record.get("prefix") or prefix or "us-gaap").lower()
+        prefix, _, local = name.rpartition(":")
+        prefix = (str(record.get("prefix") or "") or prefix or "us-gaap").lower()
         if prefix != "us-gaap":
             continue
         record["name"] = local
         for kind in ("balance_type", "period_type"):
-            if record.get(kind):
-                record[kind] = record[kind].lower()
+            value = record.get(kind)
+            if isinstance(value, str):
+                record[kind] = value.lower()
         record["line"] = line_no
         records.append(record)
     if not records:
