@@ -29,6 +29,14 @@ def _cell(value: Any) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def figure_text(value: float) -> str:
+    """A metric as a person reads it: 4 significant digits, whole numbers from 1,000 up
+    (`0.1235`, `12.35`, `612,346`); the metadata itself keeps full precision."""
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return str(value)
+
+
 def png_markdown(png: bytes, title: str) -> dg.MetadataValue:
     """A PNG shown inline in the UI (Markdown image with a base64 data URI)."""
     encoded = base64.b64encode(png).decode("ascii")
