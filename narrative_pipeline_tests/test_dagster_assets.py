@@ -122,6 +122,7 @@ def test_each_asset_alone_in_order(sample):
     assert meta["train_config"]["max_epochs"] == 1
     assert np.isfinite(meta["best_val_loss"])
     assert "data:image/png;base64," in meta["loss_curve"]
+    assert "data:image/svg+xml;base64," in meta["loss_per_epoch"]  # shown without a click
 
 
 @pytest.mark.slow
