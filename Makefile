@@ -31,6 +31,7 @@ test-fast: install
 lint: install
 	$(BIN)/ruff format --check narrative_pipeline narrative_pipeline_tests benchmarks
 	$(BIN)/ruff check narrative_pipeline narrative_pipeline_tests benchmarks
+	scripts/mypy_baseline.sh
 
 format: install
 	$(BIN)/ruff format narrative_pipeline narrative_pipeline_tests benchmarks
