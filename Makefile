@@ -47,7 +47,7 @@ services-stop:
 	scripts/services.sh stop
 
 clean:
-	rm -rf $(VENV) .services data .pytest_cache
+	rm -rf $(VENV) .services data .pytest_cache .mypy_cache
 
 # The Dagster UI with a persistent home that uses this repository's dagster.yaml, on loopback.
 # `make ui PORT=3001` when 3000 is taken.
