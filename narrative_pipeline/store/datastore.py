@@ -110,6 +110,7 @@ class DataStore:
         self._lock = threading.RLock()
         self._fd = -1
         self._view: FileView | None = None
+        self._verify_reads = True  # benchmarks/bench_store.py turns it off to measure its cost
         self._fd = _open_file(self._path, read_only)
         try:
             if not read_only:
@@ -284,7 +285,10 @@ class DataStore:
                 return None
             view = self._current_view()
             prev = view.u64(meta + 8)
-            return view.mm[prev + pad_for(prev) : meta]
+            value = view.mm[prev + pad_for(prev) : meta]
+            if self._verify_reads and zlib.crc32(value) != view.u32(meta + 16):
+                raise self._corrupt_entry(meta, "read")
+            return value
 
     def batch_read(self, keys: list[bytes]) -> list[bytes | None]:
         """Payloads for `keys` in order (None where missing), vectorised over the batch."""
@@ -310,12 +314,39 @@ class DataStore:
             starts = prevs + (-prevs & (ALIGNMENT - 1))
             mm = view.mm
             values = [mm[s:e] for s, e in zip(starts.tolist(), metas.tolist(), strict=True)]
+            if self._verify_reads:
+                self._verify_batch(view, starts, metas, values)
         if all_found:
             return values
         out: list[bytes | None] = [None] * count
         for i, value in zip(hit_at.tolist(), values, strict=True):
             out[i] = value
         return out
+
+    def _verify_batch(
+        self, view: FileView, starts: np.ndarray, metas: np.ndarray, values: list[bytes]
+    ) -> None:
+        """Check the CRC-32 of every entry read; one table gather for small equal-size payloads."""
+        if not values:
+            return
+        stored = view.u32_at(metas + 16)
+        lengths = metas - starts
+        length = int(lengths[0])
+        if length <= SMALL_CRC_MAX and not (lengths != length).any():
+            rows = view.buf[starts[:, None] + np.arange(length, dtype=np.int64)]
+            checksums = crc32_fixed(rows)
+        else:
+            checksums = np.fromiter(map(zlib.crc32, values), np.uint32, len(values))
+        bad = checksums != stored
+        if bad.any():
+            raise self._corrupt_entry(int(metas[int(np.flatnonzero(bad)[0])]), "batch_read")
+
+    def _corrupt_entry(self, meta: int, operation: str) -> CorruptStoreError:
+        return CorruptStoreError(
+            f"{self._path}: {operation}: the entry whose metadata starts at byte {meta} fails its "
+            "CRC-32 (the file is damaged); no bytes were returned. "
+            f"`narrative-pipeline store check {self._path}` lists every damaged entry"
+        )
 
     def batch_read_structured(
         self, data: dict[Any, bytes] | list[dict[Any, bytes]]
@@ -362,7 +393,10 @@ class DataStore:
             view = self._current_view()
         for key_hash, meta in zip(hashes.tolist(), metas.tolist(), strict=True):
             prev = view.u64(meta + 8)
-            yield key_hash, view.mm[prev + pad_for(prev) : meta]
+            value = view.mm[prev + pad_for(prev) : meta]
+            if self._verify_reads and zlib.crc32(value) != view.u32(meta + 16):
+                raise self._corrupt_entry(meta, "iter_live_entries")
+            yield key_hash, value
 
     def _live_in_file_order(self) -> tuple[np.ndarray, np.ndarray]:
         hashes, metas = self._index.live_items()
