@@ -116,14 +116,19 @@ def run_all(
 
 
 @contextlib.contextmanager
-def store_server(path: Path) -> Iterator[tuple[str, int]]:
-    """Our server as a subprocess (the `store serve` command alone, logs to a file)."""
+def store_server(path: Path, repo: Path = REPO_ROOT) -> Iterator[tuple[str, int]]:
+    """Our server as a subprocess (the `store serve` command alone, logs to a file).
+
+    `repo`: the checkout whose code runs (another worktree for a before/after comparison).
+    """
     log = open(path.with_suffix(".log"), "wb")  # noqa: SIM115 - closed below
+    env = dict(os.environ, PYTHONPATH=str(repo))
     process = subprocess.Popen(
         [sys.executable, "-m", "narrative_pipeline.store.server", str(path), "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=log,
-        cwd=REPO_ROOT,
+        cwd=repo,
+        env=env,
     )
     try:
         assert process.stdout is not None
@@ -231,6 +236,26 @@ def write_results(
     print(f"wrote the WebSocket section of {RESULTS}")
 
 
+def baseline_backends(
+    stack: contextlib.ExitStack, workdir: Path, repo: Path | None
+) -> list[Backend]:
+    """Our client against the server of another checkout (none without --baseline-repo)."""
+    if repo is None:
+        return []
+    commit = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip() or repo.name  # a `git archive` export has no .git: its folder names it
+    client = DataStoreWsClient(*stack.enter_context(store_server(workdir / "baseline.bin", repo)))
+    return [
+        Backend(
+            f"baseline server ({commit}) + our client",
+            client.batch_write,
+            client.batch_read,
+            client.read,
+        )
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -245,6 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--no-results", action="store_true", help="print only; leave RESULTS.md alone"
+    )
+    parser.add_argument(
+        "--baseline-repo",
+        type=Path,
+        default=None,
+        help="also serve from this checkout (e.g. a worktree of an older commit) in the same "
+        "interleaved rounds, with our client, for a before/after comparison",
     )
     args = parser.parse_args(argv)
     import redis
@@ -268,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                 official.batch_read,
                 official.read,
             ),
+            *baseline_backends(stack, workdir, args.baseline_repo),
             Backend(
                 f"Redis {rds.info()['redis_version']} (redis-py MSET/MGET/GET)",
                 lambda items: rds.mset(dict(items)),
