@@ -260,3 +260,43 @@ def test_handshake_and_idle_timeouts(tmp_path: Path) -> None:
         silent.close()
         idle.close()
         assert good_client_round_trip(server) < 5
+
+
+# ---- the pieces, in-process ----------------------------------------------------------------
+def test_allow_from_parsing_and_matching() -> None:
+    from narrative_pipeline.store.limits import ServerLimits, parse_networks
+
+    limits = ServerLimits(allow_from=parse_networks("10.0.0.0/8, 127.0.0.1,::1"))
+    assert limits.peer_allowed("10.1.2.3") and limits.peer_allowed("127.0.0.1")
+    assert limits.peer_allowed("::ffff:10.9.9.9")  # IPv4-mapped, as a dual-stack socket reports
+    assert limits.peer_allowed("::1") and not limits.peer_allowed("192.168.1.1")
+    assert not limits.peer_allowed("not-an-address")
+    assert ServerLimits().peer_allowed("203.0.113.9")  # no --allow-from: everyone
+    with pytest.raises(ValueError, match="'10.0.0.300/8' is not an address"):
+        parse_networks("10.0.0.300/8")
+
+
+def test_a_bad_allow_from_stops_the_command_with_a_message(tmp_path: Path, capsys) -> None:
+    from narrative_pipeline.store.serve import main
+
+    assert main([str(tmp_path / "s.bin"), "--allow-from", "nonsense"]) == 2
+    assert "--allow-from: 'nonsense'" in capsys.readouterr().err
+
+
+def test_quiet_log_writes_a_burst_then_counts(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from narrative_pipeline.store.limits import QuietLog
+
+    quiet = QuietLog(logging.getLogger("quiet-test"), burst=3, window=0.2)
+    with caplog.at_level(logging.INFO, logger="quiet-test"):
+        for i in range(1000):
+            quiet.warning("same", "problem %d", i)
+        quiet.warning("other", "another kind still gets through")
+        time.sleep(0.25)
+        quiet.warning("same", "after the window")
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[:3] == ["problem 0", "problem 1", "problem 2"]
+    assert "another kind still gets through" in messages
+    assert "997 more 'same' messages" in " ".join(messages)
+    assert messages[-1] == "after the window" and len(messages) == 6

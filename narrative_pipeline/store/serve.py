@@ -49,56 +49,64 @@ def add_serve_command(subparsers: Any) -> None:
     parser.set_defaults(func=serve_command)
 
 
-def _add_limit_options(parser: argparse.ArgumentParser) -> None:
-    mib = lim.MIB
-    parser.add_argument(
+# (option, type, default, help): every limit's option; docs/SECURITY.md is their table.
+_LIMIT_OPTIONS: tuple[tuple[str, type, object, str], ...] = (
+    (
         "--max-message-mib",
-        type=int,
-        default=lim.MAX_MESSAGE_SIZE // mib,
-        help="largest accepted WebSocket message / call in MiB (default 256)",
-    )
-    parser.add_argument(
+        int,
+        lim.MAX_MESSAGE_SIZE // lim.MIB,
+        "largest accepted WebSocket message / call in MiB (default 256)",
+    ),
+    (
         "--max-pending-mib",
-        type=int,
-        default=None,
-        help="bytes of unfinished calls one connection may hold (default 2 x --max-message-mib)",
-    )
-    parser.add_argument(
+        int,
+        None,
+        "bytes of unfinished calls one connection may hold (default 2 x --max-message-mib)",
+    ),
+    (
         "--memory-budget-mib",
-        type=int,
-        default=lim.MEMORY_BUDGET // mib,
-        help="bytes of unfinished client input held across all connections (default 1024)",
-    )
-    parser.add_argument(
+        int,
+        lim.MEMORY_BUDGET // lim.MIB,
+        "bytes of unfinished client input held across all connections (default 1024)",
+    ),
+    (
         "--max-connections",
-        type=int,
-        default=lim.MAX_CONNECTIONS,
-        help="open connections; when full the idlest is dropped (default 1024, lowered to "
-        "what the descriptor limit allows)",
-    )
-    parser.add_argument(
+        int,
+        lim.MAX_CONNECTIONS,
+        "open connections; when full the idlest is dropped (default 1024, lowered to what the "
+        "descriptor limit allows)",
+    ),
+    (
         "--handshake-timeout",
-        type=float,
-        default=lim.HANDSHAKE_TIMEOUT_S,
-        help="seconds a new connection has to complete its WebSocket handshake (default 10)",
-    )
-    parser.add_argument(
+        float,
+        lim.HANDSHAKE_TIMEOUT_S,
+        "seconds a new connection has to complete its WebSocket handshake (default 10)",
+    ),
+    (
         "--idle-timeout",
-        type=float,
-        default=lim.IDLE_TIMEOUT_S,
-        help="drop a connection that sent nothing for this many seconds, 0 = never (default 3600)",
-    )
-    parser.add_argument(
+        float,
+        lim.IDLE_TIMEOUT_S,
+        "drop a connection that sent nothing for this many seconds, 0 = never (default 3600)",
+    ),
+    (
         "--allow-origin",
-        default="",
-        help="comma-separated browser Origins allowed to connect (default none: any handshake "
+        str,
+        "",
+        "comma-separated browser Origins allowed to connect (default none: any handshake "
         "carrying an Origin header is refused with 403)",
-    )
-    parser.add_argument(
+    ),
+    (
         "--allow-from",
-        default="",
-        help="comma-separated client addresses / CIDR blocks allowed to connect (default any)",
-    )
+        str,
+        "",
+        "comma-separated client addresses / CIDR blocks allowed to connect (default any)",
+    ),
+)
+
+
+def _add_limit_options(parser: argparse.ArgumentParser) -> None:
+    for flag, kind, default, text in _LIMIT_OPTIONS:
+        parser.add_argument(flag, type=kind, default=default, help=text)
 
 
 def limits_from_args(args: Any) -> lim.ServerLimits:
