@@ -300,3 +300,10 @@ def test_quiet_log_writes_a_burst_then_counts(caplog: pytest.LogCaptureFixture) 
     assert "another kind still gets through" in messages
     assert "997 more 'same' messages" in " ".join(messages)
     assert messages[-1] == "after the window" and len(messages) == 6
+    for _ in range(10):
+        quiet.warning("same", "more")
+    time.sleep(0.25)
+    quiet.flush()  # the server calls it every second: counts are reported without a next event
+    assert (
+        caplog.records[-1].getMessage().startswith("8 more 'same' messages")
+    )  # 11 in the window, 3 written

@@ -140,6 +140,20 @@ class QuietLog:
         if count < self.burst:
             self.logger.log(level, message, *args, exc_info=exc_info)
 
+    def flush(self) -> None:
+        """Report the counts of windows that have ended (the server calls this every second)."""
+        now = time.monotonic()
+        for kind, (start, count) in list(self._counts.items()):
+            if now - start >= self.window:
+                if count > self.burst:
+                    self.logger.warning(
+                        "%d more %r messages in %.0f s were not logged",
+                        count - self.burst,
+                        kind,
+                        now - start,
+                    )
+                del self._counts[kind]
+
     def warning(self, kind: str, message: str, *args: object) -> None:
         self.log(logging.WARNING, kind, message, *args)
 

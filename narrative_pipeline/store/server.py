@@ -203,6 +203,7 @@ class StoreServer:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             now = time.monotonic()
             self._expire(now)
+            self.quiet.flush()
             if self.ping_interval and now >= next_ping:
                 next_ping = now + self.ping_interval
                 for connection in list(self.connections):
