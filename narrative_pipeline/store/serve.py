@@ -43,8 +43,8 @@ def add_serve_command(subparsers: Any) -> None:
         "--compact-ratio",
         type=float,
         default=None,
-        help="compact the file automatically once it exceeds this multiple of its live bytes "
-        "(default: the DataStore's, 1.5; 0 = never)",
+        help="compact the file (in a worker thread) once it exceeds this multiple of its live "
+        "bytes with >= 1 MiB dead (default 1.5, as DataStore; 0 = never)",
     )
     parser.set_defaults(func=serve_command)
 
@@ -134,17 +134,16 @@ def limits_from_args(args: Any) -> lim.ServerLimits:
 
 
 def serve_command(args: Any) -> int:
-    from narrative_pipeline.store.datastore import DataStore
+    from narrative_pipeline.store.datastore import DEFAULT_COMPACT_RATIO, DataStore
 
     try:
         limits = limits_from_args(args)
     except ValueError as exc:
         print(f"store serve: {exc}", file=sys.stderr)
         return 2
-    options: dict[str, Any] = {"fsync": args.fsync}
-    if args.compact_ratio is not None:
-        options["compact_ratio"] = args.compact_ratio or None
-    store = DataStore(args.path, **options)
+    ratio = DEFAULT_COMPACT_RATIO if args.compact_ratio is None else args.compact_ratio or None
+    # The server compacts in a worker thread after writes; the DataStore's own (inline) check is off.
+    store = DataStore(args.path, fsync=args.fsync, compact_ratio=None)
 
     def announce(url: str) -> None:
         print(f"listening on {url}", flush=True)
@@ -156,6 +155,7 @@ def serve_command(args: Any) -> int:
             args.port,
             limits=limits,
             ping_interval=args.ping_interval or None,
+            compact_ratio=ratio,
             on_ready=announce,
         )
     except KeyboardInterrupt:

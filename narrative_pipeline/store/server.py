@@ -54,6 +54,7 @@ EXECUTOR_THRESHOLD = 256 * 1024  # messages above this are handled off the event
 PING_INTERVAL_S = 5.0
 SWEEP_INTERVAL_S = 1.0  # how often handshake and idle deadlines are checked
 LISTEN_BACKLOG = 1024
+WRITE_METHODS = frozenset({"write", "batch_write", "delete"})
 __all__ = ["MAX_MESSAGE_SIZE", "StoreServer", "WsConnection", "run_server"]
 
 
@@ -130,8 +131,12 @@ class StoreServer:
         *,
         limits: ServerLimits | None = None,
         ping_interval: float | None = PING_INTERVAL_S,
+        compact_ratio: float | None = None,
     ) -> None:
         self.store = store
+        self.compact_ratio = compact_ratio  # compaction here, off the event loop (see _compact)
+        self._compacting = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.host = host
         self.port = port
         self.limits = limits or ServerLimits()
@@ -148,7 +153,7 @@ class StoreServer:
 
     async def start(self) -> tuple[str, int]:
         """Bind and start accepting; returns the (host, port) actually bound."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         loop.set_exception_handler(self._loop_error)
         self.store_lock = asyncio.Lock()
         self._server = await loop.create_server(
@@ -273,7 +278,31 @@ class StoreServer:
                 peer, header.request_id, header.method_id, muxio.STATUS_SYSTEM_ERROR, text
             )
         self.calls_served += 1
+        if self.compact_ratio and method in WRITE_METHODS:
+            self._compact_if_due()
         return encode_reply(header.request_id, header.method_id, muxio.STATUS_SUCCESS, payload)
+
+    def _compact_if_due(self) -> None:
+        """After a write: start a compaction if the file passed the threshold (docs/SECURITY.md).
+
+        It runs in a worker thread holding the store lock, so pings keep flowing and calls wait
+        for it (rather than the event loop stalling for the seconds a big file takes).
+        """
+        if self._compacting or self._loop is None:
+            return
+        if self.store.compaction_due(self.compact_ratio):
+            self._compacting = True
+            self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._compact()))
+
+    async def _compact(self) -> None:
+        assert self.store_lock is not None
+        try:
+            async with self.store_lock:
+                await asyncio.get_running_loop().run_in_executor(None, self.store.compact)
+        except Exception:
+            self.quiet.log(logging.ERROR, "compact", "automatic compaction failed", exc_info=True)
+        finally:
+            self._compacting = False
 
     async def call_in_thread(self, peer: str, body: bytes) -> bytes | None:
         """`call` for big messages: in a worker thread, holding the store lock meanwhile."""
@@ -307,13 +336,21 @@ def run_server(
     *,
     limits: ServerLimits | None = None,
     ping_interval: float | None = PING_INTERVAL_S,
+    compact_ratio: float | None = None,
     on_ready: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
 ) -> None:
     """Serve until interrupted (or until `stop` is set); `on_ready` gets the ws:// URL."""
 
     async def main() -> None:
-        server = StoreServer(store, host, port, limits=limits, ping_interval=ping_interval)
+        server = StoreServer(
+            store,
+            host,
+            port,
+            limits=limits,
+            ping_interval=ping_interval,
+            compact_ratio=compact_ratio,
+        )
         await server.start()
         stopping = asyncio.Event()
         if threading.current_thread() is threading.main_thread():
