@@ -126,16 +126,9 @@ class QuietLog:
         self, level: int, kind: str, message: str, *args: object, exc_info: bool = False
     ) -> None:
         now = time.monotonic()
+        if kind in self._counts:
+            self._end_window_if_over(kind, now)
         start, count = self._counts.get(kind, (now, 0))
-        if now - start >= self.window:
-            if count > self.burst:
-                self.logger.warning(
-                    "%d more %r messages in %.0f s were not logged",
-                    count - self.burst,
-                    kind,
-                    now - start,
-                )
-            start, count = now, 0
         self._counts[kind] = (start, count + 1)
         if count < self.burst:
             self.logger.log(level, message, *args, exc_info=exc_info)
@@ -143,16 +136,21 @@ class QuietLog:
     def flush(self) -> None:
         """Report the counts of windows that have ended (the server calls this every second)."""
         now = time.monotonic()
-        for kind, (start, count) in list(self._counts.items()):
-            if now - start >= self.window:
-                if count > self.burst:
-                    self.logger.warning(
-                        "%d more %r messages in %.0f s were not logged",
-                        count - self.burst,
-                        kind,
-                        now - start,
-                    )
-                del self._counts[kind]
+        for kind in list(self._counts):
+            self._end_window_if_over(kind, now)
+
+    def _end_window_if_over(self, kind: str, now: float) -> None:
+        start, count = self._counts[kind]
+        if now - start < self.window:
+            return
+        if count > self.burst:
+            self.logger.warning(
+                "%d more %r messages in %.0f s were not logged",
+                count - self.burst,
+                kind,
+                now - start,
+            )
+        del self._counts[kind]
 
     def warning(self, kind: str, message: str, *args: object) -> None:
         self.log(logging.WARNING, kind, message, *args)
