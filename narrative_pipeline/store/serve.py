@@ -144,6 +144,8 @@ def serve_command(args: Any) -> int:
     ratio = DEFAULT_COMPACT_RATIO if args.compact_ratio is None else args.compact_ratio or None
     # The server compacts in a worker thread after writes; the DataStore's own (inline) check is off.
     store = DataStore(args.path, fsync=args.fsync, compact_ratio=None)
+    if ratio:
+        _ = store.live_bytes  # count live bytes now (one pass) rather than in the first write call
 
     def announce(url: str) -> None:
         print(f"listening on {url}", flush=True)
