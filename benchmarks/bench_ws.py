@@ -147,7 +147,7 @@ def store_server(path: Path, repo: Path = REPO_ROOT) -> Iterator[tuple[str, int]
     log = open(path.with_suffix(".log"), "wb")  # noqa: SIM115 - closed below
     env = dict(os.environ, PYTHONPATH=str(repo))
     process = subprocess.Popen(
-        [sys.executable, "-m", "narrative_pipeline.store.server", str(path), "--port", "0"],
+        [sys.executable, "-m", "narrative_pipeline.store.serve", str(path), "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=log,
         cwd=repo,
@@ -246,7 +246,7 @@ def write_results(
         f"Redis: {REDIS_SOURCE[0]}. Our store appends to a file (no fsync); Redis keeps the data in memory.",
         f"Load average (1/5/15 min) before: {loads[0]}; after: {loads[1]}. Other sessions share the 2 cores, so",
         "single runs move by tens of percent; the interleaved rounds show the spread.",
-        "Server: `python -m narrative_pipeline.store.server` (the same code as `narrative-pipeline store serve`).",
+        "Server: `python -m narrative_pipeline.store.serve` (the same code as `narrative-pipeline store serve`).",
         "",
     ]
     section = "\n".join(lines)

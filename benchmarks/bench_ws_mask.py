@@ -38,7 +38,7 @@ PATCH_C_MASK = (
     "import runpy, sys; from websockets.speedups import apply_mask; "
     "import narrative_pipeline.store.websocket as w; w.apply_mask = apply_mask; "
     "sys.argv = ['server', *sys.argv[1:]]; "
-    "runpy.run_module('narrative_pipeline.store.server', run_name='__main__')"
+    "runpy.run_module('narrative_pipeline.store.serve', run_name='__main__')"
 )
 
 
@@ -60,7 +60,7 @@ def time_masks() -> list[tuple[int, float, float]]:
 @contextlib.contextmanager
 def server(path: Path, c_masking: bool) -> Iterator[tuple[str, int]]:
     head = [sys.executable, "-c", PATCH_C_MASK] if c_masking else [sys.executable, "-m"]
-    module = [] if c_masking else ["narrative_pipeline.store.server"]
+    module = [] if c_masking else ["narrative_pipeline.store.serve"]
     process = subprocess.Popen(
         [*head, *module, str(path), "--port", "0"],
         stdout=subprocess.PIPE,

@@ -405,7 +405,9 @@ class DataStore:
             prevs = view.u64_at(metas + 8).astype(np.int64)
             starts = prevs + (-prevs & (ALIGNMENT - 1))
             mm = view.mm
-            values = [mm[s:e] for s, e in zip(starts.tolist(), metas.tolist(), strict=True)]
+            values: list[bytes | None] = [
+                mm[s:e] for s, e in zip(starts.tolist(), metas.tolist(), strict=True)
+            ]
             if self._verify_reads:
                 self._verify_batch(view, starts, metas, values)
         if all_found:

@@ -62,7 +62,7 @@ def answer(head: str, limits: ServerLimits) -> bytes | Refusal:
         return Refusal(
             403,
             "Forbidden",
-            f"Origin {origin[:100]!r} is not allowed (browser pages may not use the store; "
+            f"Origin {(origin or '')[:100]!r} is not allowed (browser pages may not use the store; "
             "the server's --allow-origin lists exceptions)",
         )
     connection_tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}

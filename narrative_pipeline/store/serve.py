@@ -1,6 +1,6 @@
 """The `store serve` command: its options, the limits they set, and running the server.
 
-Also `python -m narrative_pipeline.store.server PATH ...` (the same arguments without the full
+Also `python -m narrative_pipeline.store.serve PATH ...` (the same arguments without the full
 CLI, which imports torch/lightning and costs seconds per start). Every limit option and its
 default is listed once, in docs/SECURITY.md.
 """
@@ -168,11 +168,15 @@ def serve_command(args: Any) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m narrative_pipeline.store.server PATH ...`: the `store serve` command alone."""
-    parser = argparse.ArgumentParser(prog="python -m narrative_pipeline.store.server")
+    """`python -m narrative_pipeline.store.serve PATH ...`: the `store serve` command alone."""
+    parser = argparse.ArgumentParser(prog="python -m narrative_pipeline.store.serve")
     add_serve_command(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     return serve_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -375,9 +374,3 @@ def run_server(
             )
 
     asyncio.run(main())
-
-
-if __name__ == "__main__":
-    from narrative_pipeline.store.serve import main
-
-    sys.exit(main())

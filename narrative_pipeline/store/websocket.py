@@ -17,7 +17,7 @@ import numpy as np
 _SMALL_MASK = 512  # below this many bytes one big-int XOR beats numpy's per-call overhead
 
 
-def apply_mask(data: bytes | memoryview, mask: bytes) -> bytes:
+def apply_mask(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
     """XOR `data` with the 4-byte `mask` repeated (RFC 6455 section 5.3): 32 bits at a time."""
     n = len(data)
     if n < _SMALL_MASK:
