@@ -10,7 +10,11 @@ simple fields (`""`, `"accn"`) keep the fast path.
 
 Decisions on bad input (each reported in `messages`; the good part of the file still loads):
 - empty file: `error` (likely a failed download; the ticker's stored data is kept).
-- header-only file: no filings, a message (a valid file of a ticker without filings).
+- no usable filing (header only, every row skipped, no numeric fact at all): `error`, so the
+  file is held back and the ticker's stored data is kept (issue 12).
+- a last line without its newline (a file cut mid-way: sec-fetcher ends every row with one),
+  an odd number of double quotes (one unbalanced quote swallows the rest of the file), a file
+  or line over its cap (readers/limits.py): `error`.
 - not UTF-8, unparsable quoting, no `accn` column: `error` (the file is unusable).
 - missing `form`/`fy`/`fp`/`filed` column: loaded with that field NULL.
 - duplicated column name: the first copy is used, later copies are ignored.
@@ -44,6 +48,8 @@ from narrative_pipeline.readers.base import (
     parse_value_unit_cells,
     ticker_from_name,
 )
+from narrative_pipeline.readers.landing import scan_landing
+from narrative_pipeline.readers.limits import InputTooLarge, check_line_length, read_file_capped
 
 log = logging.getLogger(__name__)
 MAX_ROW_MESSAGES = 5
@@ -62,11 +68,9 @@ class Grid:
 
 
 def iter_csv_files(root: str | Path) -> list[Path]:
-    """Every `.csv` file under `root` (subfolders included), sorted, so runs are reproducible."""
-    root = Path(root)
-    if root.is_file():
-        return [root]
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() == ".csv")
+    """Every `.csv` file under `root` (subfolders included), sorted, so runs are reproducible
+    (readers/landing.py: what is skipped and why)."""
+    return scan_landing(root, (".csv",)).files
 
 
 def _non_empty(cells: pa.Array, row: np.ndarray, col: np.ndarray) -> tuple:
@@ -223,6 +227,9 @@ def _grid_from_bytes(data: bytes, result: ReadResult) -> Grid | None:
         # An error, not an empty ticker: a truncated download must not erase stored data.
         result.error = "empty file: no header, nothing to load"
         return None
+    result.error = _torn_or_too_long(data, result.source)
+    if result.error:
+        return None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -237,6 +244,31 @@ def _grid_from_bytes(data: bytes, result: ReadResult) -> Grid | None:
     except pa.ArrowInvalid as exc:
         result.error = f"malformed CSV: {exc}"
         return None
+
+
+def _torn_or_too_long(data: bytes, source: str) -> str | None:
+    """Why the file must be held back whole (cut mid-way, unbalanced quote, a line over its
+    cap), or None."""
+    if not data.endswith(b"\n"):
+        tail = data.rsplit(b"\n", 1)[-1][-40:].decode("utf-8", "replace")
+        return f"ends in a torn line (no newline after {tail!r}): the file looks cut mid-way"
+    if data.count(b'"') % 2:
+        return "unbalanced double quote: the rest of the file would be read as one field"
+    try:
+        check_line_length(data, source)
+    except InputTooLarge as exc:
+        return str(exc)
+    return None
+
+
+def _no_usable_filing(result: ReadResult) -> str:
+    """The error of a file that parsed but holds no filing with a numeric fact."""
+    reasons = [m for m in result.messages if "rows" in m and "skipped" in m]
+    if not len(result.filings):
+        reasons = reasons or ["header only"]
+    else:
+        reasons.append(f"{len(result.filings)} filings without any numeric fact")
+    return "no usable filing (" + "; ".join(reasons) + "): file held back, stored data kept"
 
 
 def _filing_rows(grid: Grid, index: dict[str, int], result: ReadResult) -> dict[str, list] | None:
@@ -258,7 +290,9 @@ def read_sec_fetcher_csv(path: str | Path, taxonomy_concepts: set[str] | None = 
     path = Path(path)
     result = ReadResult(source=str(path), ticker=ticker_from_name(path.name))
     try:
-        data = path.read_bytes()
+        data = read_file_capped(path)
+    except InputTooLarge as exc:
+        return failed(str(path), result.ticker, str(exc))
     except OSError as exc:
         return failed(str(path), result.ticker, f"cannot read file: {exc}")
     grid = _grid_from_bytes(data, result)
@@ -269,10 +303,10 @@ def read_sec_fetcher_csv(path: str | Path, taxonomy_concepts: set[str] | None = 
     rows = _filing_rows(grid, index, result)
     if rows is None:
         return _finish(result)
-    if grid.n_rows == 0:
-        result.messages.append("header only: no filings")
     take_col = _concept_columns(grid.header, first, taxonomy_concepts, result)
     _fill_facts(result, grid, rows, take_col)
+    if not len(result.facts):
+        result.error = _no_usable_filing(result)
     return _finish(result)
 
 
@@ -438,11 +472,13 @@ def _plain_candidate(index: int, path: Path, taxonomy: set[str] | None) -> _Plai
     """The file split into header and data lines when the fast path can take it, else None.
     Only whole lines become Python strings here, never cells."""
     try:
-        data = path.read_bytes()
-    except OSError:
+        data = read_file_capped(path)
+    except (OSError, InputTooLarge):
         return None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
+    if _torn_or_too_long(data, str(path)):
+        return None  # the per-file reader reports it
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -553,6 +589,7 @@ def _read_plain_files(
     bad_file[np.unique(file_of_line[line_of_cell[csel[skipped]]])] = True
     kept = csel[parsed.keep]
     fact_file = file_of_line[line_of_cell[kept]]
+    bad_file |= np.bincount(fact_file, minlength=len(plain)) == 0  # no fact: the reader's error
     good = ~bad_file[fact_file]
     kept, fact_file = kept[good], fact_file[good]
     units = pc.take(parsed.units, np.flatnonzero(good)).dictionary_encode()
