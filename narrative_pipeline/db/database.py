@@ -282,7 +282,11 @@ class DbUsGaap:
         return int(outcome)
 
     def replace_tickers(
-        self, results: Sequence[Any], source_files: Sequence[SourceFileState | None] | None = None
+        self,
+        results: Sequence[Any],
+        source_files: Sequence[SourceFileState | None] | None = None,
+        *,
+        allow_shrink: bool = False,
     ) -> list[int | Exception]:
         """`replace_ticker` for many results at once: one transaction, one bulk insert.
 
@@ -306,7 +310,9 @@ class DbUsGaap:
             slots.append(i)
         if parts:
             files = None if source_files is None else [source_files[i] for i in slots]
-            written = self.replace_fact_columns(concat_fact_columns(parts), files)
+            written = self.replace_fact_columns(
+                concat_fact_columns(parts), files, allow_shrink=allow_shrink
+            )
             for i, outcome in zip(slots, written, strict=True):
                 outcomes[i] = outcome
         return outcomes
@@ -339,6 +345,10 @@ class DbUsGaap:
         files = list(source_files) if source_files is not None else [None] * n
         if len(set(columns.tickers)) != n:
             raise ValueError("replace_fact_columns: a ticker appears twice in one batch")
+        options = {"allow_shrink": allow_shrink, "notes": notes}
+        unnamed = _tickers_with_unnamed_facts(columns)
+        if unnamed:
+            return self._write_without(columns, files, unnamed, options)
         pairs = _column_pairs(columns)
         outcomes: list[int | Exception] = list(_check_columns(columns, pairs, _check_repeats))
         for t, problem in sources.name_problems(columns.tickers, columns.filings).items():
@@ -348,22 +358,17 @@ class DbUsGaap:
             return outcomes
         batch = columns if len(ok) == n else columns.select(ok)
         batch_files = [files[t] for t in ok]
-        options = {"allow_shrink": allow_shrink, "notes": notes}
         try:
             counts = self._write_columns(
                 batch, batch_files, pairs if batch is columns else None, **options
             )
         except _Refused as refused:  # rolled back: write the others without the refused
             for k, exc in refused.by_position.items():
-                outcomes[ok[k]] = exc
-            rest = [t for k, t in enumerate(ok) if k not in refused.by_position]
-            if rest:
-                written = self.replace_fact_columns(
-                    columns.select(rest), [files[t] for t in rest], **options
-                )
-                for t, outcome in zip(rest, written, strict=True):
-                    outcomes[t] = outcome
-            return outcomes
+                t = ok[k]
+                # A fact problem (repeats) explains a refusal better than the shrink it causes.
+                check = _check_columns(columns.select([t]), None, repeats=True)[0]
+                outcomes[t] = check if isinstance(check, Exception) else exc
+            return self._write_without(columns, files, {}, options, outcomes)
         except _RepeatedFacts:
             if _check_repeats:  # the full check already removed every repeating ticker
                 raise
@@ -386,6 +391,28 @@ class DbUsGaap:
             return outcomes
         for k, t in enumerate(ok):
             outcomes[t] = int(counts[k])
+        return outcomes
+
+    def _write_without(
+        self,
+        columns: Any,
+        files: list[SourceFileState | None],
+        refused: dict[int, Exception],
+        options: dict[str, Any],
+        outcomes: list[int | Exception] | None = None,
+    ) -> list[int | Exception]:
+        """`replace_fact_columns` of every ticker but the `refused` ones (their outcome is
+        their refusal) and those `outcomes` already holds an exception for."""
+        outcomes = list(outcomes) if outcomes is not None else [0] * len(columns.tickers)
+        for t, exc in refused.items():
+            outcomes[t] = exc
+        rest = [t for t, outcome in enumerate(outcomes) if not isinstance(outcome, Exception)]
+        if rest:
+            written = self.replace_fact_columns(
+                columns.select(rest), [files[t] for t in rest], **options
+            )
+            for t, outcome in zip(rest, written, strict=True):
+                outcomes[t] = outcome
         return outcomes
 
     def _write_columns(
@@ -867,6 +894,19 @@ def _column_pairs(columns: Any) -> tuple[np.ndarray, list[tuple[str, str]]]:
     return inverse.reshape(-1), pairs
 
 
+def _tickers_with_unnamed_facts(columns: Any) -> dict[int, Exception]:
+    """Position -> ValueError for tickers with facts whose concept or unit is empty."""
+    bad = (columns.concept_code < 0) | (columns.unit_code < 0)
+    if not bad.any():
+        return {}
+    return {
+        int(t): ValueError(
+            f"{columns.sources[t]}: facts not written: facts with an empty concept or unit"
+        )
+        for t in np.unique(columns.ticker_index[bad])
+    }
+
+
 class _Refused(Exception):
     """Tickers of a write refused by the source rules (position in the batch -> reason)."""
 
@@ -880,7 +920,9 @@ class _RepeatedFacts(Exception):
 
 
 def _check_columns(
-    columns: Any, column_pairs: tuple[np.ndarray, list[tuple[str, str]]], repeats: bool = True
+    columns: Any,
+    column_pairs: tuple[np.ndarray, list[tuple[str, str]]] | None,
+    repeats: bool = True,
 ) -> list[int | Exception]:
     """Per ticker: 0, or a ValueError for facts the schema would reject (no filing, a
     non-finite value, and with `repeats` a repeated (accn, concept, unit)), found before any
@@ -893,7 +935,7 @@ def _check_columns(
     t = columns.ticker_index
     bad_filing = (columns.filing_index < 0) | (columns.filing_index >= n_filings[t])
     bad_value = ~np.isfinite(columns.values)
-    pair_index, pairs = column_pairs
+    pair_index, pairs = column_pairs or _column_pairs(columns)
     offsets = np.cumsum(np.concatenate([[0], n_filings]))
     repeated = np.zeros(len(t), dtype=bool)
     if repeats:
