@@ -52,6 +52,7 @@ from narrative_pipeline.readers.limits import (
     max_document_bytes,
     read_file_capped,
     read_stream_capped,
+    too_large,
 )
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -
     checked first, but a zip can lie about it, so the stream is capped too)."""
     limit = max_document_bytes()
     if info.file_size > limit and not info.filename.lower().endswith(".gz"):
-        raise InputTooLarge(f"{source}: declares {info.file_size} bytes, over the cap; not read")
+        raise too_large(source, limit)  # declared size: not even started
     with archive.open(info) as raw:
         if info.filename.lower().endswith(".gz"):
             with gzip.GzipFile(fileobj=raw) as unzipped:

@@ -53,7 +53,8 @@ def max_line_bytes() -> int:
     return int(_env_number("NARRATIVE_MAX_LINE_KB", DEFAULT_MAX_LINE_KB) * 1024)
 
 
-def _too_large(source: str, limit: int) -> InputTooLarge:
+def too_large(source: str, limit: int) -> InputTooLarge:
+    """The error for a document over the cap (names the file, the cap and its variable)."""
     return InputTooLarge(
         f"{source}: over {limit / MIB:g} MiB once decompressed (NARRATIVE_MAX_DOCUMENT_MB); "
         "not read"
@@ -72,7 +73,7 @@ def read_stream_capped(stream: BinaryIO, source: str, limit: int | None = None) 
             return b"".join(parts)
         total += len(chunk)
         if total > limit:
-            raise _too_large(source, limit)
+            raise too_large(source, limit)
         parts.append(chunk)
 
 
@@ -80,9 +81,12 @@ def read_file_capped(path: str | os.PathLike, limit: int | None = None) -> bytes
     """A plain file's bytes, refused (InputTooLarge) before reading when it is over `limit`."""
     limit = max_document_bytes() if limit is None else limit
     if os.stat(path).st_size > limit:
-        raise _too_large(str(path), limit)
+        raise too_large(str(path), limit)
     with open(path, "rb") as fh:
-        return read_stream_capped(fh, str(path), limit)
+        data = fh.read(limit + 1)  # one allocation (the file may have grown since the stat)
+    if len(data) > limit:
+        raise too_large(str(path), limit)
+    return data
 
 
 def longest_line(data: bytes) -> tuple[int, int]:
