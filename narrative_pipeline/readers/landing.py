@@ -7,7 +7,15 @@ WITH a reason the caller reports (issue 12: these used to vanish silently):
 - a folder named like a file (`X.csv/`);
 - a FIFO, socket or device (reading a FIFO would block the run);
 - a dangling link;
-- a link out of the landing folder (not followed: the folder is what the operator controls).
+- a link out of the landing folder (not followed: the folder is what the operator controls);
+- in marker mode, a file whose marker is missing or older than the file.
+
+Marker mode (NARRATIVE_LANDING_MARKER, README's Configuration table), for writers that cannot
+write-then-rename: `.done` (starting with a dot) means `X.csv` is taken only once `X.csv.done`
+exists; any other name (e.g. `_SUCCESS`) means every file of a folder is taken only once that
+file exists in the folder. The marker must be at least as new as the file (a rewrite needs a
+new marker). The sensor and raw_records both honour it, so a run started for one file never
+reads another one half-written.
 """
 
 from __future__ import annotations
@@ -27,6 +35,27 @@ class LandingScan:
 
     def messages(self) -> list[str]:
         return [f"skipped {path}: {reason}" for path, reason in self.skipped]
+
+
+def landing_marker() -> str | None:
+    """NARRATIVE_LANDING_MARKER, or None (no marker mode)."""
+    return os.environ.get("NARRATIVE_LANDING_MARKER") or None
+
+
+def _marker_of(path: Path, marker: str) -> Path:
+    return path.with_name(path.name + marker) if marker.startswith(".") else path.parent / marker
+
+
+def _waiting_for_marker(path: Path, marker: str) -> str | None:
+    """Why a regular file is not taken yet in marker mode, or None when its marker is there."""
+    marker_path = _marker_of(path, marker)
+    try:
+        marked = os.stat(marker_path).st_mtime_ns >= os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return f"waiting for its marker {marker_path.name} (NARRATIVE_LANDING_MARKER)"
+    if not marked:
+        return f"changed after its marker {marker_path.name}: waiting for a new marker"
+    return None
 
 
 def _is_inside(path: Path, root: Path) -> bool:
@@ -58,11 +87,15 @@ def _why_skipped(path: Path, root: Path) -> str | None:
     return None
 
 
-def scan_landing(root: str | Path, suffixes: tuple[str, ...]) -> LandingScan:
+def scan_landing(
+    root: str | Path, suffixes: tuple[str, ...], marker: str | None = None
+) -> LandingScan:
     """Entries under `root` (recursive, links to folders not followed) whose name ends with
     one of `suffixes` (case-insensitive): the regular files, and the others with a reason.
-    `root` itself may be a single file."""
+    `root` itself may be a single file. `marker`: see the module docstring (default
+    NARRATIVE_LANDING_MARKER)."""
     root = Path(root)
+    marker = marker or landing_marker()
     scan = LandingScan()
     if root.is_file():
         scan.files.append(root)
@@ -75,6 +108,8 @@ def scan_landing(root: str | Path, suffixes: tuple[str, ...]) -> LandingScan:
                 continue
             path = Path(folder) / name
             reason = _why_skipped(path, real_root)
+            if reason is None and marker:
+                reason = _waiting_for_marker(path, marker)
             if reason is None:
                 scan.files.append(path)
             else:
