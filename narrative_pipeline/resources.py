@@ -105,7 +105,7 @@ def redact_url(url: str) -> str:
     secret = {k: "***" for k in parsed.query if any(w in k.lower() for w in SECRET_QUERY_WORDS)}
     if secret:
         parsed = parsed.update_query_dict(secret)
-    return parsed.render_as_string(hide_password=False)
+    return parsed.render_as_string(hide_password=False).replace("%2A%2A%2A", "***")
 
 
 class StoreResource(dg.ConfigurableResource):
