@@ -30,8 +30,8 @@ class InputTooLarge(ValueError):
     """A document or line over its configured cap (the message names the file and the cap)."""
 
 
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name)
+def _env_number(raw: str | None, name: str, default: float) -> float:
+    """A positive number from the environment variable `name` (`raw`: its value)."""
     if not raw:
         return default
     try:
@@ -45,12 +45,14 @@ def _env_number(name: str, default: float) -> float:
 
 def max_document_bytes() -> int:
     """NARRATIVE_MAX_DOCUMENT_MB in bytes."""
-    return int(_env_number("NARRATIVE_MAX_DOCUMENT_MB", DEFAULT_MAX_DOCUMENT_MB) * MIB)
+    raw = os.environ.get("NARRATIVE_MAX_DOCUMENT_MB")
+    return int(_env_number(raw, "NARRATIVE_MAX_DOCUMENT_MB", DEFAULT_MAX_DOCUMENT_MB) * MIB)
 
 
 def max_line_bytes() -> int:
     """NARRATIVE_MAX_LINE_KB in bytes."""
-    return int(_env_number("NARRATIVE_MAX_LINE_KB", DEFAULT_MAX_LINE_KB) * 1024)
+    raw = os.environ.get("NARRATIVE_MAX_LINE_KB")
+    return int(_env_number(raw, "NARRATIVE_MAX_LINE_KB", DEFAULT_MAX_LINE_KB) * 1024)
 
 
 def too_large(source: str, limit: int) -> InputTooLarge:
