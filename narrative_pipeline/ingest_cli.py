@@ -176,7 +176,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     if args.csv_dir is None and args.companyfacts is None:
         raise SystemExit("give a CSV folder and/or --companyfacts PATH")
     from narrative_pipeline.db import DbUsGaap
-    from narrative_pipeline.db.database import DatabaseUnavailable
+    from narrative_pipeline.db.schema import DatabaseUnavailable
     from narrative_pipeline.us_gaap_store import UsGaapStore
 
     try:

@@ -17,7 +17,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from narrative_pipeline.db import DbUsGaap
-from narrative_pipeline.db.database import DatabaseUnavailable
+from narrative_pipeline.db.schema import DatabaseUnavailable
 from narrative_pipeline.readers.landing import scan_landing
 from narrative_pipeline.resources import DatabaseResource
 from narrative_pipeline.us_gaap import ingest

@@ -31,6 +31,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from narrative_pipeline.db import TAXONOMY_COLUMNS, fact_reader, models, sources
 from narrative_pipeline.db.fact_reader import FACT_ROW_DTYPE
 from narrative_pipeline.db.fingerprint import file_fingerprint
+from narrative_pipeline.db.schema import create_schema
 from narrative_pipeline.pipe_worker import processes_enabled
 
 log = logging.getLogger(__name__)
@@ -136,33 +137,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
-class DatabaseUnavailable(RuntimeError):
-    """The database cannot be opened (one line saying why, e.g. a MySQL database missing)."""
-
-
-MYSQL_UNKNOWN_DATABASE = 1049
-
-
-def _create_schema(engine: Engine) -> None:
-    """The tables, or DatabaseUnavailable with a one-line hint (not a long driver traceback)."""
-    from sqlalchemy.exc import OperationalError
-
-    try:
-        models.metadata.create_all(engine)
-    except OperationalError as exc:
-        url = engine.url
-        code = getattr(exc.orig, "args", (None,))[0]
-        if code == MYSQL_UNKNOWN_DATABASE:
-            hint = (
-                f"database {url.database!r} does not exist on {url.host}:{url.port or 3306}: "
-                f"create it (CREATE DATABASE `{url.database}` CHARACTER SET utf8mb4) or fix "
-                "NARRATIVE_DB_URL / MYSQL_DATABASE"
-            )
-        else:
-            hint = f"cannot open {url.render_as_string(hide_password=True)}: {exc.orig}"
-        raise DatabaseUnavailable(hint) from None
-
-
 class DbUsGaap:
     """The US-GAAP database. `url=None` resolves it from the environment (see resolve_url)."""
 
@@ -185,7 +159,7 @@ class DbUsGaap:
         self._insert_ignore = "INSERT OR IGNORE" if self.is_sqlite else "INSERT IGNORE"
         self._pair_ids: dict[tuple[str, str], int] = {}
         self._load_data_ok = True
-        _create_schema(self.engine)
+        create_schema(self.engine)
         if self.is_sqlite:
             self._create_fact_blocks()
         self._adopt_untracked_filings()

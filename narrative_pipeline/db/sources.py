@@ -193,6 +193,7 @@ def write_shared(
     id_of = dict(cur.fetchall())
     fid = np.array([id_of[row[0]] for row in filings], dtype=np.int64)[filing_index]
     replaced = [id_of[a] for a in sorted(own_only & plan.new)]
+    _update_filing_fields(cur, ph, ticker, [row for row in filings if row[0] in own_only])
     shared_accns = sorted(plan.new & plan.others)
     shared = [id_of[a] for a in shared_accns]
     _delete_fact_rows(cur, ph, replaced)
@@ -246,6 +247,16 @@ def _clear_shared(
         [(f, c) for f, c, _ in again],
     )
     return int(conflicts)
+
+
+def _update_filing_fields(cur: Any, ph: str, ticker: str, rows: list[tuple]) -> None:
+    """form, fy, fp, filed of filings this source alone holds, as the file has them now."""
+    if rows:
+        cur.executemany(
+            f"UPDATE filing SET form = {ph}, fy = {ph}, fp = {ph}, filed = {ph} "
+            f"WHERE ticker = {ph} AND accn = {ph}",
+            [(*row[1:], ticker, row[0]) for row in rows],
+        )
 
 
 def _delete_fact_rows(cur: Any, ph: str, filing_ids: list[int]) -> None:

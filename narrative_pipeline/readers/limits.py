@@ -9,6 +9,8 @@ Two limits, each an environment variable (README's Configuration table):
 - NARRATIVE_MAX_LINE_KB (default 1024): bytes of one CSV line (a sec-fetcher row of ~500
   cells is ~15 KB).
 
+`held_back_reason` also refuses a CSV cut mid-way or with an unbalanced quote (issue 12).
+
 Compressed input is decompressed as a stream and stopped one chunk after the cap, so memory
 stays near the cap whatever the compression ratio; the error names the file and the limit.
 """
@@ -111,3 +113,19 @@ def check_line_length(data: bytes, source: str, limit: int | None = None) -> Non
             f"{source}: line {line} is {length} bytes, over {limit // 1024} KiB "
             "(NARRATIVE_MAX_LINE_KB); not read"
         )
+
+
+def held_back_reason(data: bytes, source: str) -> str | None:
+    """Why a CSV must be held back whole, or None: its last line has no newline (cut mid-way:
+    sec-fetcher ends every row with one), an odd number of double quotes (one unbalanced quote
+    swallows the rest of the file), or a line over its cap."""
+    if not data.endswith(b"\n"):
+        tail = data.rsplit(b"\n", 1)[-1][-40:].decode("utf-8", "replace")
+        return f"ends in a torn line (no newline after {tail!r}): the file looks cut mid-way"
+    if data.count(b'"') % 2:
+        return "unbalanced double quote: the rest of the file would be read as one field"
+    try:
+        check_line_length(data, source)
+    except InputTooLarge as exc:
+        return str(exc)
+    return None

@@ -10,11 +10,8 @@ simple fields (`""`, `"accn"`) keep the fast path.
 
 Decisions on bad input (each reported in `messages`; the good part of the file still loads):
 - empty file: `error` (likely a failed download; the ticker's stored data is kept).
-- no usable filing (header only, every row skipped, no numeric fact at all): `error`, so the
-  file is held back and the ticker's stored data is kept (issue 12).
-- a last line without its newline (a file cut mid-way: sec-fetcher ends every row with one),
-  an odd number of double quotes (one unbalanced quote swallows the rest of the file), a file
-  or line over its cap (readers/limits.py): `error`.
+- no usable filing (header only, every row skipped, no numeric fact), a torn last line, an
+  unbalanced quote, a file or line over its cap (readers/limits.py): `error` (held back).
 - not UTF-8, unparsable quoting, no `accn` column: `error` (the file is unusable).
 - missing `form`/`fy`/`fp`/`filed` column: loaded with that field NULL.
 - duplicated column name: the first copy is used, later copies are ignored.
@@ -45,11 +42,12 @@ from narrative_pipeline.readers.base import (
     fact_columns_from_result,
     failed,
     fy_column,
+    no_usable_filing,
     parse_value_unit_cells,
     ticker_from_name,
 )
 from narrative_pipeline.readers.landing import scan_landing
-from narrative_pipeline.readers.limits import InputTooLarge, check_line_length, read_file_capped
+from narrative_pipeline.readers.limits import InputTooLarge, held_back_reason, read_file_capped
 
 log = logging.getLogger(__name__)
 MAX_ROW_MESSAGES = 5
@@ -227,7 +225,7 @@ def _grid_from_bytes(data: bytes, result: ReadResult) -> Grid | None:
         # An error, not an empty ticker: a truncated download must not erase stored data.
         result.error = "empty file: no header, nothing to load"
         return None
-    result.error = _torn_or_too_long(data, result.source)
+    result.error = held_back_reason(data, result.source)
     if result.error:
         return None
     try:
@@ -244,31 +242,6 @@ def _grid_from_bytes(data: bytes, result: ReadResult) -> Grid | None:
     except pa.ArrowInvalid as exc:
         result.error = f"malformed CSV: {exc}"
         return None
-
-
-def _torn_or_too_long(data: bytes, source: str) -> str | None:
-    """Why the file must be held back whole (cut mid-way, unbalanced quote, a line over its
-    cap), or None."""
-    if not data.endswith(b"\n"):
-        tail = data.rsplit(b"\n", 1)[-1][-40:].decode("utf-8", "replace")
-        return f"ends in a torn line (no newline after {tail!r}): the file looks cut mid-way"
-    if data.count(b'"') % 2:
-        return "unbalanced double quote: the rest of the file would be read as one field"
-    try:
-        check_line_length(data, source)
-    except InputTooLarge as exc:
-        return str(exc)
-    return None
-
-
-def _no_usable_filing(result: ReadResult) -> str:
-    """The error of a file that parsed but holds no filing with a numeric fact."""
-    reasons = [m for m in result.messages if "rows" in m and "skipped" in m]
-    if not len(result.filings):
-        reasons = reasons or ["header only"]
-    else:
-        reasons.append(f"{len(result.filings)} filings without any numeric fact")
-    return "no usable filing (" + "; ".join(reasons) + "): file held back, stored data kept"
 
 
 def _filing_rows(grid: Grid, index: dict[str, int], result: ReadResult) -> dict[str, list] | None:
@@ -306,7 +279,7 @@ def read_sec_fetcher_csv(path: str | Path, taxonomy_concepts: set[str] | None = 
     take_col = _concept_columns(grid.header, first, taxonomy_concepts, result)
     _fill_facts(result, grid, rows, take_col)
     if not len(result.facts):
-        result.error = _no_usable_filing(result)
+        result.error = no_usable_filing(result)
     return _finish(result)
 
 
@@ -477,7 +450,7 @@ def _plain_candidate(index: int, path: Path, taxonomy: set[str] | None) -> _Plai
         return None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    if _torn_or_too_long(data, str(path)):
+    if held_back_reason(data, str(path)):
         return None  # the per-file reader reports it
     try:
         text = data.decode("utf-8")
