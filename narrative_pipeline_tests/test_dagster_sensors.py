@@ -5,6 +5,7 @@ import os
 import time
 
 import dagster as dg
+import pytest
 
 from narrative_pipeline.resources import DatabaseResource, PathsResource
 from narrative_pipeline.schedules import daily_ingestion_sweep
@@ -150,7 +151,10 @@ def test_the_tag_counts_the_files_that_triggered_the_run(tmp_path):
     assert "narrative/files" not in runs[0].tags
 
 
-def test_no_new_run_while_its_run_is_queued_or_running(tmp_path):
+@pytest.mark.parametrize(
+    "status", [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTED], ids=str
+)
+def test_no_new_run_while_its_run_is_queued_or_running(tmp_path, status):
     """Five file events while its run is queued make no second run; the next tick after the
     run ends picks up everything that changed meanwhile, in one run."""
     from dagster._core.test_utils import create_run_for_test
@@ -160,9 +164,9 @@ def test_no_new_run_while_its_run_is_queued_or_running(tmp_path):
     runs, _, cursor = _tick(tmp_path, None, instance)
     runs, _, cursor = _tick(tmp_path, cursor, instance)
     assert len(runs) == 1
-    # STARTED: a queued run needs a code location origin; the filter covers both statuses.
+    # (A QUEUED run cannot be made without a code location origin; the filter lists it too.)
     running = create_run_for_test(
-        instance, job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED, tags=runs[0].tags
+        instance, job_name="__ASSET_JOB", status=status, tags=runs[0].tags
     )
     for i in range(5):
         _write(tmp_path / f"T{i}.csv", "Assets,fy\n1::USD,2024\n")
