@@ -3,7 +3,9 @@
 Unpartitioned on purpose: every later step (pairs, scalers, PCA, triplet ids) is global over all
 tickers, so per-ticker partitions would fan in to one computation anyway; incremental loading is
 done per file by the database's `source_file` bookkeeping instead (unchanged files are skipped,
-a changed file replaces its ticker's filings in one transaction).
+a changed file replaces its own filings in one transaction). A file that fails (unreadable, torn,
+no usable filing, would drop filings it supplied before) keeps the stored data, is not counted as
+loaded, and is listed in the `failed_files_table` metadata.
 """
 
 # No `from __future__ import annotations`: Dagster reads the Config/resource annotations at runtime.
@@ -42,6 +44,12 @@ class RawRecordsConfig(dg.Config):
     """Ingestion settings."""
 
     generate_sample_when_empty: bool = True  # write the project's sample CSVs into an empty folder
+    # A changed file may drop filings it supplied before (held back by default: sec-fetcher files
+    # only grow, so a shorter file is usually cut or broken).
+    allow_shrink: bool = False
+    # Forget source files gone from the folder and delete the filings no other file holds (a
+    # deleted file alone never drops data).
+    prune_missing_sources: bool = False
 
 
 @dg.asset(
@@ -78,11 +86,16 @@ def raw_records(
         if done == total or done % max(1, total // 20) == 0:
             context.log.info("file %d/%d (%.0f%%): %s", done, total, 100 * done / total, path)
 
+    if config.prune_missing_sources:
+        metadata["pruned"] = dg.MetadataValue.json(db.prune_missing_sources())
     with timed(metadata, "ingest_seconds"), store.us_gaap_store() as us_gaap_store:
-        report = us_gaap_store.ingest_us_gaap_csvs(csv_dir, db, downstream=False, progress=progress)
+        report = us_gaap_store.ingest_us_gaap_csvs(
+            csv_dir, db, downstream=False, progress=progress, allow_shrink=config.allow_shrink
+        )
     metadata.update(report_metadata(report, skip=IGNORED_REPORT_FIELDS))
-    metadata["skipped_files"] = markdown_table(
-        ["file", "reason"], [(f.path, f.reason) for f in report.skipped_files]
+    metadata["failed_files"] = len(report.skipped_files)
+    metadata["failed_files_table"] = markdown_table(
+        ["file", "reason (stored data kept)"], [(f.path, f.reason) for f in report.skipped_files]
     )
     metadata["sample_generated"] = bool(generated)
     metadata["database"] = database.describe()
@@ -91,8 +104,10 @@ def raw_records(
     metadata["tickers"] = dg.MetadataValue.json(tickers)
     preview = db.facts_frame(tickers=tickers[:1]).head(PREVIEW_ROWS)
     metadata["preview"] = markdown_table(list(preview.columns), preview.itertuples(index=False))
+    for failed in report.skipped_files:
+        context.log.warning("FAILED %s: %s", failed.path, failed.reason)
     context.log.info(
-        "loaded %d file(s), %d unchanged, %d skipped; database holds %d facts for %d ticker(s)",
+        "loaded %d file(s), %d unchanged, %d failed; database holds %d facts for %d ticker(s)",
         report.files_loaded,
         report.files_unchanged,
         len(report.skipped_files),

@@ -133,6 +133,17 @@ def failed(source: str, ticker: str, error: str) -> ReadResult:
     return ReadResult(source=source, ticker=ticker, error=error, messages=[error])
 
 
+def no_usable_filing(result: ReadResult) -> str:
+    """The error of a file that parsed but holds no filing with a numeric fact (held back: its
+    empty result must never replace the ticker's stored data)."""
+    reasons = [m for m in result.messages if "rows" in m and "skipped" in m]
+    if not len(result.filings):
+        reasons = reasons or ["header only"]
+    else:
+        reasons.append(f"{len(result.filings)} filings without any numeric fact")
+    return "no usable filing (" + "; ".join(reasons) + "): file held back, stored data kept"
+
+
 def fy_column(values: pa.Array) -> pa.Array:
     """Fiscal years as int64 (null where the text is not an integer)."""
     text = pc.utf8_trim_whitespace(values.cast(pa.string()))

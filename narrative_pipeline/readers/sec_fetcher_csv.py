@@ -10,7 +10,8 @@ simple fields (`""`, `"accn"`) keep the fast path.
 
 Decisions on bad input (each reported in `messages`; the good part of the file still loads):
 - empty file: `error` (likely a failed download; the ticker's stored data is kept).
-- header-only file: no filings, a message (a valid file of a ticker without filings).
+- no usable filing (header only, every row skipped, no numeric fact), a torn last line, an
+  unbalanced quote, a file or line over its cap (readers/limits.py): `error` (held back).
 - not UTF-8, unparsable quoting, no `accn` column: `error` (the file is unusable).
 - missing `form`/`fy`/`fp`/`filed` column: loaded with that field NULL.
 - duplicated column name: the first copy is used, later copies are ignored.
@@ -41,9 +42,12 @@ from narrative_pipeline.readers.base import (
     fact_columns_from_result,
     failed,
     fy_column,
+    no_usable_filing,
     parse_value_unit_cells,
     ticker_from_name,
 )
+from narrative_pipeline.readers.landing import scan_landing
+from narrative_pipeline.readers.limits import InputTooLarge, held_back_reason, read_file_capped
 
 log = logging.getLogger(__name__)
 MAX_ROW_MESSAGES = 5
@@ -62,11 +66,9 @@ class Grid:
 
 
 def iter_csv_files(root: str | Path) -> list[Path]:
-    """Every `.csv` file under `root` (subfolders included), sorted, so runs are reproducible."""
-    root = Path(root)
-    if root.is_file():
-        return [root]
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() == ".csv")
+    """Every `.csv` file under `root` (subfolders included), sorted, so runs are reproducible
+    (readers/landing.py: what is skipped and why)."""
+    return scan_landing(root, (".csv",)).files
 
 
 def _non_empty(cells: pa.Array, row: np.ndarray, col: np.ndarray) -> tuple:
@@ -223,6 +225,9 @@ def _grid_from_bytes(data: bytes, result: ReadResult) -> Grid | None:
         # An error, not an empty ticker: a truncated download must not erase stored data.
         result.error = "empty file: no header, nothing to load"
         return None
+    result.error = held_back_reason(data, result.source)
+    if result.error:
+        return None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -258,7 +263,9 @@ def read_sec_fetcher_csv(path: str | Path, taxonomy_concepts: set[str] | None = 
     path = Path(path)
     result = ReadResult(source=str(path), ticker=ticker_from_name(path.name))
     try:
-        data = path.read_bytes()
+        data = read_file_capped(path)
+    except InputTooLarge as exc:
+        return failed(str(path), result.ticker, str(exc))
     except OSError as exc:
         return failed(str(path), result.ticker, f"cannot read file: {exc}")
     grid = _grid_from_bytes(data, result)
@@ -269,10 +276,10 @@ def read_sec_fetcher_csv(path: str | Path, taxonomy_concepts: set[str] | None = 
     rows = _filing_rows(grid, index, result)
     if rows is None:
         return _finish(result)
-    if grid.n_rows == 0:
-        result.messages.append("header only: no filings")
     take_col = _concept_columns(grid.header, first, taxonomy_concepts, result)
     _fill_facts(result, grid, rows, take_col)
+    if not len(result.facts):
+        result.error = no_usable_filing(result)
     return _finish(result)
 
 
@@ -438,11 +445,13 @@ def _plain_candidate(index: int, path: Path, taxonomy: set[str] | None) -> _Plai
     """The file split into header and data lines when the fast path can take it, else None.
     Only whole lines become Python strings here, never cells."""
     try:
-        data = path.read_bytes()
-    except OSError:
+        data = read_file_capped(path)
+    except (OSError, InputTooLarge):
         return None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
+    if held_back_reason(data, str(path)):
+        return None  # the per-file reader reports it
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -553,6 +562,7 @@ def _read_plain_files(
     bad_file[np.unique(file_of_line[line_of_cell[csel[skipped]]])] = True
     kept = csel[parsed.keep]
     fact_file = file_of_line[line_of_cell[kept]]
+    bad_file |= np.bincount(fact_file, minlength=len(plain)) == 0  # no fact: the reader's error
     good = ~bad_file[fact_file]
     kept, fact_file = kept[good], fact_file[good]
     units = pc.take(parsed.units, np.flatnonzero(good)).dictionary_encode()
