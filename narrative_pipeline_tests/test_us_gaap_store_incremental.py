@@ -17,7 +17,7 @@ import pytest
 from narrative_pipeline.db import DbUsGaap
 from narrative_pipeline.sample_data import generate_sample_csvs
 from narrative_pipeline.store import DataStore
-from narrative_pipeline.us_gaap import build, layout
+from narrative_pipeline.us_gaap import build, incremental, layout
 from narrative_pipeline.us_gaap_store import UsGaapStore
 from narrative_pipeline_tests.test_us_gaap_store_fakes import (
     CountingEmbedder,
@@ -32,6 +32,8 @@ FIRST = ["AAPL", "MSFT", "NVDA", "KO"]
 def small_chunks(monkeypatch) -> None:
     monkeypatch.setattr(layout, "CHUNK_SHIFT", 9)
     monkeypatch.setattr(layout, "CHUNK_CELLS", 512)
+    # One sample ticker is ~20-30% of this small corpus: keep such updates incremental.
+    monkeypatch.setattr(incremental, "FULL_BUILD_SHARE", 0.6)
 
 
 @pytest.fixture
@@ -134,7 +136,11 @@ def test_untouched_pairs_keep_their_scalers_and_lookups_follow_moved_cells(corpu
     )
     store.ingest_us_gaap_csvs(csv_dir, db, downstream=False)
     report = store.update_from_db(db, **OPTIONS)
-    assert report.pairs_report["value_changed_pairs"] == 1  # only the tiny ticker's pair
+    assert report.pairs_report.incremental
+    assert report.pairs_report.value_changed_pairs == 1  # only the tiny ticker's pair
+    assert report.scaler_report.refitted_pairs == 1
+    assert report.pca_report is not None, report.messages
+    assert report.pca_report.refitted is False  # no new pair: the live model is kept
     after = _scaler_params(store)
     untouched = [pair for pair in before if pair != ("AccountsPayableCurrent", "USD")]
     assert untouched  # the check below is not vacuous
@@ -146,6 +152,36 @@ def test_untouched_pairs_keep_their_scalers_and_lookups_follow_moved_cells(corpu
         concept, unit = pairs[whole.pair_id[i]]
         found = store.lookup_by_triplet(concept, unit, float(whole.unscaled[i]))
         assert found.unscaled_value == whole.unscaled[i] and found.i_cell <= i
+
+
+def test_the_step_by_step_chain_is_incremental_too(corpus) -> None:
+    """What the Dagster assets call: each step on its own, pairs with incremental=True."""
+    store, db, csv_dir, tmp_path = corpus
+    pca_before = store.load_pca_model()
+    generate_sample_csvs(csv_dir, tickers=["XOM"], filings_per_ticker=6, seed=3)
+    store.ingest_us_gaap_csvs(csv_dir, db, downstream=False)
+    pairs = store.build_concept_unit_pairs(db, incremental=True)
+    assert pairs.incremental and pairs.changed_tickers == 1
+    store.generate_embeddings(db, embedder=CountingEmbedder(), model_id="counting-fake")
+    scalers = store.fit_scalers("robust")
+    assert scalers.refitted_pairs == pairs.value_changed_pairs  # XOM has every sample pair
+    pca = store.fit_pca(make_plots=False)
+    assert not pca.refitted
+    store.write_triplets()
+    _check_against_full_build(store, db, tmp_path / "full_steps.bin")
+    np.testing.assert_array_equal(store.load_pca_model().components_, pca_before.components_)
+
+
+def test_a_large_change_or_force_is_a_full_build(corpus, monkeypatch) -> None:
+    store, db, csv_dir, tmp_path = corpus
+    monkeypatch.setattr(incremental, "FULL_BUILD_SHARE", 0.1)
+    generate_sample_csvs(csv_dir, tickers=["XOM"], filings_per_ticker=6)
+    store.ingest_us_gaap_csvs(csv_dir, db, downstream=False)
+    report = store.update_from_db(db, **OPTIONS)
+    assert report.messages[-1].startswith("full build: 1 changed tickers hold")
+    assert not report.pairs_report.incremental
+    assert store.update_from_db(db, force=True, **OPTIONS).messages[-1] == "full build: forced"
+    _check_against_full_build(store, db, tmp_path / "full_forced.bin")
 
 
 def test_reads_see_the_old_state_until_the_switch(corpus, monkeypatch) -> None:

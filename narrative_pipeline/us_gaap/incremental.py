@@ -12,7 +12,8 @@ An update costs work in proportion to the changed tickers and the pairs they tou
   pairs whose values changed (scaled values are computed on read, so no cell is rewritten);
 - embeddings: only texts not in the cache are embedded; PCA: new pairs are projected with the
   live model, refitted only when `pca_refit=True` or when the variance it keeps over the live
-  pairs falls below `pca_floor` (default 0.9), so the model's input basis stays fixed;
+  pairs falls below `pca_floor` (default: the configured variance), so the model's input
+  basis stays fixed;
 - the update is a new generation switched on by the manifest like a full build, so readers
   see the old state or the new one, never a mix.
 A full build runs instead when there is nothing live, on `force`, when the scaler kind
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,10 +32,9 @@ import numpy as np
 from narrative_pipeline.us_gaap import build, layout, model_steps, pairs_step
 from narrative_pipeline.us_gaap.chunk_table import ChunkTable
 from narrative_pipeline.us_gaap.generations import StoreState
-from narrative_pipeline.us_gaap.reports import IngestReport
+from narrative_pipeline.us_gaap.reports import IngestReport, PairsReport, PcaReport, ScalerReport
 
 FULL_BUILD_SHARE = 0.25
-DEFAULT_PCA_FLOOR = 0.9
 INDEX_PAIRS_PER_READ = 256
 
 _REPORT_FIELDS = {
@@ -122,77 +123,242 @@ def _run_steps(report: IngestReport, steps: list[tuple[str, Callable[[], Any]]])
 
 
 # ---------------------------------------------------------------------- incremental update
-def update_from_db(state: StoreState, db: Any, force: bool, options: dict) -> IngestReport:
-    """See the module docstring."""
+@dataclass(frozen=True)
+class TickerChanges:
+    """What changed since the live generation, or why a full build is needed instead."""
+
+    changed: list[str]  # added or changed
+    removed: list[str]
+    full_build_reason: str | None = None
+
+
+def plan_update(state: StoreState, db: Any, force: bool, scaler_kind: str | None) -> TickerChanges:
+    """Tickers whose fingerprint differs from the live generation's (db/ticker_state.py)."""
     from narrative_pipeline.db.ticker_state import ticker_fact_counts
 
+    live = state.live()
+    if force:
+        return TickerChanges([], [], "forced")
+    if live is None or not live.get("triplets") or not live.get("scalers"):
+        return TickerChanges([], [], "no live generation")
+    if scaler_kind is not None and scaler_kind != live["scalers"]["kind"]:
+        return TickerChanges([], [], f"scaler kind changed to {scaler_kind}")
+    now = pairs_step.ticker_fingerprints(db)
+    before = state.ticker_table(live)["fingerprints"]
+    changed = sorted(t for t, fp in now.items() if before.get(t) != fp)
+    removed = sorted(t for t in before if t not in now)
+    incoming = ticker_fact_counts(db, changed) if changed else 0
+    if incoming > FULL_BUILD_SHARE * max(1, live["n_cells"]):
+        return TickerChanges(
+            changed, removed, f"{len(changed)} changed tickers hold {incoming} facts"
+        )
+    return TickerChanges(changed, removed)
+
+
+def update_from_db(state: StoreState, db: Any, force: bool, options: dict) -> IngestReport:
+    """See the module docstring: the steps 2-6, incremental unless a full build is needed."""
     report = IngestReport(source="database")
     started = time.perf_counter()
-    live = state.live()
-    reason = _full_build_reason(state, live, force, options)
-    if reason is None:
-        now = pairs_step.ticker_fingerprints(db)
-        before = state.ticker_table(live)["fingerprints"]
-        changed = sorted(t for t, fp in now.items() if before.get(t) != fp)
-        removed = sorted(t for t in before if t not in now)
-        report.timings["tickers"] = round(time.perf_counter() - started, 4)
-        if not changed and not removed:
-            report.messages.append("incremental: no ticker changed")
-            fill_totals(state, report)
-            return report
-        incoming = ticker_fact_counts(db, changed) if changed else 0
-        if incoming > FULL_BUILD_SHARE * max(1, live["n_cells"]):
-            reason = f"{len(changed)} changed tickers hold {incoming} facts"
-    if reason is not None:
+    changes = plan_update(state, db, force, options.get("scaler_kind"))
+    report.timings["tickers"] = round(time.perf_counter() - started, 4)
+    if changes.full_build_reason is not None:
         run_full_build(state, report, db, options)
-        report.messages.append(f"full build: {reason}")
+        report.messages.append(f"full build: {changes.full_build_reason}")
+    elif not changes.changed and not changes.removed:
+        report.messages.append("incremental: no ticker changed")
     else:
-        _run_incremental(state, report, db, live, changed, removed, options)
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            ("pairs", lambda: build_incremental_pairs(state, db, changes)),
+            ("embeddings", lambda: _embeddings(state, db, options)),
+            ("scalers", lambda: refit_changed_scalers(state)),
+            (
+                "pca",
+                lambda: project_pca(
+                    state,
+                    options.get("pca_variance", 0.95),
+                    options.get("pca_components"),
+                    refit=bool(options.get("pca_refit")),
+                    floor=options.get("pca_floor"),
+                ),
+            ),
+            ("triplets", lambda: model_steps.write_triplets(state)),
+        ]
+        try:
+            _run_steps(report, steps)
+        except BaseException:
+            state.abandon_pending()
+            raise
         report.messages.append(
-            f"incremental: {len(changed)} tickers added or changed, {len(removed)} removed"
+            f"incremental: {len(changes.changed)} tickers added or changed, "
+            f"{len(changes.removed)} removed"
         )
     fill_totals(state, report)
     return report
 
 
-def _full_build_reason(
-    state: StoreState, live: dict | None, force: bool, options: dict
-) -> str | None:
-    if force:
-        return "forced"
-    if live is None or not live.get("triplets") or not live.get("scalers"):
-        return "no live generation"
-    kind = options.get("scaler_kind")
-    if kind is not None and kind != live["scalers"]["kind"]:
-        return f"scaler kind changed to {kind}"
-    return None
-
-
-def _run_incremental(
-    state: StoreState,
-    report: IngestReport,
-    db: Any,
-    live: dict,
-    changed: list[str],
-    removed: list[str],
-    options: dict,
-) -> None:
+def build_incremental_pairs(state: StoreState, db: Any, changes: TickerChanges) -> PairsReport:
+    """Step 2 for the changed tickers only: a pending generation sharing the live chunks."""
+    started = time.perf_counter()
+    live = state.live()
     generation = state.begin_generation(known_pairs=live["n_pairs"])
     update = TickerUpdate(state, db, live, generation)
     try:
-        _run_steps(
-            report,
-            [
-                ("pairs", lambda: update.apply(changed, removed)),
-                ("embeddings", lambda: _embeddings(state, db, options)),
-                ("scalers", update.refit_scalers),
-                ("pca", lambda: update.project_pca(options)),
-                ("triplets", lambda: model_steps.write_triplets(state)),
-            ],
-        )
+        record = update.apply(changes.changed, changes.removed)
     except BaseException:
         state.abandon_pending()
         raise
+    return PairsReport(
+        generation=generation,
+        n_cells=record["n_cells"],
+        n_pairs=record["n_pairs"],
+        n_chunks=record["n_chunks"],
+        new_pairs=record["n_pairs"] - live["n_pairs"],
+        seconds=round(time.perf_counter() - started, 4),
+        incremental=True,
+        changed_tickers=len(changes.changed),
+        removed_tickers=len(changes.removed),
+        touched_pairs=record["update"]["touched_pairs"],
+        value_changed_pairs=len(record["update"]["value_changed"]),
+    )
+
+
+def pairs_step_for(state: StoreState, db: Any, incremental: bool) -> PairsReport:
+    """Step 2 as the Dagster asset runs it: incremental when asked and possible, else full."""
+    if incremental:
+        changes = plan_update(state, db, force=False, scaler_kind=None)
+        if changes.full_build_reason is None:
+            return build_incremental_pairs(state, db, changes)
+    return pairs_step.build_concept_unit_pairs(state, db)
+
+
+def scalers_step_for(state: StoreState, kind: str) -> ScalerReport:
+    """Step 4: only the changed pairs after an incremental step 2 (same kind), else all."""
+    update = state.working().get("update")
+    if update is not None and state.live() and state.live()["scalers"]["kind"] == kind:
+        return refit_changed_scalers(state)
+    return model_steps.fit_scalers(state, kind)
+
+
+def pca_step_for(
+    state: StoreState,
+    variance: float | None,
+    n_components: int | None,
+    refit: bool,
+    plot_dir: Any,
+    make_plots: bool,
+) -> PcaReport:
+    """Step 5: after an incremental step 2 the live model projects the new pairs (unless
+    `refit` or the floor says otherwise), else a full fit."""
+    if state.working().get("update") is not None:
+        return project_pca(
+            state,
+            variance,
+            n_components,
+            refit=refit,
+            plot_dir=plot_dir,
+            make_plots=make_plots,
+        )
+    return model_steps.fit_pca(state, variance, n_components, plot_dir, make_plots)
+
+
+def _base_of(state: StoreState, record: dict) -> dict:
+    """The live record an incremental pending record was built on (it must still be live)."""
+    live = state.live()
+    if live is None or live["generation"] != record["update"]["base"]:
+        raise RuntimeError(
+            "the live generation changed since this update began: run build_concept_unit_pairs again"
+        )
+    return live
+
+
+def refit_changed_scalers(state: StoreState) -> ScalerReport:
+    """Scalers of the pairs whose values changed; every other pair keeps its parameters."""
+    started = time.perf_counter()
+    record = state.working()
+    live = _base_of(state, record)
+    kind = live["scalers"]["kind"]
+    changed = np.asarray(record["update"]["value_changed"], dtype=np.int64)
+    fit = model_steps.ScalerFit(state, record, kind, base=live)
+    if kind == "quantile":
+        _carry_quantile_pickles(state, live, record, set(changed.tolist()))
+    fit.refit(changed)
+    fit.save()
+    counts = state.pair_counts(record)
+    return ScalerReport(
+        kind=kind,
+        n_pairs=record["n_pairs"],
+        single_value_pairs=int((counts == 1).sum()),
+        zero_iqr_pairs=fit.zero_iqr,
+        robust_fallback_pairs=fit.fallback,
+        scale_doublings=fit.doubled,
+        seconds=round(time.perf_counter() - started, 4),
+        refitted_pairs=len(changed),
+    )
+
+
+def _carry_quantile_pickles(state: StoreState, live: dict, record: dict, changed: set) -> None:
+    """Pairs whose index moved to the new generation without a value change keep their
+    fitted quantile scaler, now under the new generation's key."""
+    old_gens = state.pair_index_generations(live)
+    new_gens = state.pair_index_generations(record)
+    moved = [p for p in range(live["n_pairs"]) if new_gens[p] != old_gens[p] and p not in changed]
+    payloads = state.batch_read([layout.scaler_key(int(old_gens[p]), p) for p in moved])
+    entries = [
+        (layout.scaler_key(record["generation"], p), blob)
+        for p, blob in zip(moved, payloads, strict=True)
+        if blob is not None
+    ]
+    if entries:
+        state.data_store.batch_write(entries)
+
+
+def project_pca(
+    state: StoreState,
+    variance: float | None,
+    n_components: int | None,
+    *,
+    refit: bool = False,
+    floor: float | None = None,
+    plot_dir: Any = None,
+    make_plots: bool = False,
+) -> PcaReport:
+    """New pairs projected with the live PCA, unless a refit is asked for, the configuration
+    changed, or the variance the model keeps over the live pairs fell below `floor` (default:
+    the configured variance, so the `pca_model` check still holds; none for a configured
+    component count)."""
+    from narrative_pipeline.preprocessing import pca as pca_fns
+
+    started = time.perf_counter()
+    record = state.working()
+    live = _base_of(state, record)
+    live_pca = live.get("pca") or {}
+    target = None if n_components is not None else variance
+    same_config = live_pca.get("configured_variance") == target and (
+        n_components is None or live_pca.get("n_components") == n_components
+    )
+    if refit or not live_pca or not same_config:
+        return model_steps.fit_pca(state, variance, n_components, plot_dir, make_plots)
+    model = model_steps.load_pca_model(state, live)
+    raw = model_steps.raw_embeddings(state, record)
+    kept = kept_variance(model, raw[state.pair_counts(record) > 0])
+    if floor is None:
+        floor = target if target is not None else 0.0
+    if kept < floor:
+        return model_steps.fit_pca(state, variance, n_components, plot_dir, make_plots)
+    old = state.reduced(live)
+    new = raw[len(old) :]
+    reduced = np.vstack([old, pca_fns.reduce(model, new)]) if len(new) else np.array(old)
+    model_steps.save_pca(state, record, model, reduced, target)
+    return PcaReport(
+        n_pairs=len(raw),
+        input_dim=raw.shape[1],
+        n_components=int(model.n_components_),
+        explained_variance=kept,
+        configured_variance=target,
+        configured_components=n_components,
+        seconds=round(time.perf_counter() - started, 4),
+        refitted=False,
+    )
 
 
 class TickerUpdate:
@@ -200,7 +366,6 @@ class TickerUpdate:
 
     def __init__(self, state: StoreState, db: Any, live: dict, generation: int) -> None:
         self.state, self.db, self.live, self.generation = state, db, live, generation
-        self.record: dict = {}
         self.value_changed: set[int] = set()
 
     def apply(self, changed: list[str], removed: list[str]) -> dict:
@@ -244,10 +409,14 @@ class TickerUpdate:
             pairs_step.pair_table(pairs.pairs, counts),
             gens,
         )
-        manifest = state.manifest()
-        manifest["pending"] = self.record = record
+        record["update"] = {
+            "base": live["generation"],
+            "value_changed": sorted(self.value_changed),
+            "touched_pairs": len(touched),
+        }
+        state.manifest()["pending"] = record
         state.save()
-        return {"touched_pairs": len(touched), "value_changed_pairs": len(self.value_changed)}
+        return record
 
     def _drop_tickers(
         self, table: ChunkTable, gone: np.ndarray, counts: np.ndarray
@@ -347,57 +516,6 @@ class TickerUpdate:
                     batch.append((layout.pair_index_key(self.generation, p), payload))
             if batch:
                 self.state.data_store.batch_write(batch)
-
-    def refit_scalers(self) -> Any:
-        """Scalers of the pairs whose values changed; every other pair keeps its parameters."""
-        kind = self.live["scalers"]["kind"]
-        fit = model_steps.ScalerFit(self.state, self.record, kind, base=self.live)
-        if kind == "quantile":  # unchanged quantile pairs keep their pickles: copy them over
-            self._carry_quantile_pickles()
-        fit.refit(np.array(sorted(self.value_changed), dtype=np.int64))
-        fit.save()
-        return {"refitted_pairs": len(self.value_changed), "kind": kind}
-
-    def _carry_quantile_pickles(self) -> None:
-        """Pairs whose index moved to this generation without a value change keep their
-        fitted quantile scaler, now under this generation's key."""
-        old_gens = self.state.pair_index_generations(self.live)
-        new_gens = self.state.pair_index_generations(self.record)
-        moved = [
-            p
-            for p in range(self.live["n_pairs"])
-            if new_gens[p] != old_gens[p] and p not in self.value_changed
-        ]
-        payloads = self.state.batch_read([layout.scaler_key(int(old_gens[p]), p) for p in moved])
-        self.state.data_store.batch_write(
-            [
-                (layout.scaler_key(self.generation, p), blob)
-                for p, blob in zip(moved, payloads, strict=True)
-                if blob is not None
-            ]
-        )
-
-    def project_pca(self, options: dict) -> Any:
-        """New pairs projected with the live PCA, unless a refit is asked for or needed."""
-        from narrative_pipeline.preprocessing import pca as pca_fns
-
-        live_pca = self.live.get("pca")
-        if not live_pca or options.get("pca_refit"):
-            return _full_pca(self.state, options)
-        model = model_steps.load_pca_model(self.state, self.live)
-        raw = model_steps.raw_embeddings(self.state, self.record)
-        counts = self.state.pair_counts(self.record)
-        kept = kept_variance(model, raw[counts > 0])
-        floor = float(options.get("pca_floor", DEFAULT_PCA_FLOOR))
-        if kept < floor:
-            report = _full_pca(self.state, options)
-            return {"refitted": True, "kept_variance_before": kept, "report": report}
-        old = self.state.reduced(self.live)
-        reduced = np.vstack([old, pca_fns.reduce(model, raw[len(old) :])])
-        model_steps.save_pca(
-            self.state, self.record, model, reduced, live_pca.get("configured_variance")
-        )
-        return {"refitted": False, "kept_variance": kept, "projected_pairs": len(raw) - len(old)}
 
 
 def kept_variance(model: Any, raw: np.ndarray) -> float:

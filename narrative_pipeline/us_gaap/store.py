@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from narrative_pipeline.us_gaap import incremental, model_steps, pairs_step, reads
+from narrative_pipeline.us_gaap import incremental as steps
+from narrative_pipeline.us_gaap import model_steps, reads
 from narrative_pipeline.us_gaap.cells import Cell, CellArrays, ConceptUnitPair
 from narrative_pipeline.us_gaap.generations import StaleTripletsError, StoreState
 from narrative_pipeline.us_gaap.reports import (
@@ -86,18 +87,18 @@ class UsGaapStore:
         self, report: IngestReport, db: Any, downstream: bool, options: dict
     ) -> IngestReport:
         if downstream:
-            incremental.build_if_needed(
+            steps.build_if_needed(
                 self._state, report, db, force=bool(report.files_loaded), options=options
             )
-        incremental.fill_totals(self._state, report)
+        steps.fill_totals(self._state, report)
         return report
 
     def build_from_db(self, db: Any, *, force: bool = False, **options: Any) -> IngestReport:
         """Steps 2-6 over the database's facts (a full build), unless the live triplets
         already match it. Options as for `ingest_us_gaap_csvs`."""
         report = IngestReport(source="database")
-        incremental.build_if_needed(self._state, report, db, force=force, options=options)
-        incremental.fill_totals(self._state, report)
+        steps.build_if_needed(self._state, report, db, force=force, options=options)
+        steps.fill_totals(self._state, report)
         return report
 
     def update_from_db(self, db: Any, *, force: bool = False, **options: Any) -> IngestReport:
@@ -105,13 +106,17 @@ class UsGaapStore:
         (added, changed, removed), through triplets; a full build when there is no live
         generation, when `force`, or when the change is too large (incremental.py). Extra
         options: `pca_refit` (True: refit the PCA), `pca_floor` (refit when the kept variance
-        over the live pairs falls below it; default 0.9)."""
-        return incremental.update_from_db(self._state, db, force=force, options=options)
+        over the live pairs falls below it; default: the configured variance)."""
+        return steps.update_from_db(self._state, db, force=force, options=options)
 
     # ------------------------------------------------------------------ steps 2-6
-    def build_concept_unit_pairs(self, db: Any) -> PairsReport:
-        """Stream the database's facts into a new generation of cell chunks and pair ids."""
-        return pairs_step.build_concept_unit_pairs(self._state, db)
+    def build_concept_unit_pairs(self, db: Any, *, incremental: bool = False) -> PairsReport:
+        """Stream the database's facts into a new generation of cell chunks and pair ids.
+
+        `incremental=True`: only the tickers changed since the live generation are re-read
+        (a full build when nothing is live); steps 4-5 then refit only what changed.
+        """
+        return steps.pairs_step_for(self._state, db, incremental)
 
     def generate_embeddings(
         self,
@@ -131,8 +136,9 @@ class UsGaapStore:
         )
 
     def fit_scalers(self, kind: str = "robust") -> ScalerReport:
-        """One scaler per pair over all of its values (see preprocessing/scalers.py for the rules)."""
-        return model_steps.fit_scalers(self._state, kind)
+        """One scaler per pair over all of its values (see preprocessing/scalers.py for the
+        rules); after an incremental step 2, only the pairs whose values changed."""
+        return steps.scalers_step_for(self._state, kind)
 
     def load_scalers(self) -> list:
         """The fitted sklearn scaler of every live pair, indexed by pair_id."""
@@ -145,13 +151,16 @@ class UsGaapStore:
         *,
         plot_dir: str | Path | None = None,
         make_plots: bool = True,
+        refit: bool = False,
     ) -> PcaReport:
         """Exact float64 PCA of the pair embeddings; stores the model and reduced embeddings.
 
         The report carries two PNGs (explained-variance curve, 2-D scatter of the pairs), also
         written to `plot_dir` when given; `make_plots=False` skips them (about a second).
+        After an incremental step 2 the live model projects the new pairs instead, unless
+        `refit`, another configuration, or the kept variance falls below the configured one.
         """
-        return model_steps.fit_pca(self._state, variance, n_components, plot_dir, make_plots)
+        return steps.pca_step_for(self._state, variance, n_components, refit, plot_dir, make_plots)
 
     def generate_pca_embeddings(
         self, variance: float | None = 0.95, n_components: int | None = None, **kwargs: Any
