@@ -32,10 +32,14 @@ class StaleTripletsError(RuntimeError):
 
 
 def compact_if_worthwhile(data_store: Any) -> None:
-    """Give dead bytes back after a generation switch. SINGLE CALL SITE for the store's
-    automatic compaction (helper 12s's `DataStore` method); a store without it (a WebSocket
-    client, the official client, a test fake) is left alone."""
-    compact = getattr(data_store, "maybe_compact", None)
+    """Give dead bytes back after a generation switch deleted the replaced keys.
+
+    SINGLE CALL SITE for the store's compaction: `DataStore.compact_if_needed()` (helper 12s,
+    issue 13 item 5: compacts when the file passes 1.5x its live bytes; writers only). A store
+    without that method (a WebSocket client, whose server compacts itself; the official
+    client; a test fake; a DataStore from before it) is left alone.
+    """
+    compact = getattr(data_store, "compact_if_needed", None)
     if callable(compact):
         compact()
 

@@ -155,9 +155,12 @@ def plan_update(state: StoreState, db: Any, force: bool, scaler_kind: str | None
     return TickerChanges(changed, removed)
 
 
-def update_from_db(state: StoreState, db: Any, force: bool, options: dict) -> IngestReport:
-    """See the module docstring: the steps 2-6, incremental unless a full build is needed."""
-    report = IngestReport(source="database")
+def update_from_db(
+    state: StoreState, db: Any, force: bool, options: dict, report: IngestReport | None = None
+) -> IngestReport:
+    """See the module docstring: the steps 2-6, incremental unless a full build is needed
+    (into `report` when given: an ingest's own report)."""
+    report = report if report is not None else IngestReport(source="database")
     started = time.perf_counter()
     changes = plan_update(state, db, force, options.get("scaler_kind"))
     report.timings["tickers"] = round(time.perf_counter() - started, 4)

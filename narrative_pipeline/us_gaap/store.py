@@ -86,10 +86,12 @@ class UsGaapStore:
     def _finish_ingest(
         self, report: IngestReport, db: Any, downstream: bool, options: dict
     ) -> IngestReport:
-        if downstream:
-            steps.build_if_needed(
-                self._state, report, db, force=bool(report.files_loaded), options=options
-            )
+        """Steps 2-6 after files were loaded: incremental when files changed (a full build
+        when nothing is live or the change is large), else only if the store lags the db."""
+        if downstream and report.files_loaded:
+            steps.update_from_db(self._state, db, False, options, report)
+        elif downstream:
+            steps.build_if_needed(self._state, report, db, force=False, options=options)
         steps.fill_totals(self._state, report)
         return report
 
