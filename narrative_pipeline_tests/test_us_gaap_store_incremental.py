@@ -214,3 +214,18 @@ def test_cell_ticker_ids_name_each_cells_ticker(corpus) -> None:
     expected = db.facts_frame()["ticker"].to_numpy()[::-1]
     assert cells.ticker_id.dtype == np.uint32
     assert [tickers[t] for t in cells.ticker_id.tolist()] == expected.tolist()
+
+
+def test_quantile_scalers_survive_an_incremental_update(tmp_path: Path) -> None:
+    csv_dir = tmp_path / "csv"
+    generate_sample_csvs(csv_dir, tickers=FIRST, filings_per_ticker=6)
+    db = DbUsGaap(f"sqlite:///{tmp_path / 'facts.sqlite'}")
+    store = UsGaapStore(DataStore(str(tmp_path / "store.bin")))
+    store.ingest_us_gaap_csvs(csv_dir, db, scaler_kind="quantile", **OPTIONS)
+    generate_sample_csvs(csv_dir, tickers=["XOM"], filings_per_ticker=3)
+    report = store.ingest_us_gaap_csvs(csv_dir, db, **OPTIONS)
+    assert report.pairs_report.incremental and report.scaler_report.kind == "quantile"
+    assert store.get_triplet_count() == db.fact_count()
+    assert_exact_round_trip(store, store.read_cell_range(0, store.get_triplet_count()))
+    assert any(type(s).__name__ == "QuantileTransformer" for s in store.load_scalers())
+    store.data_store.close()
