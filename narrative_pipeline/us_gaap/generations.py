@@ -257,14 +257,17 @@ class StoreState:
             raise LookupError(f"{what} of generation {record['generation']} is missing")
         return payload
 
-    def pair_table(self, record: dict) -> dict:
+    def _decoded(self, record: dict, key_of: Any, what: str, decode: Any, *extra: Any) -> Any:
+        """decode(payload of key_of(generation)), memoised per record (and `extra`)."""
         return self._memoised(
-            "pair_table",
+            what,
             record,
-            lambda: layout.decode_json(
-                self._required(layout.pairs_key(record["generation"]), "pair table", record)
-            ),
+            lambda: decode(self._required(key_of(record["generation"]), what, record)),
+            *extra,
         )
+
+    def pair_table(self, record: dict) -> dict:
+        return self._decoded(record, layout.pairs_key, "pair table", layout.decode_json)
 
     def pairs(self, record: dict) -> list[ConceptUnitPair]:
         def load() -> list[ConceptUnitPair]:
@@ -287,35 +290,15 @@ class StoreState:
         )
 
     def chunk_table(self, record: dict) -> ChunkTable:
-        return self._memoised(
-            "chunks",
-            record,
-            lambda: ChunkTable.decode(
-                self._required(layout.chunk_table_key(record["generation"]), "chunk table", record)
-            ),
-        )
+        return self._decoded(record, layout.chunk_table_key, "chunk table", ChunkTable.decode)
 
     def ticker_table(self, record: dict) -> dict:
         """{"tickers": [symbol by ticker id], "fingerprints": {ticker: fingerprint}}."""
-        return self._memoised(
-            "tickers",
-            record,
-            lambda: layout.decode_json(
-                self._required(layout.tickers_key(record["generation"]), "ticker table", record)
-            ),
-        )
+        return self._decoded(record, layout.tickers_key, "ticker table", layout.decode_json)
 
     def pair_index_generations(self, record: dict) -> np.ndarray:
-        return self._memoised(
-            "index_gens",
-            record,
-            lambda: layout.decode_array(
-                self._required(
-                    layout.pair_index_generations_key(record["generation"]),
-                    "pair-index table",
-                    record,
-                )
-            ),
+        return self._decoded(
+            record, layout.pair_index_generations_key, "pair-index table", layout.decode_array
         )
 
     def pair_index(self, record: dict, pair_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -329,14 +312,11 @@ class StoreState:
     def scaler_params(self, record: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not record.get("scalers"):
             raise RuntimeError("no scalers fitted for this generation: run fit_scalers() first")
-        return self._memoised(
-            "scaler_params",
+        return self._decoded(
             record,
-            lambda: layout.decode_scaler_params(
-                self._required(
-                    layout.scaler_params_key(record["generation"]), "scaler table", record
-                )
-            ),
+            layout.scaler_params_key,
+            "scaler table",
+            layout.decode_scaler_params,
             record["scalers"]["fingerprint"],
         )
 
@@ -373,14 +353,11 @@ class StoreState:
         return scaled
 
     def reduced(self, record: dict) -> np.ndarray:
-        return self._memoised(
-            "reduced",
+        return self._decoded(
             record,
-            lambda: layout.decode_matrix(
-                self._required(
-                    layout.pca_reduced_key(record["generation"]), "PCA-reduced embeddings", record
-                )
-            ),
+            layout.pca_reduced_key,
+            "PCA-reduced embeddings",
+            layout.decode_matrix,
             record["pca"]["fingerprint"],
         )
 

@@ -286,17 +286,7 @@ def refit_changed_scalers(state: StoreState) -> ScalerReport:
         _carry_quantile_pickles(state, live, record, set(changed.tolist()))
     fit.refit(changed)
     fit.save()
-    counts = state.pair_counts(record)
-    return ScalerReport(
-        kind=kind,
-        n_pairs=record["n_pairs"],
-        single_value_pairs=int((counts == 1).sum()),
-        zero_iqr_pairs=fit.zero_iqr,
-        robust_fallback_pairs=fit.fallback,
-        scale_doublings=fit.doubled,
-        seconds=round(time.perf_counter() - started, 4),
-        refitted_pairs=len(changed),
-    )
+    return fit.report(started, refitted_pairs=len(changed))
 
 
 def _carry_quantile_pickles(state: StoreState, live: dict, record: dict, changed: set) -> None:

@@ -127,19 +127,10 @@ def fit_scalers(state: StoreState, kind: str) -> ScalerReport:
         raise ValueError(f"scaler kind must be one of {scaler_fns.SCALER_KINDS}, got {kind!r}")
     started = time.perf_counter()
     record = state.working()
-    counts = state.pair_counts(record)
     fit = ScalerFit(state, record, kind)
     fit.refit(np.arange(record["n_pairs"]))
     fit.save()
-    return ScalerReport(
-        kind=kind,
-        n_pairs=record["n_pairs"],
-        single_value_pairs=int((counts == 1).sum()),
-        zero_iqr_pairs=fit.zero_iqr,
-        robust_fallback_pairs=fit.fallback,
-        scale_doublings=fit.doubled,
-        seconds=round(time.perf_counter() - started, 4),
-    )
+    return fit.report(started, refitted_pairs=None)
 
 
 class ScalerFit:
@@ -206,6 +197,19 @@ class ScalerFit:
         starts = np.concatenate([[0], np.cumsum(group_counts)[:-1]]).astype(np.int64)
         return scaler_fns.GroupedValues(
             np.concatenate(values), starts, group_counts.astype(np.int64)
+        )
+
+    def report(self, started: float, refitted_pairs: int | None) -> ScalerReport:
+        counts = self.state.pair_counts(self.record)
+        return ScalerReport(
+            kind=self.kind,
+            n_pairs=self.record["n_pairs"],
+            single_value_pairs=int((counts == 1).sum()),
+            zero_iqr_pairs=self.zero_iqr,
+            robust_fallback_pairs=self.fallback,
+            scale_doublings=self.doubled,
+            seconds=round(time.perf_counter() - started, 4),
+            refitted_pairs=refitted_pairs,
         )
 
     def save(self) -> None:
