@@ -147,6 +147,8 @@ def plan_update(state: StoreState, db: Any, force: bool, scaler_kind: str | None
     before = state.ticker_table(live)["fingerprints"]
     changed = sorted(t for t, fp in now.items() if before.get(t) != fp)
     removed = sorted(t for t in before if t not in now)
+    if len(changed) > FULL_BUILD_SHARE * max(1, len(now)):  # many tickers: no need to count
+        return TickerChanges(changed, removed, f"{len(changed)} of {len(now)} tickers changed")
     incoming = ticker_fact_counts(db, changed) if changed else 0
     if incoming > FULL_BUILD_SHARE * max(1, live["n_cells"]):
         return TickerChanges(
