@@ -229,3 +229,15 @@ def test_quantile_scalers_survive_an_incremental_update(tmp_path: Path) -> None:
     assert_exact_round_trip(store, store.read_cell_range(0, store.get_triplet_count()))
     assert any(type(s).__name__ == "QuantileTransformer" for s in store.load_scalers())
     store.data_store.close()
+
+
+def test_kept_variance_is_the_explained_ratio_on_the_fitted_rows() -> None:
+    from sklearn.decomposition import PCA
+
+    rows = np.random.default_rng(0).standard_normal((300, 24)) * np.arange(1, 25)
+    model = PCA(n_components=5, svd_solver="full").fit(rows)
+    kept = incremental.kept_variance(model, rows)
+    assert kept == pytest.approx(model.explained_variance_ratio_.sum(), rel=1e-12)
+    shifted = rows.copy()
+    shifted[:, -5:] *= 10  # variance the components do not hold
+    assert incremental.kept_variance(model, shifted) < kept

@@ -514,13 +514,17 @@ class TickerUpdate:
 
 
 def kept_variance(model: Any, raw: np.ndarray) -> float:
-    """Share of the total variance of `raw` that the model's components keep."""
+    """Share of the total variance of `raw` that the model's components keep (one BLAS
+    thread, as in preprocessing/pca.py: a contended multi-threaded BLAS is many times slower)."""
+    from threadpoolctl import threadpool_limits
+
     x = np.asarray(raw, dtype=np.float64)
     if len(x) < 2:
         return 1.0
-    centered = x - x.mean(axis=0)
-    total = float((centered**2).sum())
-    if total == 0.0:
-        return 1.0
-    projected = centered @ np.asarray(model.components_, dtype=np.float64).T
-    return float((projected**2).sum() / total)
+    with threadpool_limits(limits=1):
+        centered = x - x.mean(axis=0)
+        total = float(np.einsum("ij,ij->", centered, centered))
+        if total == 0.0:
+            return 1.0
+        projected = centered @ np.asarray(model.components_, dtype=np.float64).T
+        return float(np.einsum("ij,ij->", projected, projected) / total)
