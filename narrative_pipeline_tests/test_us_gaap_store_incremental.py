@@ -241,3 +241,18 @@ def test_kept_variance_is_the_explained_ratio_on_the_fitted_rows() -> None:
     shifted = rows.copy()
     shifted[:, :5] *= 100  # the smallest columns, which the components do not hold
     assert incremental.kept_variance(model, shifted) < kept
+
+
+def test_a_database_without_ticker_fingerprints_gets_full_builds() -> None:
+    from narrative_pipeline_tests.test_us_gaap_store_fakes import (
+        FakeDictStore,
+        FakeFactsDb,
+        synthetic_facts,
+    )
+
+    store = UsGaapStore(FakeDictStore())
+    db = FakeFactsDb(synthetic_facts(n_tickers=3, seed=1))
+    assert store.update_from_db(db, **OPTIONS).messages[-1] == "full build: no live generation"
+    report = store.update_from_db(db, **OPTIONS)
+    assert report.messages[-1] == "full build: the database cannot say which tickers changed"
+    assert store.get_triplet_count() == len(db.facts)

@@ -144,6 +144,8 @@ def plan_update(state: StoreState, db: Any, force: bool, scaler_kind: str | None
     if scaler_kind is not None and scaler_kind != live["scalers"]["kind"]:
         return TickerChanges([], [], f"scaler kind changed to {scaler_kind}")
     now = pairs_step.ticker_fingerprints(db)
+    if now is None:
+        return TickerChanges([], [], "the database cannot say which tickers changed")
     before = state.ticker_table(live)["fingerprints"]
     changed = sorted(t for t, fp in now.items() if before.get(t) != fp)
     removed = sorted(t for t in before if t not in now)
@@ -396,7 +398,7 @@ class TickerUpdate:
         record = pairs_step.new_record(
             self.generation, new_table, len(pairs.pairs), len(tickers.tickers)
         )
-        fingerprints = pairs_step.ticker_fingerprints(self.db)
+        fingerprints = pairs_step.ticker_fingerprints(self.db) or {}
         state.write_record_tables(
             record,
             new_table,

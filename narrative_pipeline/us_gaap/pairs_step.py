@@ -61,7 +61,7 @@ def _write_generation(
     state.write_record_tables(
         record,
         table,
-        {"tickers": tickers.tickers, "fingerprints": ticker_fingerprints(db)},
+        {"tickers": tickers.tickers, "fingerprints": ticker_fingerprints(db) or {}},
         pair_table(pairs.pairs, counts),
         np.full(len(pairs.pairs), generation, dtype=np.uint32),
     )
@@ -93,11 +93,12 @@ def pair_table(pairs: list[tuple[str, str]], counts: np.ndarray) -> dict:
     }
 
 
-def ticker_fingerprints(db: Any) -> dict[str, str]:
-    """What says a ticker's facts changed (db/ticker_state.py); {} for a database without it."""
+def ticker_fingerprints(db: Any) -> dict[str, str] | None:
+    """What says a ticker's facts changed (db/ticker_state.py); None for a database that is
+    not a DbUsGaap (a test fake): then every update is a full build."""
     from narrative_pipeline.db.ticker_state import ticker_fingerprints as fingerprints
 
-    return fingerprints(db) if hasattr(db, "engine") else {}
+    return fingerprints(db) if hasattr(db, "engine") else None
 
 
 def add_counts(counts: np.ndarray, pair_id: np.ndarray, n_pairs: int) -> np.ndarray:
