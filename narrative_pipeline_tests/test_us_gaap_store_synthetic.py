@@ -10,6 +10,7 @@ import pytest
 from xxhash import xxh3_64_intdigest
 
 from narrative_pipeline.us_gaap import build, layout
+from narrative_pipeline.us_gaap.generations import StoreState
 from narrative_pipeline.us_gaap_store import StaleTripletsError, UsGaapStore
 from narrative_pipeline_tests.test_us_gaap_store_fakes import (
     CountingEmbedder,
@@ -205,7 +206,7 @@ def test_rebuild_replaces_generation_and_deletes_the_old_keys(built) -> None:
     store.write_triplets()
     assert report.generation == 2
     assert store.get_triplet_count() == len(more)
-    old_cell_keys = {layout.cell_column_key(1, c, 0) for c in layout.CELL_COLUMNS}
+    old_cell_keys = {layout.cell_column_key(1, c, 0) for c in layout.STORED_COLUMNS}
     assert old_cell_keys <= keys_before
     assert not (old_cell_keys & set(fake.data))
     embedding_cache = {k for k in keys_before if k[:8] == layout.EMBEDDING_CACHE.namespace(b"")[:8]}
@@ -340,14 +341,14 @@ def test_build_killed_midway_is_found_and_deleted_by_the_next_one(built, monkeyp
     store, db, fake = built
     keys_before = set(fake.data)
     monkeypatch.setattr("narrative_pipeline.us_gaap.build.FACT_FRAME_ROWS", 70_000)
-    monkeypatch.setattr(UsGaapStore, "_delete_generation", lambda self, record: None)  # "kill -9"
+    monkeypatch.setattr(StoreState, "delete_record", lambda self, record: None)  # "kill -9"
     with pytest.raises(ConnectionError):  # frames of 500, then 70,000 rows: one chunk written
         store.build_concept_unit_pairs(_FailingDb(_big_facts(), fail_after=2))
     monkeypatch.undo()
     leaked = set(fake.data) - keys_before
     assert layout.cell_column_key(2, "pair_id", 0) in leaked
     reopened = UsGaapStore(fake)
-    reopened._read_manifest()["pending"] = {
+    reopened._state.manifest()["pending"] = {
         "generation": 2,
         "incomplete": True,
     }  # what a kill leaves

@@ -61,4 +61,6 @@ def test_build_rebuild_and_reads_over_websocket(store_server, client: str) -> No
         fresh.read_cell_range(0, 1000).unscaled,
         FakeFactsDb(facts.head(1000)).facts_frame()["value"].to_numpy(),
     )
-    assert handle.read(layout.cell_column_key(1, "scaled", 1)) is None  # the old generation is gone
+    assert (
+        handle.read(layout.cell_column_key(1, "unscaled", 1)) is None
+    )  # the old generation is gone

@@ -29,23 +29,32 @@ PREPROCESSING_GROUP = "preprocessing"
 STORE_KIND = "simd-r-drive"
 
 
+class PairsConfig(dg.Config):
+    """`full_rebuild`: re-read every fact instead of only the tickers that changed."""
+
+    full_rebuild: bool = False
+
+
 @dg.asset(
     deps=["raw_records"],
     group_name=PREPROCESSING_GROUP,
     kinds={"python", STORE_KIND},
     description=(
-        "Every numeric fact becomes a cell (i_cell in ticker, accn, concept, unit order) and every "
-        "distinct (concept, unit) pair gets a pair_id; written as a new store generation that goes "
-        "live with `triplets`."
+        "Every numeric fact becomes a cell and every distinct (concept, unit) pair gets a pair_id "
+        "(ids never move); only tickers changed since the live data are re-read (full_rebuild: "
+        "all). Written as a new store generation that goes live with `triplets`."
     ),
 )
 def concept_unit_pairs(
-    context: dg.AssetExecutionContext, database: DatabaseResource, store: StoreResource
+    context: dg.AssetExecutionContext,
+    config: PairsConfig,
+    database: DatabaseResource,
+    store: StoreResource,
 ) -> dg.MaterializeResult:
     metadata: dict = {}
     db = database.get_db()
     with timed(metadata), store.us_gaap_store() as us_gaap_store:
-        report = us_gaap_store.build_concept_unit_pairs(db)
+        report = us_gaap_store.build_concept_unit_pairs(db, incremental=not config.full_rebuild)
     metadata.update(report_metadata(report))
     tickers = sorted(db.tickers())
     first_facts = db.facts_frame(tickers=tickers[:1])
@@ -112,10 +121,16 @@ def scalers(
 
 
 class PcaConfig(dg.Config):
-    """PCA of the pair embeddings: keep `variance` of it, or exactly `n_components` if set."""
+    """PCA of the pair embeddings: keep `variance` of it, or exactly `n_components` if set.
+
+    After an incremental `concept_unit_pairs` the live model projects the new pairs (the
+    model's input basis stays fixed) unless `refit`, or the variance it keeps over the live
+    pairs falls below `variance`.
+    """
 
     variance: float = 0.95
     n_components: int | None = None
+    refit: bool = False
 
 
 @dg.asset(
@@ -148,6 +163,7 @@ def pca_model(
             None if config.n_components is not None else config.variance,
             config.n_components,
             plot_dir=plots_dir,
+            refit=config.refit,
         )
     metadata.update(report_metadata(report, skip=("plot_paths",)))
     for title, png in (

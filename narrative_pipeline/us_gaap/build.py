@@ -1,5 +1,7 @@
 """Step 2 machinery: facts from the database -> chunked cell columns and per-pair value indexes.
 
+Also numbers tickers (`TickerAssigner`, ids in order of first appearance, append-only).
+
 Memory stays flat as the corpus grows: facts stream from the database a group of tickers at a
 time, cells are written a chunk at a time, and the per-pair sorted value index (used for scaler
 fitting and `lookup_by_triplet`) is built in buckets of pairs sized from the cell count, each
@@ -19,6 +21,7 @@ import pyarrow as pa
 from xxhash import xxh3_64_intdigest
 
 from narrative_pipeline.us_gaap import layout
+from narrative_pipeline.us_gaap.chunk_table import ChunkTable
 
 FACT_FRAME_ROWS = 262_144  # target rows per database read
 MAX_TICKERS_PER_QUERY = 500  # keeps IN (...) lists well under SQL parameter limits
@@ -136,11 +139,12 @@ def cell_keys_from_codes(codes: Any) -> np.ndarray:
 
 
 class PairAssigner:
-    """Numbers (concept, unit) pairs 0, 1, ... in order of first appearance across frames."""
+    """Numbers (concept, unit) pairs 0, 1, ... in order of first appearance across frames,
+    after the `known` pairs (an incremental update keeps every existing id)."""
 
-    def __init__(self) -> None:
-        self.ids: dict[tuple[str, str], int] = {}
-        self.pairs: list[tuple[str, str]] = []
+    def __init__(self, known: list[tuple[str, str]] | None = None) -> None:
+        self.pairs: list[tuple[str, str]] = [tuple(p) for p in known or []]
+        self.ids: dict[tuple[str, str], int] = {p: i for i, p in enumerate(self.pairs)}
 
     def assign(self, concept: pd.Series, unit: pd.Series) -> np.ndarray:
         """Pair id of every row; Python work only per distinct pair in the frame."""
@@ -175,34 +179,61 @@ class PairAssigner:
         return lookup
 
 
+class TickerAssigner:
+    """Numbers tickers in order of first appearance after the `known` ones (append-only)."""
+
+    def __init__(self, known: list[str] | None = None) -> None:
+        self.tickers: list[str] = list(known or [])
+        self.ids: dict[str, int] = {t: i for i, t in enumerate(self.tickers)}
+
+    def id_of(self, ticker: str) -> int:
+        ticker_id = self.ids.get(ticker)
+        if ticker_id is None:
+            ticker_id = self.ids[ticker] = len(self.tickers)
+            self.tickers.append(ticker)
+        return ticker_id
+
+    def assign(self, tickers: list[str], positions: np.ndarray) -> np.ndarray:
+        """Ticker id of every row, given a small table of tickers and each row's position in it."""
+        lookup = np.fromiter((self.id_of(str(t)) for t in tickers), np.uint32, len(tickers))
+        return lookup[np.asarray(positions, dtype=np.int64)]
+
+
 class CellChunkWriter:
-    """Buffers cell columns and writes them as full `CHUNK_CELLS` chunks (the last may be short)."""
+    """Buffers cell columns and writes them as full `CHUNK_CELLS` chunks (the last may be short).
 
-    COLUMNS = ("pair_id", "unscaled", "cell_key")
+    Chunks are numbered from `first_chunk` under `generation`; `rows` collects their chunk
+    table rows (generation, chunk, size, smallest ticker id, largest ticker id).
+    """
 
-    def __init__(self, store: Any, generation: int) -> None:
+    COLUMNS = layout.STORED_COLUMNS
+
+    def __init__(self, store: Any, generation: int, first_chunk: int = 0) -> None:
         self.store = store
         self.generation = generation
         self.buffers: dict[str, list[np.ndarray]] = {c: [] for c in self.COLUMNS}
         self.buffered = 0
-        self.n_chunks = 0
+        self.next_chunk = first_chunk
         self.n_cells = 0
+        self.rows: list[tuple[int, int, int, int, int]] = []
 
-    def append(self, pair_id: np.ndarray, unscaled: np.ndarray, cell_key: np.ndarray) -> None:
-        for name, values in zip(self.COLUMNS, (pair_id, unscaled, cell_key), strict=True):
-            self.buffers[name].append(np.asarray(values, dtype=layout.CELL_COLUMNS[name]))
-        self.buffered += len(pair_id)
+    def append(self, columns: dict[str, np.ndarray]) -> None:
+        """Cells given as one array per stored column (all the same length)."""
+        for name in self.COLUMNS:
+            self.buffers[name].append(np.asarray(columns[name], dtype=layout.CELL_COLUMNS[name]))
+        self.buffered += len(columns["pair_id"])
         while self.buffered >= layout.CHUNK_CELLS:
             self._write_chunk(layout.CHUNK_CELLS)
 
-    def close(self) -> tuple[int, int]:
-        """Write the remainder; returns (n_cells, n_chunks)."""
+    def close(self) -> int:
+        """Write the remainder; returns the number of cells written."""
         if self.buffered:
             self._write_chunk(self.buffered)
-        return self.n_cells, self.n_chunks
+        return self.n_cells
 
     def _write_chunk(self, size: int) -> None:
         entries = []
+        tickers = None
         for name in self.COLUMNS:
             joined = (
                 np.concatenate(self.buffers[name])
@@ -211,25 +242,30 @@ class CellChunkWriter:
             )
             entries.append(
                 (
-                    layout.cell_column_key(self.generation, name, self.n_chunks),
+                    layout.cell_column_key(self.generation, name, self.next_chunk),
                     joined[:size].tobytes(),
                 )
             )
+            if name == "ticker_id":
+                tickers = joined[:size]
             self.buffers[name] = [joined[size:]] if len(joined) > size else []
         self.store.batch_write(entries)
+        self.rows.append(
+            (self.generation, self.next_chunk, size, int(tickers.min()), int(tickers.max()))
+        )
         self.buffered -= size
-        self.n_chunks += 1
+        self.next_chunk += 1
         self.n_cells += size
 
 
 def read_columns(
-    store: Any, generation: int, columns: tuple[str, ...], chunks: list[int]
+    store: Any, refs: list[tuple[int, int]], columns: tuple[str, ...]
 ) -> list[dict[str, np.ndarray]]:
-    """Decoded columns of several chunks in one batch_read; raises if any is missing."""
-    keys = [layout.cell_column_key(generation, c, k) for k in chunks for c in columns]
+    """Decoded columns of several (generation, chunk) in one batch_read; raises if any is missing."""
+    keys = [layout.cell_column_key(g, c, k) for g, k in refs for c in columns]
     payloads = store.batch_read(keys)
     out = []
-    for i, chunk in enumerate(chunks):
+    for i, (generation, chunk) in enumerate(refs):
         arrays = {}
         for j, column in enumerate(columns):
             payload = payloads[i * len(columns) + j]
@@ -244,34 +280,37 @@ def read_columns(
 
 
 def iter_chunk_columns(
-    store: Any, generation: int, n_chunks: int, columns: tuple[str, ...]
+    store: Any, table: ChunkTable, columns: tuple[str, ...], positions: list[int] | None = None
 ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    """(chunk number, columns) for every chunk, read a few chunks per round trip."""
-    for first in range(0, n_chunks, CHUNKS_PER_READ):
-        chunks = list(range(first, min(n_chunks, first + CHUNKS_PER_READ)))
-        yield from zip(chunks, read_columns(store, generation, columns, chunks), strict=True)
+    """(table position, columns) for every chunk (or those at `positions`), a few per read."""
+    wanted = list(range(len(table))) if positions is None else list(positions)
+    for first in range(0, len(wanted), CHUNKS_PER_READ):
+        batch = wanted[first : first + CHUNKS_PER_READ]
+        refs = [(int(table.generation[p]), int(table.chunk[p])) for p in batch]
+        yield from zip(batch, read_columns(store, refs, columns), strict=True)
 
 
-def build_pair_index(store: Any, generation: int, n_cells: int, n_chunks: int) -> None:
-    """Write each pair's values sorted ascending with their i_cells (ties by i_cell)."""
-    n_buckets = max(1, ceil(n_cells / BUCKET_CELLS))
+def build_pair_index(store: Any, generation: int, table: ChunkTable) -> None:
+    """Write each pair's values sorted ascending with their locators (ties in i_cell order)."""
+    n_buckets = max(1, ceil(table.n_cells / BUCKET_CELLS))
     for bucket in range(n_buckets):
-        pair_ids, values, i_cells = [], [], []
-        for chunk, cols in iter_chunk_columns(store, generation, n_chunks, ("pair_id", "unscaled")):
+        pair_ids, values, locators = [], [], []
+        for pos, cols in iter_chunk_columns(store, table, ("pair_id", "unscaled")):
             pid = cols["pair_id"]
             mask = slice(None) if n_buckets == 1 else (pid % n_buckets) == bucket
             pair_ids.append(pid[mask])
             values.append(cols["unscaled"][mask])
-            i_cells.append(
-                np.arange(len(pid), dtype=np.uint64)[mask] + np.uint64(chunk * layout.CHUNK_CELLS)
+            offsets = np.arange(len(pid), dtype=np.uint64)[mask]
+            locators.append(
+                layout.encode_locators(int(table.generation[pos]), int(table.chunk[pos]), offsets)
             )
         if pair_ids:
-            _write_bucket(
+            write_pair_indexes(
                 store,
                 generation,
                 np.concatenate(pair_ids),
                 np.concatenate(values),
-                np.concatenate(i_cells),
+                np.concatenate(locators),
             )
 
 
@@ -287,18 +326,19 @@ def _sort_by_pair_then_value(pair_ids: np.ndarray, values: np.ndarray) -> np.nda
     return order
 
 
-def _write_bucket(
-    store: Any, generation: int, pair_ids: np.ndarray, values: np.ndarray, i_cells: np.ndarray
+def write_pair_indexes(
+    store: Any, generation: int, pair_ids: np.ndarray, values: np.ndarray, locators: np.ndarray
 ) -> None:
-    # i_cells arrive ascending, so the stable sort leaves equal values in i_cell order.
+    """The index of every pair in `pair_ids` (cells given in i_cell order: the stable sort
+    leaves equal values in that order)."""
     order = _sort_by_pair_then_value(pair_ids, values)
-    pair_ids, values, i_cells = pair_ids[order], values[order], i_cells[order]
+    pair_ids, values, locators = pair_ids[order], values[order], locators[order]
     starts = np.flatnonzero(np.r_[True, pair_ids[1:] != pair_ids[:-1]])
     uniq = pair_ids[starts]
     ends = np.append(starts[1:], len(pair_ids))
     batch, batch_bytes = [], 0
     for pair_id, start, end in zip(uniq.tolist(), starts.tolist(), ends.tolist(), strict=True):
-        payload = layout.encode_pair_index(values[start:end], i_cells[start:end])
+        payload = layout.encode_pair_index(values[start:end], locators[start:end])
         batch.append((layout.pair_index_key(generation, pair_id), payload))
         batch_bytes += len(payload)
         if batch_bytes >= WRITE_BATCH_BYTES:

@@ -78,6 +78,9 @@ class CellArrays:
     unscaled: np.ndarray  # float64
     scaled: np.ndarray  # float64
     cell_key: np.ndarray  # uint64, stable id of (ticker, accn, concept, unit): build.cell_key
+    # uint32, index into UsGaapStore.get_tickers(); always filled by read_cells/read_cell_range
+    # (None only in arrays built by hand, e.g. test fakes written before the column existed).
+    ticker_id: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.i_cell)

@@ -4,9 +4,16 @@ Every key is namespaced (NamespaceHasher, 16 bytes) except the original's two co
 `__triplet_count__` and `__pair_count__` (u64 little-endian). Cells live in chunked columnar
 arrays, `CHUNK_CELLS` cells per chunk and one key per (column, chunk), never one key per cell.
 
-Everything derived from one build of the cells carries a *generation* number in its key, so a
-rebuild writes beside the live data and switches over only when complete (a crash midway
-leaves the previous triplets readable). The manifest says which generation is live.
+Everything a build or an incremental update writes carries its *generation* number in its
+key, so it writes beside the live data and switches over only when complete (a crash midway
+leaves the previous triplets readable). The manifest says which generation is live. A live
+generation may reference chunks and per-pair indexes written by earlier generations (an
+incremental update rewrites only what changed): its chunk table lists the (generation, chunk)
+of each chunk in i_cell order, and its pair-index table the generation of each pair's index.
+
+Scaled values are not stored: a chunk's scaled column is computed when it is read, with the
+live scalers (`robust_transform` is `RobustScaler.transform`'s arithmetic, so the value is
+bit-identical to `scaler.transform([[unscaled]])[0][0]`); refitting a scaler rewrites no cell.
 
 Payloads are never empty and never exactly b"\\x00" (simd-r-drive reserves that byte for
 deletions): arrays are only written when non-empty, counters are 8 bytes, the rest is JSON or
@@ -26,13 +33,16 @@ from narrative_pipeline.store.hashing import NamespaceHasher
 CHUNK_SHIFT = 16
 CHUNK_CELLS = 1 << CHUNK_SHIFT  # 65,536 cells per chunk
 
-# Column name -> dtype of its chunk arrays.
+# Column name -> dtype of the cell arrays a read returns.
 CELL_COLUMNS: dict[str, np.dtype] = {
     "pair_id": np.dtype("<u4"),
     "unscaled": np.dtype("<f8"),
     "scaled": np.dtype("<f8"),
     "cell_key": np.dtype("<u8"),
+    "ticker_id": np.dtype("<u4"),
 }
+# The columns kept in the store (scaled is computed on read).
+STORED_COLUMNS = ("pair_id", "unscaled", "cell_key", "ticker_id")
 
 TRIPLET_COUNT_KEY = b"__triplet_count__"
 PAIR_COUNT_KEY = b"__pair_count__"
@@ -46,6 +56,7 @@ SCALER = NamespaceHasher(b"scaler")
 EMBEDDING_CACHE = NamespaceHasher(b"embedding-cache")
 PCA_MODEL = NamespaceHasher(b"pca-model")
 PCA_REDUCED = NamespaceHasher(b"pca-reduced-embedding")
+GENERATION_TABLES = NamespaceHasher(b"generation-tables")
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -120,21 +131,21 @@ def decode_matrix(payload: bytes) -> np.ndarray:
     return np.frombuffer(payload, dtype=f"<f{itemsize}", offset=17).reshape(rows, cols)
 
 
-def encode_pair_index(values: np.ndarray, i_cells: np.ndarray) -> bytes:
-    """One pair's values sorted ascending, with the i_cell of each: u64 n, f64[n], u64[n]."""
+def encode_pair_index(values: np.ndarray, locators: np.ndarray) -> bytes:
+    """One pair's values sorted ascending, with each cell's locator: u64 n, f64[n], u64[n]."""
     n = len(values)
     return (
         _U64.pack(n)
         + np.ascontiguousarray(values, dtype="<f8").tobytes()
-        + np.ascontiguousarray(i_cells, dtype="<u8").tobytes()
+        + np.ascontiguousarray(locators, dtype="<u8").tobytes()
     )
 
 
 def decode_pair_index(payload: bytes) -> tuple[np.ndarray, np.ndarray]:
     n = _U64.unpack_from(payload, 0)[0]
     values = np.frombuffer(payload, dtype="<f8", count=n, offset=8)
-    i_cells = np.frombuffer(payload, dtype="<u8", count=n, offset=8 + 8 * n)
-    return values, i_cells
+    locators = np.frombuffer(payload, dtype="<u8", count=n, offset=8 + 8 * n)
+    return values, locators
 
 
 def pair_texts_key(generation: int) -> bytes:
@@ -162,3 +173,50 @@ def decode_scaler_params(payload: bytes) -> tuple[np.ndarray, np.ndarray, np.nda
     center = np.frombuffer(payload, dtype="<f8", count=n, offset=8 + n)
     scale = np.frombuffer(payload, dtype="<f8", count=n, offset=8 + 9 * n)
     return kinds, center, scale
+
+
+def chunk_table_key(generation: int) -> bytes:
+    return GENERATION_TABLES.namespace(_U32.pack(generation) + b"/chunks")
+
+
+def tickers_key(generation: int) -> bytes:
+    return GENERATION_TABLES.namespace(_U32.pack(generation) + b"/tickers")
+
+
+def pair_index_generations_key(generation: int) -> bytes:
+    return GENERATION_TABLES.namespace(_U32.pack(generation) + b"/pair-index-generations")
+
+
+# A cell's place independent of i_cell (which moves when chunks before it change): the
+# (generation, chunk number) of its chunk and its offset there, packed in a u64.
+LOCATOR_CHUNK_BITS = 24
+LOCATOR_OFFSET_BITS = 16  # CHUNK_CELLS = 2**16
+
+
+def encode_locators(generation: int, chunk: int, offsets: np.ndarray) -> np.ndarray:
+    base = (generation << (LOCATOR_CHUNK_BITS + LOCATOR_OFFSET_BITS)) | (
+        chunk << LOCATOR_OFFSET_BITS
+    )
+    return np.asarray(offsets, dtype=np.uint64) | np.uint64(base)
+
+
+def locator_chunks(locators: np.ndarray) -> np.ndarray:
+    """The (generation, chunk) part of each locator, as one u64 (see `chunk_ref`)."""
+    return np.asarray(locators, dtype=np.uint64) >> np.uint64(LOCATOR_OFFSET_BITS)
+
+
+def chunk_ref(generation: int, chunk: int) -> int:
+    """What `locator_chunks` gives for the cells of chunk (generation, chunk)."""
+    return (generation << LOCATOR_CHUNK_BITS) | chunk
+
+
+def encode_array(values: np.ndarray) -> bytes:
+    """A 1-D array: u8 dtype-string length, the dtype string, then the data (never empty)."""
+    values = np.ascontiguousarray(values)
+    name = values.dtype.str.encode()
+    return bytes([len(name)]) + name + values.tobytes()
+
+
+def decode_array(payload: bytes) -> np.ndarray:
+    n = payload[0]
+    return np.frombuffer(payload, dtype=np.dtype(bytes(payload[1 : 1 + n]).decode()), offset=1 + n)

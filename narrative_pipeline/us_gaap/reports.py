@@ -19,6 +19,11 @@ class PairsReport:
     n_chunks: int
     new_pairs: int  # pairs absent from the previous live generation
     seconds: float
+    incremental: bool = False  # only changed tickers were re-read (us_gaap/incremental.py)
+    changed_tickers: int = 0  # added or changed (incremental)
+    removed_tickers: int = 0
+    touched_pairs: int = 0  # pairs whose value index was rewritten (incremental)
+    value_changed_pairs: int = 0  # pairs whose values changed: their scalers are refitted
 
 
 @dataclass
@@ -42,6 +47,7 @@ class ScalerReport:
     robust_fallback_pairs: int  # quantile kind: pairs that used the robust rule instead
     scale_doublings: int  # pairs whose scale was doubled so no non-zero value maps onto itself
     seconds: float
+    refitted_pairs: int | None = None  # incremental: pairs refitted (None: every pair)
 
 
 @dataclass
@@ -53,6 +59,7 @@ class PcaReport:
     configured_variance: float | None
     configured_components: int | None
     seconds: float
+    refitted: bool = True  # False: the live model kept, new pairs projected with it
     explained_variance_png: bytes = b""
     scatter_png: bytes = b""
     plot_paths: list[str] = field(default_factory=list)

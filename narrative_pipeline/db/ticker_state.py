@@ -1,0 +1,58 @@
+"""Which tickers' facts changed: a cheap per-ticker fingerprint of the database's state.
+
+For incremental re-materialisation (us_gaap/incremental.py). A ticker's fingerprint combines
+its filings (count, smallest/largest/sum of ids: replacing a ticker deletes and re-inserts its
+filings, which gives new ids), its facts per filing block on SQLite (`fact_block.n`), and the
+state of its source files (size, sha and load time of each file recorded under that ticker).
+The queries read one row per filing and per source file, never the fact rows.
+
+Known blind spot: on SQLite a replaced ticker whose filings held the highest ids gets the same
+ids back; if it also keeps the same fact counts and was loaded from a file not recorded under
+its ticker (a member of a multi-company zip), a change of values only is not seen. Its zip's
+other members are then reloaded too, which changes their fingerprints and makes the update
+large enough to fall back to a full rebuild.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from xxhash import xxh3_64_hexdigest
+
+
+def ticker_fingerprints(db: Any) -> dict[str, str]:
+    """ticker -> fingerprint (hex) of its filings, fact counts and source files."""
+    parts: dict[str, list[str]] = defaultdict(list)
+    for ticker, n, lo, hi, total in db._query(
+        "SELECT ticker, COUNT(*), MIN(id), MAX(id), SUM(id) FROM filing GROUP BY ticker"
+    ):
+        parts[ticker].append(f"f{n}:{lo}:{hi}:{total}")
+    if db.is_sqlite:
+        for ticker, facts in db._query(
+            "SELECT f.ticker, SUM(b.n) FROM filing f JOIN fact_block b ON b.filing_id = f.id "
+            "GROUP BY f.ticker"
+        ):
+            parts[ticker].append(f"b{facts}")
+    for ticker, size, sha, loaded in db._query(
+        "SELECT ticker, size, sha, loaded_at FROM source_file WHERE ticker IS NOT NULL "
+        "ORDER BY path"
+    ):
+        if ticker in parts:
+            parts[ticker].append(f"s{size}:{sha}:{loaded}")
+    return {ticker: xxh3_64_hexdigest("|".join(p).encode()) for ticker, p in parts.items()}
+
+
+def ticker_fact_counts(db: Any, tickers: list[str]) -> int:
+    """Facts held by `tickers` (what an incremental update will read back)."""
+    total = 0
+    for first in range(0, len(tickers), 500):
+        chunk = tickers[first : first + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = db._query(
+            f"SELECT COUNT(*) FROM fact WHERE filing_id IN "
+            f"(SELECT id FROM filing WHERE ticker IN ({marks}))",
+            chunk,
+        )
+        total += int(rows[0][0])
+    return total

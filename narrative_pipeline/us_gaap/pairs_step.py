@@ -1,0 +1,149 @@
+"""Step 2, full build: the database's facts -> a new generation of cell chunks, ticker and pair
+ids, per-pair value indexes and the generation's tables (chunk table, tickers, pairs).
+
+Cells get i_cell in (ticker, accn, concept, unit) order; pairs and tickers get ids in order of
+first appearance. Everything is written beside the live generation (which stays readable) and
+goes live with `write_triplets`. Incremental updates are in `incremental.py`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from narrative_pipeline.us_gaap import build
+from narrative_pipeline.us_gaap.chunk_table import ChunkTable
+from narrative_pipeline.us_gaap.generations import StoreState
+from narrative_pipeline.us_gaap.reports import PairsReport
+
+
+def build_concept_unit_pairs(state: StoreState, db: Any) -> PairsReport:
+    """Stream the database's facts into a new generation of cell chunks and pair ids."""
+    started = time.perf_counter()
+    generation = state.begin_generation()
+    manifest = state.manifest()
+    try:
+        record, new_pairs = _write_generation(state, db, generation, manifest["live"])
+    except BaseException:
+        state.abandon_pending()
+        raise
+    manifest["pending"] = record
+    state.save()
+    return PairsReport(
+        generation=generation,
+        n_cells=record["n_cells"],
+        n_pairs=record["n_pairs"],
+        n_chunks=record["n_chunks"],
+        new_pairs=new_pairs,
+        seconds=round(time.perf_counter() - started, 4),
+    )
+
+
+def _write_generation(
+    state: StoreState, db: Any, generation: int, live: dict | None
+) -> tuple[dict, int]:
+    pairs = build.PairAssigner()
+    tickers = build.TickerAssigner()
+    writer = build.CellChunkWriter(state.data_store, generation)
+    counts = np.zeros(0, dtype=np.int64)
+    for columns in fact_batches(db, pairs, tickers):
+        if not np.all(np.isfinite(columns["unscaled"])):
+            raise ValueError("database returned non-finite fact values; readers must skip them")
+        writer.append(columns)
+        counts = add_counts(counts, columns["pair_id"], len(pairs.pairs))
+    n_cells = writer.close()
+    table = ChunkTable.from_rows(writer.rows)
+    build.build_pair_index(state.data_store, generation, table)
+    record = new_record(generation, table, len(pairs.pairs), len(tickers.tickers))
+    state.write_record_tables(
+        record,
+        table,
+        {"tickers": tickers.tickers, "fingerprints": ticker_fingerprints(db) or {}},
+        pair_table(pairs.pairs, counts),
+        np.full(len(pairs.pairs), generation, dtype=np.uint32),
+    )
+    assert n_cells == table.n_cells
+    previous = set(state.pairs(live)) if live else set()
+    return record, len(set(pairs.pairs) - previous)
+
+
+def new_record(generation: int, table: ChunkTable, n_pairs: int, n_tickers: int) -> dict:
+    return {
+        "generation": generation,
+        "n_cells": table.n_cells,
+        "n_chunks": len(table),
+        "n_pairs": n_pairs,
+        "n_tickers": n_tickers,
+        "embeddings": None,
+        "scalers": None,
+        "pca": None,
+        "triplets": None,
+    }
+
+
+def pair_table(pairs: list[tuple[str, str]], counts: np.ndarray) -> dict:
+    counts = np.concatenate([counts, np.zeros(max(0, len(pairs) - len(counts)), np.int64)])
+    return {
+        "concepts": [c for c, _ in pairs],
+        "units": [u for _, u in pairs],
+        "counts": counts.tolist(),
+    }
+
+
+def ticker_fingerprints(db: Any) -> dict[str, str] | None:
+    """What says a ticker's facts changed (db/ticker_state.py); None for a database that is
+    not a DbUsGaap (a test fake): then every update is a full build."""
+    from narrative_pipeline.db.ticker_state import ticker_fingerprints as fingerprints
+
+    return fingerprints(db) if hasattr(db, "engine") else None
+
+
+def add_counts(counts: np.ndarray, pair_id: np.ndarray, n_pairs: int) -> np.ndarray:
+    frame_counts = np.bincount(pair_id, minlength=n_pairs)
+    if len(counts) < n_pairs:
+        counts = np.concatenate([counts, np.zeros(n_pairs - len(counts), dtype=np.int64)])
+    return counts + frame_counts
+
+
+def fact_batches(
+    db: Any,
+    pairs: build.PairAssigner,
+    tickers: build.TickerAssigner,
+    only: list[str] | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Stored cell columns per batch of facts in database order (`only`: those tickers):
+    from the database's streaming reader when it has one (DbUsGaap.iter_fact_codes: no
+    string object per fact), else from frames."""
+    if hasattr(db, "iter_fact_codes"):
+        groups = db.iter_fact_codes() if only is None else [db.fact_codes(only)]
+        for codes in groups:
+            if not len(codes):
+                continue
+            yield {
+                "pair_id": pairs.assign_codes(codes),
+                "unscaled": np.asarray(codes.values, dtype=np.float64),
+                "cell_key": build.cell_keys_from_codes(codes),
+                "ticker_id": tickers.assign(codes.filing_ticker.to_pylist(), codes.filing_pos),
+            }
+        return
+    frames = build.iter_fact_frames(db) if only is None else [db.facts_frame(tickers=only)]
+    for frame in frames:
+        if not len(frame):
+            continue
+        codes, names = _factorize(frame["ticker"])
+        yield {
+            "pair_id": pairs.assign(frame["concept"], frame["unit"]),
+            "unscaled": np.asarray(frame["value"], dtype=np.float64),
+            "cell_key": build.cell_keys(frame),
+            "ticker_id": tickers.assign(names, codes),
+        }
+
+
+def _factorize(series: Any) -> tuple[np.ndarray, list[str]]:
+    import pandas as pd
+
+    codes, names = pd.factorize(series, use_na_sentinel=False)
+    return codes, [str(n) for n in names]
