@@ -175,10 +175,36 @@ class PairAssigner:
         return lookup
 
 
+class TickerAssigner:
+    """Numbers tickers 0, 1, ... in order of first appearance (facts arrive ticker-sorted)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.tickers: list[str] = []
+
+    def assign(self, tickers: list) -> np.ndarray:
+        """The id of each given ticker (missing as "")."""
+        out = np.empty(len(tickers), dtype=np.uint32)
+        for k, ticker in enumerate(tickers):
+            name = _text(ticker)
+            if name not in self.ids:
+                self.ids[name] = len(self.tickers)
+                self.tickers.append(name)
+            out[k] = self.ids[name]
+        return out
+
+    def assign_frame(self, ticker: pd.Series) -> np.ndarray:
+        codes, names = pd.factorize(ticker, use_na_sentinel=False)
+        return self.assign(list(names))[codes]
+
+    def assign_codes(self, codes: Any) -> np.ndarray:
+        return self.assign(codes.filing_ticker.to_pylist())[codes.filing_pos]
+
+
 class CellChunkWriter:
     """Buffers cell columns and writes them as full `CHUNK_CELLS` chunks (the last may be short)."""
 
-    COLUMNS = ("pair_id", "unscaled", "cell_key")
+    COLUMNS = ("pair_id", "unscaled", "cell_key", "ticker_id")
 
     def __init__(self, store: Any, generation: int) -> None:
         self.store = store
@@ -188,8 +214,15 @@ class CellChunkWriter:
         self.n_chunks = 0
         self.n_cells = 0
 
-    def append(self, pair_id: np.ndarray, unscaled: np.ndarray, cell_key: np.ndarray) -> None:
-        for name, values in zip(self.COLUMNS, (pair_id, unscaled, cell_key), strict=True):
+    def append(
+        self,
+        pair_id: np.ndarray,
+        unscaled: np.ndarray,
+        cell_key: np.ndarray,
+        ticker_id: np.ndarray,
+    ) -> None:
+        columns = (pair_id, unscaled, cell_key, ticker_id)
+        for name, values in zip(self.COLUMNS, columns, strict=True):
             self.buffers[name].append(np.asarray(values, dtype=layout.CELL_COLUMNS[name]))
         self.buffered += len(pair_id)
         while self.buffered >= layout.CHUNK_CELLS:

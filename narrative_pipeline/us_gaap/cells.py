@@ -78,6 +78,7 @@ class CellArrays:
     unscaled: np.ndarray  # float64
     scaled: np.ndarray  # float64
     cell_key: np.ndarray  # uint64, stable id of (ticker, accn, concept, unit): build.cell_key
+    ticker_id: np.ndarray  # uint32, index into UsGaapStore.get_tickers()
 
     def __len__(self) -> int:
         return len(self.i_cell)

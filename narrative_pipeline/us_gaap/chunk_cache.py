@@ -15,7 +15,7 @@ from narrative_pipeline.us_gaap import build, layout
 
 
 class ChunkCache:
-    """Up to `capacity` chunks of one generation; memory is capacity x 28 bytes x CHUNK_CELLS."""
+    """Up to `capacity` chunks of one generation; memory is capacity x 32 bytes x CHUNK_CELLS."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(1, capacity)

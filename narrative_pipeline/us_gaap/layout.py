@@ -32,6 +32,7 @@ CELL_COLUMNS: dict[str, np.dtype] = {
     "unscaled": np.dtype("<f8"),
     "scaled": np.dtype("<f8"),
     "cell_key": np.dtype("<u8"),
+    "ticker_id": np.dtype("<u4"),  # index into the generation's ticker list (get_tickers)
 }
 
 TRIPLET_COUNT_KEY = b"__triplet_count__"

@@ -282,13 +282,13 @@ class UsGaapStore:
 
     def _write_generation(self, db: Any, generation: int, live: dict | None) -> tuple[dict, int]:
         """Cell chunks, per-pair value index and pair table of a new generation."""
-        assigner = build.PairAssigner()
+        assigner, tickers = build.PairAssigner(), build.TickerAssigner()
         writer = build.CellChunkWriter(self.data_store, generation)
         counts = np.zeros(0, dtype=np.int64)
-        for pair_id, values, keys in _fact_batches(db, assigner):
+        for pair_id, values, keys, ticker_id in _fact_batches(db, assigner, tickers):
             if not np.all(np.isfinite(values)):
                 raise ValueError("database returned non-finite fact values; readers must skip them")
-            writer.append(pair_id, values, keys)
+            writer.append(pair_id, values, keys, ticker_id)
             counts = _add_counts(counts, pair_id, len(assigner.pairs))
         n_cells, n_chunks = writer.close()
         build.build_pair_index(self.data_store, generation, n_cells, n_chunks)
@@ -296,7 +296,14 @@ class UsGaapStore:
         units = [u for _, u in assigner.pairs]
         self.data_store.write(
             layout.pairs_key(generation),
-            layout.encode_json({"concepts": concepts, "units": units, "counts": counts.tolist()}),
+            layout.encode_json(
+                {
+                    "concepts": concepts,
+                    "units": units,
+                    "counts": counts.tolist(),
+                    "tickers": tickers.tickers,
+                }
+            ),
         )
         previous = set(self._pairs(live)) if live else set()
         record = {
@@ -324,6 +331,7 @@ class UsGaapStore:
             self._memo[("counts", record["generation"])] = np.asarray(
                 table["counts"], dtype=np.int64
             )
+            self._memo[("tickers", record["generation"])] = list(table.get("tickers", []))
         return self._memo[memo_key]
 
     def _pair_counts(self, record: dict) -> np.ndarray:
@@ -712,6 +720,14 @@ class UsGaapStore:
             return
         yield from enumerate(self._pairs(live))
 
+    def get_tickers(self) -> list[str]:
+        """Ticker symbols of the live cells, by `CellArrays.ticker_id`."""
+        live = self._live()
+        if live is None:
+            return []
+        self._pairs(live)
+        return self._memo[("tickers", live["generation"])]
+
     def get_embedding_matrix(self) -> tuple[np.ndarray, list[tuple[str, str]]]:
         """(PCA-reduced embeddings float64 [n_pairs, k], [(concept, unit)] by pair_id)."""
         live = self._require_live()
@@ -932,8 +948,10 @@ def _taxonomy_texts(db: Any) -> dict[str, tuple[str | None, str | None]]:
     }
 
 
-def _fact_batches(db: Any, assigner: build.PairAssigner) -> Iterator[tuple]:
-    """(pair_id, values, cell_keys) per batch of facts in database order: from the
+def _fact_batches(
+    db: Any, assigner: build.PairAssigner, tickers: build.TickerAssigner
+) -> Iterator[tuple]:
+    """(pair_id, values, cell_keys, ticker_id) per batch of facts in database order: from the
     database's own streaming reader when it has one (DbUsGaap.iter_fact_codes: no string
     object per fact), else from frames."""
     if hasattr(db, "iter_fact_codes"):
@@ -942,6 +960,7 @@ def _fact_batches(db: Any, assigner: build.PairAssigner) -> Iterator[tuple]:
                 assigner.assign_codes(codes),
                 np.asarray(codes.values, dtype=np.float64),
                 build.cell_keys_from_codes(codes),
+                tickers.assign_codes(codes),
             )
         return
     for frame in build.iter_fact_frames(db):
@@ -949,4 +968,5 @@ def _fact_batches(db: Any, assigner: build.PairAssigner) -> Iterator[tuple]:
             assigner.assign(frame["concept"], frame["unit"]),
             np.asarray(frame["value"], dtype=np.float64),
             build.cell_keys(frame),
+            tickers.assign_frame(frame["ticker"]),
         )
