@@ -136,7 +136,8 @@ def stage1_checkpoint(
         report_metadata(result, skip=("metrics", "best_checkpoint_path", "heldout_tickers"))
     )
     metadata["heldout_tickers"] = ", ".join(result.heldout_tickers) or "none"
-    metadata["warm_start"] = bool(warm)
+    metadata["warm_start"] = result.warm_start  # what happened, and why
+    metadata["warm_start_requested"] = bool(warm)
     metadata["checkpoint_path"] = dg.MetadataValue.path(result.best_checkpoint_path)
     metadata["metrics"] = dg.MetadataValue.json(
         {k: v for k, v in result.metrics.items() if isinstance(v, bool | int | float | str)}
