@@ -15,15 +15,11 @@ import torch
 from narrative_pipeline.training import Stage1Autoencoder, train_stage1
 from narrative_pipeline.training.callbacks import budget_progress, cosine_rate
 from narrative_pipeline_tests.test_training_dataset import FakeStoreFactory
-from narrative_pipeline_tests.test_training_loop import FACTORY, tiny_config
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from narrative_pipeline_tests.test_training_loop import (  # noqa: F401 (autouse fixture)
+    FACTORY,
+    one_torch_thread,
+    tiny_config,
+)
 
 
 @pytest.fixture(scope="module")
