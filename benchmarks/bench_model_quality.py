@@ -12,7 +12,7 @@ same training cells):
 - `original`: the original schedule and monitor (cosine_periodic T_max 15, val_loss_epoch).
 
 Run: `.venv/bin/python benchmarks/bench_model_quality.py [--experiments sweep,seeds]
-[--max-time 60] [--out benchmarks/model_quality.json] [--plot docs/images/model_quality.png]`.
+[--max-time 60] [--out benchmarks/out/model_quality.json] [--plot docs/images/model_quality.png]`.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def main() -> int:
     parser.add_argument("--max-epochs", type=int, default=60)
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--torch-threads", type=int, default=None)
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "model_quality.json"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "model_quality.json"))
     parser.add_argument("--plot", default=str(REPO / "docs" / "images" / "model_quality.png"))
     args = parser.parse_args()
 
@@ -173,6 +173,7 @@ def main() -> int:
                 **base,
             )  # fmt: skip
         ]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
     return 0

@@ -50,6 +50,8 @@ def stage1_evaluation(
 
     training_dir = paths.subdir("training")
     checkpoint = training_dir / "checkpoints" / "stage1_resume.ckpt"
+    if not checkpoint.is_file():  # no validated best yet (e.g. stopped inside the first epoch)
+        checkpoint = training_dir / "checkpoints" / "last.ckpt"
     metadata: dict = {}
     with timed(metadata, "evaluation_seconds"), store.us_gaap_store(read_only=True) as us_gaap:
         evaluation, extras = evaluate_checkpoint(checkpoint, us_gaap)
