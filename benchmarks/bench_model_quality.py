@@ -125,6 +125,8 @@ def main() -> int:
     parser.add_argument("--experiments", default="sweep,seeds,scaling,original")
     parser.add_argument("--latents", default=",".join(map(str, LATENTS)))
     parser.add_argument("--default-latent", type=int, default=None, help="default: TrainConfig's")
+    parser.add_argument("--scaler", default="robust", choices=("robust", "quantile"),
+                        help="scalers of the store the sweep and the seeds train on")  # fmt: skip
     parser.add_argument("--max-time", type=float, default=60.0, help="seconds per training run")
     parser.add_argument("--max-epochs", type=int, default=60)
     parser.add_argument("--accelerator", default="auto")
@@ -139,19 +141,22 @@ def main() -> int:
                 accelerator=args.accelerator, torch_threads=args.torch_threads)  # fmt: skip
     default_latent = args.default_latent or TrainConfig().latent_dim
     robust = build_store(data, workdir, "robust")
+    chosen = build_store(data, workdir, args.scaler)
     runs = workdir / "runs"
     experiments = set(args.experiments.split(","))
     results: dict = {"data": str(data) if data else "generated sample", "host": platform.node(),
-                     "base": base, "runs": {}}  # fmt: skip
+                     "scaler": args.scaler, "base": base, "runs": {}}  # fmt: skip
     if "sweep" in experiments:
         results["runs"]["sweep"] = [
-            one_run(robust, runs, f"sweep_latent{k}", latent_dim=k, **base)
+            one_run(chosen, runs, f"sweep_{args.scaler}_latent{k}", latent_dim=k, **base)
             for k in map(int, args.latents.split(","))
         ]
         plot_sweep(results["runs"]["sweep"], Path(args.plot))
     if "seeds" in experiments:
         results["runs"]["seeds"] = [
-            one_run(robust, runs, f"seed{s}", latent_dim=default_latent, seed=s, **base)
+            one_run(
+                chosen, runs, f"{args.scaler}_seed{s}", latent_dim=default_latent, seed=s, **base
+            )
             for s in (0, 1, 2)
         ]
     if "scaling" in experiments:
