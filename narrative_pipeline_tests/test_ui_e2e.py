@@ -174,7 +174,7 @@ def _launch_materialize_all(port: int, log: Path) -> str:
         for n in nodes
         for check in (n["assetChecksOrError"] or {}).get("checks", [])
     ]
-    assert len(checks) == 5
+    assert len(checks) == 9  # 5 store checks + 4 model checks on stage1_evaluation
     params = {
         "selector": {
             "repositoryLocationName": repository["location"]["name"],

@@ -322,8 +322,9 @@ def _save_interrupted(run: _Run, exc: BaseException) -> None:
     reason = type(exc).__name__
     log.warning("training interrupted (%s): saving last checkpoint and final metrics", reason)
     try:
-        run.checkpoint.dirpath and Path(run.checkpoint.dirpath).mkdir(parents=True, exist_ok=True)
-        run.trainer.save_checkpoint(str(Path(run.checkpoint.dirpath) / "last.ckpt"))
+        folder = Path(run.checkpoint.dirpath or run.output_dir / "checkpoints")
+        folder.mkdir(parents=True, exist_ok=True)
+        run.trainer.save_checkpoint(str(folder / "last.ckpt"))
     except Exception:  # noqa: BLE001 - the interruption is the error to report
         log.exception("could not save the last checkpoint after the interruption")
     try:
