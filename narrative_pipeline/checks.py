@@ -208,3 +208,47 @@ ALL_CHECKS = [
     triplet_count_matches_facts,
     every_pair_has_embedding_and_scaler,
 ]
+
+
+# The model checks run inside the `stage1_evaluation` asset (it holds the evaluation); they
+# warn rather than block: nothing downstream consumes the checkpoint inside the pipeline.
+EVALUATION_CHECK_DESCRIPTIONS = {
+    "finite_outputs": "Reconstructions and latents of every evaluated cell are finite.",
+    "unit_norm_latents": "Every latent vector has unit L2 norm (within 1e-3).",
+    "beats_pair_median_on_heldout_tickers": (
+        "On held-out tickers the model's value median relative error is below the per-pair "
+        "median predictor's (fitted on the training cells)."
+    ),
+    "not_worse_than_same_size_pca_on_both": (
+        "The model is not worse than a linear PCA autoencoder of the same latent size on both "
+        "value median relative error and embedding cosine at once."
+    ),
+}
+
+
+def evaluation_check_specs(asset: str) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(name, asset=asset, blocking=False, description=text)
+        for name, text in EVALUATION_CHECK_DESCRIPTIONS.items()
+    ]
+
+
+def evaluation_check_results(verdicts: list[Any]) -> list[dg.AssetCheckResult]:
+    """One AssetCheckResult per `training.evaluation.Verdict`."""
+    return [
+        dg.AssetCheckResult(
+            check_name=v.name,
+            passed=bool(v.passed),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={k: _check_value(x) for k, x in v.detail.items()},
+        )
+        for v in verdicts
+    ]
+
+
+def _check_value(value: Any) -> Any:
+    if value is None:
+        return "n/a"
+    if isinstance(value, np.floating | np.integer | np.bool_):
+        return value.item()
+    return value

@@ -1,7 +1,7 @@
 """The Dagster code location: `defs`, loaded by workspace.yaml and `dagster dev`.
 
 Assets: raw_records -> concept_unit_pairs -> embeddings / scalers -> pca_model -> triplets ->
-stage1_checkpoint. With no environment set everything lives under ./data (SQLite database,
+stage1_checkpoint -> stage1_evaluation. With no environment set everything lives under ./data (SQLite database,
 embedded simd-r-drive store, checkpoints, plots) and an empty CSV folder gets a generated sample.
 """
 

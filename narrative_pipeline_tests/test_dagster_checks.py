@@ -39,6 +39,7 @@ class FakeUsGaapStore:
             unscaled=self.unscaled[idx],
             scaled=self.scaled[idx],
             cell_key=idx.astype(np.uint64),
+            ticker_id=(idx % 3).astype(np.uint32),
         )
 
     def read_cells(self, indices):

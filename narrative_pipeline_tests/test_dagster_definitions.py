@@ -33,6 +33,7 @@ def test_asset_chain_and_direct_dependencies(graph):
         "pca_model",
         "triplets",
         "stage1_checkpoint",
+        "stage1_evaluation",
     ]
     assert _deps(graph, "raw_records") == set()
     assert _deps(graph, "concept_unit_pairs") == {"raw_records"}
@@ -86,7 +87,7 @@ def test_training_config_exposes_the_knobs():
     config = Stage1TrainingConfig(max_epochs=2, loss="l1").to_train_config()
     assert config.max_epochs == 2 and config.loss == "l1"
     with pytest.raises(ValueError, match="loss"):
-        Stage1TrainingConfig(loss="huber").to_train_config()
+        Stage1TrainingConfig(loss="cauchy").to_train_config()
 
 
 def test_resources_sensor_schedule_checks_registered():
@@ -101,6 +102,10 @@ def test_resources_sensor_schedule_checks_registered():
         "triplet_count_matches_facts",
         "every_pair_has_embedding_and_scaler",
         "pca_keeps_configured_variance",
+        "finite_outputs",
+        "unit_norm_latents",
+        "beats_pair_median_on_heldout_tickers",
+        "not_worse_than_same_size_pca_on_both",
     }
 
 

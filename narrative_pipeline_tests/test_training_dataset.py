@@ -25,13 +25,23 @@ class FakeCellArrays:
     unscaled: np.ndarray
     scaled: np.ndarray
     cell_key: np.ndarray
+    ticker_id: np.ndarray
 
 
 class FakeUsGaapStore:
     """In-memory stand-in for UsGaapStore's read path: random pairs, values and fitted scalers."""
 
-    def __init__(self, n_cells: int = 1000, n_pairs: int = 12, dim: int = 6, seed: int = 0):
+    def __init__(
+        self,
+        n_cells: int = 1000,
+        n_pairs: int = 12,
+        dim: int = 6,
+        seed: int = 0,
+        n_tickers: int = 8,
+    ):
         rng = np.random.default_rng(seed)
+        self.tickers = [f"TK{t}" for t in range(n_tickers)]
+        self.ticker_id = (np.arange(n_cells) * 7 // 3 % n_tickers).astype(np.uint32)
         self.matrix = rng.normal(size=(n_pairs, dim)).astype(np.float32)
         self.pairs = [(f"Concept{p}", "USD") for p in range(n_pairs)]
         pair_id = np.arange(n_cells) % n_pairs  # every pair has cells
@@ -61,12 +71,17 @@ class FakeUsGaapStore:
         self.unscaled = np.concatenate([self.unscaled, rng.normal(size=n_new) * 1e6])
         self.scaled = np.concatenate([self.scaled, rng.normal(size=n_new)])
         self.cell_key = np.concatenate([self.cell_key, fake_cell_keys(np.arange(n_new) + n_old)])
+        new_tickers = rng.integers(0, len(self.tickers), n_new).astype(np.uint32)
+        self.ticker_id = np.concatenate([self.ticker_id, new_tickers])
 
     def get_triplet_count(self) -> int:
         return len(self.pair_id)
 
     def get_embedding_matrix(self) -> tuple[np.ndarray, list[tuple[str, str]]]:
         return self.matrix, list(self.pairs)
+
+    def get_tickers(self) -> list[str]:
+        return list(self.tickers)
 
     def load_scalers(self) -> list:
         return list(self.scalers)
@@ -78,7 +93,7 @@ class FakeUsGaapStore:
         idx = np.asarray(indices, dtype=np.int64)
         return FakeCellArrays(
             idx.astype(np.uint32), self.pair_id[idx], self.unscaled[idx], self.scaled[idx],
-            self.cell_key[idx],
+            self.cell_key[idx], self.ticker_id[idx],
         )  # fmt: skip
 
     def read_cell_range(self, start: int, stop: int) -> FakeCellArrays:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -106,6 +108,44 @@ def test_cli_train_run_and_resume(store_path, tmp_path, capsys):
     assert '"epochs_run": 2' in capsys.readouterr().out
     with pytest.raises(ValueError, match="batch_size"):
         cli_main([*common, "--batch-size", "0"])
+
+
+def test_real_store_knows_each_cell_ticker(store_path):
+    store = StoreOpener(str(store_path))()
+    tickers = store.get_tickers()
+    assert tickers == ["T0", "T1", "T2", "T3", "T4"]  # ticker-sorted build order
+    cells = store.read_cell_range(0, store.get_triplet_count())
+    assert cells.ticker_id.dtype == np.uint32 and len(cells.ticker_id) == len(cells.pair_id)
+    facts = generated_facts()  # the same rows, in the store's (ticker, accn, concept) order
+    facts = facts.sort_values(["ticker", "accn", "concept", "unit"], kind="stable")
+    assert [tickers[t] for t in cells.ticker_id] == facts["ticker"].tolist()
+
+
+def test_cli_heldout_training_then_evaluate_writes_the_documented_json(
+    store_path, tmp_path, capsys
+):
+    out = tmp_path / "evaluation.json"
+    run = ["train", "run", "--store", str(store_path), "--output-dir", str(tmp_path),
+           "--latent-dim", "4", "--hidden-dim", "16", "--batch-size", "256", "--max-epochs", "2",
+           "--heldout-tickers", "T3"]  # fmt: skip
+    assert cli_main(run) == 0
+    captured = capsys.readouterr()
+    assert '"heldout_tickers": [\n    "T3"\n  ]' in captured.out
+    assert "epoch 2/2:" in captured.err and "ETA" in captured.err
+    checkpoint = tmp_path / "checkpoints" / "stage1_resume.ckpt"
+    evaluate = ["train", "evaluate", "--checkpoint", str(checkpoint), "--store", str(store_path),
+                "--out", str(out)]  # fmt: skip
+    assert cli_main(evaluate) == 0
+    saved = json.loads(out.read_text())
+    assert saved["split"]["heldout_tickers"] == ["T3"]  # read back from the checkpoint
+    assert saved["split"]["cells"]["heldout"] == int((generated_facts()["ticker"] == "T3").sum())
+    for part in (saved["model"], saved["baselines"]["pca"], saved["baselines"]["pair_median"]):
+        assert {"value_median_rel_error", "value_within_1pct", "embedding_cosine"} <= set(part)
+    assert saved["baselines"]["pca"]["latent_dim"] == 4
+    assert set(saved["checks"]) == {
+        "finite_outputs", "unit_norm_latents", "beats_pair_median_on_heldout_tickers",
+        "not_worse_than_same_size_pca_on_both",
+    }  # fmt: skip
 
 
 def test_missing_store_file_is_a_clear_error(tmp_path):

@@ -1,5 +1,6 @@
 """The software-defined assets, in dependency order."""
 
+from narrative_pipeline.assets.evaluation import stage1_evaluation
 from narrative_pipeline.assets.ingestion import raw_records
 from narrative_pipeline.assets.preprocessing import (
     concept_unit_pairs,
@@ -18,6 +19,7 @@ ALL_ASSETS = [
     pca_model,
     triplets,
     stage1_checkpoint,
+    stage1_evaluation,
 ]
 
 __all__ = [
@@ -28,5 +30,6 @@ __all__ = [
     "raw_records",
     "scalers",
     "stage1_checkpoint",
+    "stage1_evaluation",
     "triplets",
 ]

@@ -23,16 +23,36 @@ GPU_OP_TAGS = {
 }
 
 
-class Stage1TrainingConfig(dg.Config):
-    """Training settings shown in the launchpad; unset fields keep `TrainConfig`'s defaults."""
+# Tags of runs started by the CSV sensor and the daily schedule (sensors.py, schedules.py).
+TRIGGER_TAG = "narrative/trigger"
+AUTOMATIC_TRIGGERS = ("csv_folder_sensor", "daily_ingestion_sweep")
 
-    max_epochs: int = 1000
+
+class Stage1TrainingConfig(dg.Config):
+    """Training settings shown in the launchpad; unset fields keep `TrainConfig`'s defaults.
+
+    The defaults bound a run: at most `max_epochs` epochs and `max_time` seconds (a CPU
+    "Materialize all" on the generated sample trains in well under 2 minutes). Runs started by
+    the sensor or the schedule warm-start from the last compatible checkpoint with the smaller
+    `warm_max_epochs` / `warm_max_time` budget (`warm_start`: "auto", "always" or "never").
+    """
+
+    max_epochs: int = 60
+    max_time: float = 90.0  # seconds of training per run; 0 = no limit
     batch_size: int = 1024
     learning_rate: float = 1e-3
-    loss: str = "mse"  # "mse" | "l1"
+    loss: str = "mse"  # "mse" | "l1" | "huber"
     latent_dim: int = 256
+    lr_schedule: str = "budget"  # "budget" | "cosine_periodic" (the original's) | "constant"
+    monitor: str = "val/value_median_rel_error"  # or "val_loss_epoch"
     patience: int = 20
     resume: bool = False  # continue from <data_dir>/training/checkpoints/last.ckpt
+    warm_start: str = "auto"  # "auto": warm for sensor/schedule runs; "always"; "never"
+    warm_max_epochs: int = 15
+    warm_max_time: float = 30.0
+    warm_learning_rate_factor: float = 0.3  # warm runs start at a lower rate
+    heldout_tickers: list[str] = []  # empty: heldout_ticker_fraction by stable ticker hash
+    heldout_ticker_fraction: float = 0.2
     num_workers: int = 0
     seed: int = 0
     val_fraction: float = 0.1
@@ -42,10 +62,28 @@ class Stage1TrainingConfig(dg.Config):
     precision: str = "32-true"  # Lightning precision, e.g. "bf16-mixed" for wide models on GPUs
     float32_matmul_precision: str = "highest"  # "high": TF32 on NVIDIA tensor cores
 
-    def to_train_config(self):
+    def wants_warm_start(self, run_tags: dict) -> bool:
+        if self.warm_start not in ("auto", "always", "never"):
+            raise ValueError(f"warm_start must be auto, always or never, got {self.warm_start!r}")
+        if self.resume or self.warm_start == "never":
+            return False
+        return self.warm_start == "always" or run_tags.get(TRIGGER_TAG) in AUTOMATIC_TRIGGERS
+
+    def to_train_config(self, warm: bool = False):
         from narrative_pipeline.training import TrainConfig
 
-        return TrainConfig(**self.model_dump())
+        fields = self.model_dump(
+            exclude={"warm_start", "warm_max_epochs", "warm_max_time", "warm_learning_rate_factor"}
+        )
+        fields["max_time"] = self.max_time or None
+        if warm:
+            fields.update(
+                warm_start=True,
+                max_epochs=self.warm_max_epochs,
+                max_time=self.warm_max_time or None,
+                learning_rate=self.learning_rate * self.warm_learning_rate_factor,
+            )
+        return TrainConfig(**fields)
 
 
 @dg.asset(
@@ -55,8 +93,9 @@ class Stage1TrainingConfig(dg.Config):
     pool=GPU_POOL,
     op_tags=GPU_OP_TAGS,
     description=(
-        "Stage 1 autoencoder (PyTorch Lightning) trained on every cell: input = the pair's PCA "
-        "embedding + the scaled value. Checkpoint under <data_dir>/training/checkpoints. "
+        "Stage 1 autoencoder (PyTorch Lightning) trained on the cells of all but the held-out "
+        "tickers: input = the pair's PCA embedding + the scaled value, bounded by max_epochs / "
+        "max_time. Checkpoint under <data_dir>/training/checkpoints. "
         "GPU-tagged (pool 'gpu', one nvidia.com/gpu on Kubernetes); runs on the CPU otherwise."
     ),
 )
@@ -68,28 +107,42 @@ def stage1_checkpoint(
 ) -> dg.MaterializeResult:
     from narrative_pipeline.training import train_stage1
 
-    train_config = config.to_train_config()
+    warm = config.wants_warm_start(dict(context.run.tags))
+    train_config = config.to_train_config(warm=warm)
     output_dir = paths.subdir("training")
     context.log.info(
-        "training stage 1: max_epochs=%d batch=%d lr=%g loss=%s latent=%d resume=%s, store %s",
+        "training stage 1: max_epochs=%d max_time=%s batch=%d lr=%g loss=%s latent=%d "
+        "resume=%s warm_start=%s (trigger %s), store %s",
         train_config.max_epochs,
+        train_config.max_time,
         train_config.batch_size,
         train_config.learning_rate,
         train_config.loss,
         train_config.latent_dim,
         train_config.resume,
+        warm,
+        context.run.tags.get(TRIGGER_TAG, "manual"),
         store.describe(),
     )
     metadata: dict = {}
     with timed(metadata, "training_seconds"):
-        result = train_stage1(store.us_gaap_store_factory(), train_config, output_dir)
+        result = train_stage1(
+            store.us_gaap_store_factory(), train_config, output_dir, progress=context.log.info
+        )
     context.log.info(
-        "trained %d epoch(s); best val loss %.6g; checkpoint %s",
+        "trained %d epoch(s); best %s %.6g; checkpoint %s; %s",
         result.epochs_run,
+        train_config.monitor,
         result.best_val_loss,
         result.best_checkpoint_path,
+        result.warm_start,
     )
-    metadata.update(report_metadata(result, skip=("metrics", "best_checkpoint_path")))
+    metadata.update(
+        report_metadata(result, skip=("metrics", "best_checkpoint_path", "heldout_tickers"))
+    )
+    metadata["heldout_tickers"] = ", ".join(result.heldout_tickers) or "none"
+    metadata["warm_start"] = result.warm_start  # what happened, and why
+    metadata["warm_start_requested"] = bool(warm)
     metadata["checkpoint_path"] = dg.MetadataValue.path(result.best_checkpoint_path)
     metadata["metrics"] = dg.MetadataValue.json(
         {k: v for k, v in result.metrics.items() if isinstance(v, bool | int | float | str)}

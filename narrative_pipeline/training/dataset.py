@@ -10,42 +10,26 @@ no per-sample work (use it with `batch_size=None`). The per-sample path with sca
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-Split = Literal["train", "val", "all"]
-SPLITS: tuple[str, ...] = ("train", "val", "all")
+from narrative_pipeline.training.splits import (
+    SPLITS,
+    Split,
+    cell_split_fraction,
+    heldout_ticker_ids,
+    split_mask,
+)
+
+split_fraction_of = cell_split_fraction  # the split rules live in splits.py
 
 # Keys of a collated batch that are plain tensors; the rest (scaler, concept, unit) stay lists.
 TENSOR_KEYS = ("x", "pair_id", "i_cell", "unscaled")
 LIST_KEYS = ("scaler", "concept", "unit")
-
-
-def split_fraction_of(cell_keys: np.ndarray) -> np.ndarray:
-    """Map stable u64 cell keys to uniform floats in [0, 1) with the splitmix64 finaliser.
-
-    The value depends on the key alone, so a cell never changes side when new cells arrive.
-    """
-    with np.errstate(over="ignore"):
-        z = np.asarray(cell_keys, dtype=np.uint64).copy()
-        z ^= z >> np.uint64(30)
-        z *= np.uint64(0xBF58476D1CE4E5B9)
-        z ^= z >> np.uint64(27)
-        z *= np.uint64(0x94D049BB133111EB)
-        z ^= z >> np.uint64(31)
-    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-
-
-def split_mask(cell_keys: np.ndarray, split: Split, val_fraction: float) -> np.ndarray:
-    """Boolean mask of the cells that belong to `split` (deterministic by cell key)."""
-    if split == "all":
-        return np.ones(len(cell_keys), dtype=bool)
-    is_val = split_fraction_of(cell_keys) < val_fraction
-    return is_val if split == "val" else ~is_val
 
 
 def shard_info() -> tuple[int, int]:
@@ -84,6 +68,7 @@ class IterableConceptValueDataset(IterableDataset):
         seed: int = 0,
         return_scaler: bool = False,
         drop_last: bool = False,
+        heldout_tickers: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if split not in SPLITS:
@@ -104,6 +89,7 @@ class IterableConceptValueDataset(IterableDataset):
         self.seed = int(seed)
         self.return_scaler = return_scaler
         self.drop_last = drop_last
+        self.heldout_tickers = tuple(heldout_tickers)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -143,10 +129,22 @@ class IterableConceptValueDataset(IterableDataset):
         return table
 
     def _split_chunks(self, store: Any, n_pairs: int) -> Iterator[dict[str, np.ndarray]]:
-        """This reader's chunks, filtered to the split and shuffled inside, as column arrays."""
+        """This reader's chunks, filtered to the split and shuffled inside, as column arrays.
+
+        Cells of held-out tickers are dropped from "train" and "val" (and are all of "heldout").
+        """
+        heldout_ids = None
+        if self.heldout_tickers:
+            heldout_ids = heldout_ticker_ids(store.get_tickers(), self.heldout_tickers)
         for start, stop in self.chunk_ranges(int(store.get_triplet_count())):
             cells = store.read_cell_range(start, stop)
-            keep = split_mask(np.asarray(cells.cell_key), self.split, self.val_fraction)
+            keep = split_mask(
+                np.asarray(cells.cell_key),
+                self.split,
+                self.val_fraction,
+                getattr(cells, "ticker_id", None),
+                heldout_ids,
+            )
             index = np.flatnonzero(keep)
             if self.shuffle:
                 rng = np.random.default_rng([self.seed, self.epoch, start])

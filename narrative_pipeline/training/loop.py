@@ -2,38 +2,62 @@
 
 `train_stage1` is what the `stage1_checkpoint` Dagster asset and `narrative-pipeline train run`
 call. Everything it writes lives under `output_dir`: `checkpoints/stage1_resume.ckpt` (best by
-`val_loss_epoch`), `checkpoints/last.ckpt` (for resuming), `stage1_autoencoder/version_N/`
-(TensorBoard) and `stage1_loss_curve.png`.
+`config.monitor`), `checkpoints/last.ckpt` (for resuming), `stage1_autoencoder/version_N/`
+(TensorBoard), `stage1_loss_curve.png` and `final_metrics.json`. The last three and last.ckpt
+are also written when the run is cancelled (SIGTERM, Dagster's cancel, Ctrl-C), before the
+interruption propagates. Runs are bounded by `max_epochs` and `max_time`, may warm-start from
+a compatible checkpoint (warm_start.py), and never train on held-out tickers (splits.py).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
+from narrative_pipeline.training.callbacks import (
+    VAL_LOSS,
+    VALUE_ERROR,
+    BestAndLastCheckpoint,
+    BudgetCosineSchedule,
+    EpochProgress,
+    EpochSetter,
+    LossHistory,
+    RunClock,
+    TimeBudget,
+    epoch_about_to_run,
+    silence_lightning_tips,
+)
 from narrative_pipeline.training.config import TrainConfig
 from narrative_pipeline.training.dataset import IterableConceptValueDataset
 from narrative_pipeline.training.model import Stage1Autoencoder
+from narrative_pipeline.training.splits import resolve_heldout_tickers
+from narrative_pipeline.training.warm_start import (
+    choose_warm_start,
+    input_signature,
+    load_weights,
+    shape_mismatch,
+)
 
 log = logging.getLogger(__name__)
 
-MONITOR = "val_loss_epoch"
+MONITOR = VAL_LOSS  # the loss curve's validation line
 BEST_FILENAME = "stage1_resume"
 LOGGER_NAME = "stage1_autoencoder"
-# Hyper-parameters that fix the weight shapes: a resume must not change them.
-SHAPE_HPARAMS = ("input_dim", "latent_dim", "hidden_dim", "n_hidden_layers")
+FINAL_METRICS = "final_metrics.json"
 
 
 @dataclass
@@ -45,6 +69,8 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     loss_curve_png: bytes = b""
     tensorboard_dir: str = ""
+    heldout_tickers: list[str] = field(default_factory=list)
+    warm_start: str = ""
 
 
 class Stage1DataModule(pl.LightningDataModule):
@@ -55,13 +81,19 @@ class Stage1DataModule(pl.LightningDataModule):
     (after the checkpoint's loop state is restored); `EpochSetter` handles the later epochs.
     """
 
-    def __init__(self, store_factory: Callable[[], Any], config: TrainConfig) -> None:
+    def __init__(
+        self,
+        store_factory: Callable[[], Any],
+        config: TrainConfig,
+        heldout_tickers: Sequence[str] = (),
+    ) -> None:
         super().__init__()
         common = {
             "val_fraction": config.val_fraction,
             "internal_batch_size": config.internal_batch_size,
             "batch_size": config.batch_size,
             "seed": config.seed,
+            "heldout_tickers": tuple(heldout_tickers),
         }
         self.train_set = IterableConceptValueDataset(store_factory, split="train", **common)
         self.val_set = IterableConceptValueDataset(
@@ -86,69 +118,6 @@ class Stage1DataModule(pl.LightningDataModule):
         return self._loader(self.val_set)
 
 
-class EpochSetter(Callback):
-    """Reshuffle the training stream each epoch (before the epoch's iterator is created)."""
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        trainer.datamodule.train_set.set_epoch(epoch_about_to_run(trainer))
-
-
-def epoch_about_to_run(trainer: pl.Trainer) -> int:
-    """Index of the training epoch that starts next, also right after a resume.
-
-    `trainer.current_epoch` still reads the checkpoint's epoch at that point; the count of fully
-    processed epochs is what Lightning itself hands to samplers' `set_epoch`.
-    """
-    return int(trainer.fit_loop.epoch_progress.current.processed)
-
-
-class LossHistory(Callback):
-    """Per-epoch train/val losses, kept in the checkpoint so a resumed run's curve is whole.
-
-    Rows are written at `on_validation_end`, before ModelCheckpoint (which Lightning runs last)
-    saves, so the train mean is accumulated here rather than read from `train_loss_epoch`,
-    which Lightning only reduces after validation.
-    """
-
-    def __init__(self) -> None:
-        self.epochs: list[dict[str, float]] = []
-        self._train_sum: torch.Tensor | float = 0.0
-        self._train_count = 0
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._train_sum, self._train_count = 0.0, 0
-
-    def on_train_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        n = len(batch["x"])
-        self._train_sum = self._train_sum + loss.detach() * n
-        self._train_count += n
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        row = {"epoch": float(trainer.current_epoch)}
-        for key, value in trainer.callback_metrics.items():
-            if key.startswith("val") and isinstance(value, torch.Tensor) and value.numel() == 1:
-                row[key] = float(value)
-        if self._train_count:
-            row["train_loss_epoch"] = float(self._train_sum) / self._train_count
-        self.epochs = [r for r in self.epochs if r["epoch"] != row["epoch"]] + [row]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epochs": list(self.epochs)}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.epochs = list(state_dict.get("epochs", []))
-
-
 def resolve_resume_path(config: TrainConfig, output_dir: Path) -> Path | None:
     """The checkpoint to resume from, or None; a requested but missing one is a ValueError."""
     if config.resume is False:
@@ -167,14 +136,18 @@ def resolve_resume_path(config: TrainConfig, output_dir: Path) -> Path | None:
 def check_resume_compatible(path: Path, model_hparams: dict[str, Any]) -> None:
     """Fail before training when the checkpoint's weight shapes differ from the new model's."""
     saved = torch.load(path, map_location="cpu", weights_only=False).get("hyper_parameters", {})
-    changed = {
-        k: (saved.get(k), model_hparams[k])
-        for k in SHAPE_HPARAMS
-        if saved.get(k) != model_hparams[k]
-    }
+    changed = shape_mismatch(saved, model_hparams)
     if changed:
-        detail = ", ".join(f"{k}: checkpoint {a} vs now {b}" for k, (a, b) in changed.items())
-        raise ValueError(f"cannot resume from {path}: model shape changed ({detail})")
+        raise ValueError(f"cannot resume from {path}: model shape changed ({changed})")
+
+
+def warm_start_candidate(config: TrainConfig, output_dir: Path) -> Path | None:
+    """The checkpoint a warm start would read (its compatibility is checked later)."""
+    if config.warm_start is False:
+        return None
+    if config.warm_start is True:
+        return output_dir / "checkpoints" / "last.ckpt"
+    return Path(config.warm_start)
 
 
 def build_model(config: TrainConfig, input_dim: int) -> Stage1Autoencoder:
@@ -191,6 +164,7 @@ def build_model(config: TrainConfig, input_dim: int) -> Stage1Autoencoder:
         value_weight=config.value_weight,
         t_max=config.t_max,
         eta_min=config.eta_min,
+        lr_schedule=config.lr_schedule,
     )
 
 
@@ -205,19 +179,41 @@ def _float32_matmul_precision(value: str) -> Iterator[None]:
         torch.set_float32_matmul_precision(previous)
 
 
+@dataclass
+class _Run:
+    """What one fit assembled, for writing its outputs (also after an interruption)."""
+
+    trainer: pl.Trainer
+    model: Stage1Autoencoder
+    checkpoint: BestAndLastCheckpoint
+    history: LossHistory
+    time_budget: TimeBudget | None
+    logger: TensorBoardLogger
+    output_dir: Path
+    heldout: list[str]
+    warm_reason: str
+
+
 def train_stage1(
-    store_factory: Callable[[], Any], config: TrainConfig, output_dir: str | Path
+    store_factory: Callable[[], Any],
+    config: TrainConfig,
+    output_dir: str | Path,
+    *,
+    progress: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train (or resume) the Stage 1 autoencoder on the store's cells; see the module docstring.
+    """Train (or resume, or warm-start) the Stage 1 autoencoder; see the module docstring.
 
     `store_factory` must be picklable when `config.num_workers > 0`: each worker calls it to open
-    its own store connection.
+    its own store connection. `progress` receives one line per epoch (default: this module's
+    logger at INFO).
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     output_dir = Path(output_dir)
     resume_path = resolve_resume_path(config, output_dir)
-    pl.seed_everything(config.seed, workers=True)
+    emit = progress or log.info
+    silence_lightning_tips()
+    pl.seed_everything(config.seed, workers=True, verbose=False)
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
 
@@ -226,26 +222,80 @@ def train_stage1(
     n_cells = int(store.get_triplet_count())
     if n_cells == 0 or len(pair_names) == 0:
         raise ValueError("the store holds no cells or no pair embeddings: run the triplets asset")
+    tickers = list(store.get_tickers()) if hasattr(store, "get_tickers") else []
+    heldout = resolve_heldout_tickers(
+        tickers, config.heldout_tickers, config.heldout_ticker_fraction
+    )
     model = build_model(config, input_dim=int(matrix.shape[1]) + 1)
     if resume_path is not None:
         check_resume_compatible(resume_path, dict(model.hparams))
+    warm = choose_warm_start(
+        warm_start_candidate(config, output_dir), dict(model.hparams), matrix, pair_names
+    )
+    if warm.path is not None:
+        load_weights(model, warm.path)
     model.attach_pair_info(store.load_scalers(), list(pair_names))
-
+    model.training_inputs = {
+        "heldout_tickers": heldout,
+        "val_fraction": config.val_fraction,
+        "signature": input_signature(matrix, pair_names),
+    }
     output_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = ModelCheckpoint(
+    run = _assemble(config, model, output_dir, emit, heldout, warm.reason)
+    emit(
+        f"training stage 1 on {n_cells} cells, {len(pair_names)} pairs, input dim "
+        f"{matrix.shape[1] + 1}; held-out tickers {heldout or 'none'}; {warm.reason}; budget "
+        f"{config.max_epochs} epochs" + (f", {config.max_time:g}s" if config.max_time else "")
+    )
+    datamodule = Stage1DataModule(store_factory, config, heldout)
+    try:
+        with _float32_matmul_precision(config.float32_matmul_precision):
+            run.trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path)
+    except BaseException as exc:  # cancel / SIGTERM / Ctrl-C / errors: keep what was learned
+        _save_interrupted(run, exc)
+        raise
+    return _finish(run, config, interrupted="")
+
+
+def _assemble(
+    config: TrainConfig,
+    model: Stage1Autoencoder,
+    output_dir: Path,
+    emit: Callable[[str], None],
+    heldout: list[str],
+    warm_reason: str,
+) -> _Run:
+    """The Trainer and its callbacks for one fit."""
+    checkpoint = BestAndLastCheckpoint(
         dirpath=output_dir / "checkpoints",
         filename=BEST_FILENAME,
-        monitor=MONITOR,
+        monitor=config.monitor,
         mode="min",
         save_top_k=config.save_top_k,
         save_last=True,
         # Fixed names: `resume=True` reads last.ckpt, so a second run must not write last-v1.ckpt.
         enable_version_counter=False,
     )
-    history = LossHistory()
+    clock, history = RunClock(), LossHistory()
+    callbacks: list[pl.Callback] = [
+        clock,
+        EarlyStopping(
+            monitor=config.monitor, mode="min", patience=config.patience, min_delta=config.min_delta
+        ),
+        checkpoint,
+        history,
+        EpochSetter(),
+        EpochProgress(clock, config.max_epochs, config.max_time, emit),
+    ]
+    if config.lr_schedule == "budget":
+        callbacks.append(BudgetCosineSchedule(clock, config.max_epochs, config.max_time))
+    time_budget = TimeBudget(clock, config.max_time) if config.max_time else None
+    if time_budget is not None:
+        callbacks.append(time_budget)
     logger = TensorBoardLogger(save_dir=str(output_dir), name=LOGGER_NAME)
     trainer = pl.Trainer(
         max_epochs=config.max_epochs,
+        max_time=timedelta(seconds=config.max_time) if config.max_time else None,
         accelerator=config.accelerator,
         devices=config.devices,
         strategy=config.strategy,
@@ -254,14 +304,7 @@ def train_stage1(
         precision=config.precision,
         deterministic=config.deterministic,
         logger=logger,
-        callbacks=[
-            EarlyStopping(
-                monitor=MONITOR, mode="min", patience=config.patience, min_delta=config.min_delta
-            ),
-            checkpoint,
-            history,
-            EpochSetter(),
-        ],
+        callbacks=callbacks,
         enable_progress_bar=config.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -269,40 +312,60 @@ def train_stage1(
         limit_val_batches=config.limit_val_batches,
         log_every_n_steps=10,
     )
-    log.info(
-        "training stage 1 on %d cells, %d pairs, input dim %d",
-        n_cells,
-        len(pair_names),
-        matrix.shape[1] + 1,
+    return _Run(
+        trainer, model, checkpoint, history, time_budget, logger, output_dir, heldout, warm_reason
     )
-    with _float32_matmul_precision(config.float32_matmul_precision):
-        trainer.fit(
-            model, datamodule=Stage1DataModule(store_factory, config), ckpt_path=resume_path
-        )
 
-    metrics = {
+
+def _save_interrupted(run: _Run, exc: BaseException) -> None:
+    """After a cancel: last.ckpt, final metrics and the loss curve; never masks the cause."""
+    reason = type(exc).__name__
+    log.warning("training interrupted (%s): saving last checkpoint and final metrics", reason)
+    try:
+        folder = Path(run.checkpoint.dirpath or run.output_dir / "checkpoints")
+        folder.mkdir(parents=True, exist_ok=True)
+        run.trainer.save_checkpoint(str(folder / "last.ckpt"))
+    except Exception:  # noqa: BLE001 - the interruption is the error to report
+        log.exception("could not save the last checkpoint after the interruption")
+    try:
+        _finish(run, None, interrupted=reason)
+    except Exception:  # noqa: BLE001
+        log.exception("could not write the final metrics after the interruption")
+
+
+def _finish(run: _Run, config: TrainConfig | None, interrupted: str) -> TrainResult:
+    """Metrics, loss curve and final_metrics.json of a finished (or interrupted) fit."""
+    trainer, model = run.trainer, run.model
+    metrics: dict[str, Any] = {
         k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor)
     }
     metrics.update({k: v for k, v in model.last_validation_report.items() if isinstance(v, str)})
-    metrics["stopped_early"] = bool(
-        trainer.should_stop and trainer.current_epoch < config.max_epochs
-    )
-    curve = loss_curve_png(history.epochs)
-    (output_dir / "stage1_loss_curve.png").write_bytes(curve)
-    best_score = checkpoint.best_model_score
-    return TrainResult(
-        best_checkpoint_path=str(checkpoint.best_model_path),
-        last_checkpoint_path=str(checkpoint.last_model_path),
+    max_epochs = trainer.max_epochs or 0
+    metrics["stopped_early"] = bool(trainer.should_stop and trainer.current_epoch < max_epochs)
+    metrics["stopped_for_time"] = bool(run.time_budget and run.time_budget.stopped_for_time)
+    metrics["interrupted"] = interrupted
+    curve = loss_curve_png(run.history.epochs)
+    (run.output_dir / "stage1_loss_curve.png").write_bytes(curve)
+    best_score = run.checkpoint.best_model_score
+    result = TrainResult(
+        best_checkpoint_path=str(run.checkpoint.best_model_path),
+        last_checkpoint_path=str(Path(run.checkpoint.dirpath or run.output_dir) / "last.ckpt"),
         best_val_loss=float(best_score) if best_score is not None else math.nan,
-        epochs_run=int(trainer.current_epoch),
+        epochs_run=epoch_about_to_run(trainer),
         metrics=metrics,
         loss_curve_png=curve,
-        tensorboard_dir=str(logger.log_dir),
+        tensorboard_dir=str(run.logger.log_dir),
+        heldout_tickers=list(run.heldout),
+        warm_start=run.warm_reason,
     )
+    summary = {k: v for k, v in result.__dict__.items() if k != "loss_curve_png"}
+    (run.output_dir / FINAL_METRICS).write_text(json.dumps(summary, indent=2, default=str))
+    return result
 
 
 def loss_curve_png(epochs: list[dict[str, float]]) -> bytes:
-    """Train and validation loss per epoch as a PNG (log scale when all losses are positive)."""
+    """Train/validation loss per epoch (log scale when positive) and, on a second axis, the
+    validation value median relative error: the loss alone hides typical-cell accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -310,7 +373,7 @@ def loss_curve_png(epochs: list[dict[str, float]]) -> bytes:
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     try:
-        for key, label in (("train_loss_epoch", "train"), (MONITOR, "validation")):
+        for key, label in (("train_loss_epoch", "train loss"), (MONITOR, "validation loss")):
             points = [(r["epoch"], r[key]) for r in epochs if key in r]
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", label=label)
@@ -320,8 +383,21 @@ def loss_curve_png(epochs: list[dict[str, float]]) -> bytes:
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
         ax.set_title("Stage 1 autoencoder")
+        errors = [
+            (r["epoch"], r[VALUE_ERROR])
+            for r in epochs
+            if math.isfinite(r.get(VALUE_ERROR, math.nan))
+        ]
+        if errors and min(e for _, e in errors) > 0:
+            right = ax.twinx()
+            right.plot(
+                *zip(*errors, strict=True), color="tab:green", label="val value median rel error"
+            )
+            right.set_yscale("log")
+            right.set_ylabel("value median relative error")
+            right.legend(loc="upper right")
         if epochs:
-            ax.legend()
+            ax.legend(loc="upper left")
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", bbox_inches="tight")
     finally:

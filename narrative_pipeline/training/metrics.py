@@ -83,3 +83,24 @@ def summarise_pair_metrics(
                 concept, unit = pair_names[summary[key]]
                 summary[key.replace("_id", "")] = f"{concept} [{unit}]"
     return summary
+
+
+def cell_value_metrics(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+    """Per-cell relative error in original units: its median and the share within 1% / 10%.
+
+    Cells whose actual value is 0 are left out of the relative error (it is undefined there).
+    The median over cells is what a typical cell sees, unlike the MSE, which a handful of
+    extreme cells dominate.
+    """
+    predicted = np.asarray(predicted, dtype=np.float64)
+    actual = np.asarray(actual, dtype=np.float64)
+    nonzero = actual != 0
+    if not nonzero.any():
+        return {}
+    rel = np.abs(predicted[nonzero] - actual[nonzero]) / np.abs(actual[nonzero])
+    rel = np.where(np.isfinite(rel), rel, np.inf)
+    return {
+        "value_median_rel_error": float(np.median(rel)),
+        "value_within_1pct": float(np.mean(rel <= 0.01)),
+        "value_within_10pct": float(np.mean(rel <= 0.10)),
+    }
