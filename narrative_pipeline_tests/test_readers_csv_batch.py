@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from narrative_pipeline.readers import read_sec_fetcher_csv
-from narrative_pipeline.readers import sec_fetcher_csv as reader
-from narrative_pipeline.readers.sec_fetcher_csv import read_sec_fetcher_csvs
+from narrative_pipeline.readers import sec_fetcher_batch as reader
+from narrative_pipeline.readers.sec_fetcher_batch import read_sec_fetcher_csvs
 
 FIELDS = (
     "source",

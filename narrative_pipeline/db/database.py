@@ -27,7 +27,14 @@ import pyarrow.csv as pacsv
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import URL, Engine, make_url
 
-from narrative_pipeline.db import TAXONOMY_COLUMNS, fact_reader, models
+from narrative_pipeline.db import (
+    FILING_COLUMNS,
+    TAXONOMY_COLUMNS,
+    fact_reader,
+    filing_fields,
+    migrations,
+    models,
+)
 from narrative_pipeline.db.fact_reader import FACT_ROW_DTYPE
 from narrative_pipeline.db.fingerprint import file_fingerprint
 from narrative_pipeline.pipe_worker import processes_enabled
@@ -158,6 +165,7 @@ class DbUsGaap:
         self._pair_ids: dict[tuple[str, str], int] = {}
         self._load_data_ok = True
         models.metadata.create_all(self.engine)
+        migrations.add_missing_columns(self.engine, models.filing)  # an older database
         if self.is_sqlite:
             self._create_fact_blocks()
 
@@ -228,7 +236,7 @@ class DbUsGaap:
         if getattr(result, "error", None):
             raise ValueError(f"{result.source}: unusable result not written ({result.error})")
         facts = result.facts
-        filings = _filing_records(result.filings, facts)  # accn -> (form, fy, fp, filed)
+        filings = _filing_records(result.filings, facts)  # accn -> the other FILING_COLUMNS
         accns = list(filings)
         accn_codes = _codes_against(facts["accn"], accns)
         pair_codes, pairs = _pair_codes(facts)
@@ -239,8 +247,7 @@ class DbUsGaap:
             self._delete_tickers(cur, [result.ticker])
             if filings:
                 cur.executemany(
-                    "INSERT INTO filing (ticker, accn, form, fy, fp, filed) "
-                    f"VALUES ({p},{p},{p},{p},{p},{p})",
+                    _filing_insert(p),
                     [(result.ticker, accn, *rest) for accn, rest in filings.items()],
                 )
             cur.execute(f"SELECT accn, id FROM filing WHERE ticker = {p}", (result.ticker,))
@@ -346,7 +353,7 @@ class DbUsGaap:
         p = self._ph
         pair_index, pairs = column_pairs or _column_pairs(columns)
         filing_rows = [
-            (ticker, *filing)
+            _filing_row(ticker, filing)
             for ticker, filings in zip(columns.tickers, columns.filings, strict=True)
             for filing in filings
         ]
@@ -354,11 +361,7 @@ class DbUsGaap:
         with self._transaction(writes_facts=True) as cur:
             self._delete_tickers(cur, columns.tickers)
             if filing_rows:
-                cur.executemany(
-                    "INSERT INTO filing (ticker, accn, form, fy, fp, filed) "
-                    f"VALUES ({p},{p},{p},{p},{p},{p})",
-                    filing_rows,
-                )
+                cur.executemany(_filing_insert(p), filing_rows)
             id_of = self._filing_ids(cur, columns.tickers)
             filing_ids = np.array([id_of[(r[0], r[1])] for r in filing_rows], dtype=np.int64)
             if len(columns.values):
@@ -473,14 +476,39 @@ class DbUsGaap:
     def tickers(self) -> list[str]:
         return [r[0] for r in self._query("SELECT DISTINCT ticker FROM filing ORDER BY ticker")]
 
-    def facts_frame(self, tickers: Sequence[str] | None = None) -> pd.DataFrame:
-        """DataFrame[ticker, accn, concept, unit, value] sorted by those four columns.
+    def facts_frame(
+        self, tickers: Sequence[str] | None = None, filing_columns: Sequence[str] = ()
+    ) -> pd.DataFrame:
+        """DataFrame[ticker, accn, concept, unit, value] sorted by those four columns, then
+        each of `filing_columns` (FILING_COLUMNS other than accn, e.g. `period_end`) of the
+        fact's filing.
 
         Read as three numeric columns (filing id, pair id, value) and decoded with array
         lookups against the small filing and concept_unit tables.
         """
         codes = self.fact_codes(tickers)
-        return codes.frame() if len(codes) else _empty_facts_frame()
+        frame = codes.frame() if len(codes) else _empty_facts_frame()
+        if filing_columns:
+            frame = _with_filing_columns(frame, self.filings_frame(tickers, filing_columns))
+        return frame
+
+    def filings_frame(
+        self, tickers: Sequence[str] | None = None, columns: Sequence[str] = FILING_COLUMNS[1:]
+    ) -> pd.DataFrame:
+        """DataFrame[ticker, accn, *columns] of the stored filings, sorted by ticker and accn
+        (fy as Int64, is_amendment as boolean; NULL fields as missing values)."""
+        unknown = [c for c in columns if c not in FILING_COLUMNS[1:]]
+        if unknown:
+            raise ValueError(f"unknown filing columns {unknown}; known: {FILING_COLUMNS[1:]}")
+        names = ["ticker", "accn", *columns]
+        sql = f"SELECT {', '.join(names)} FROM filing"
+        if tickers is None:
+            rows = self._query(sql)
+        else:
+            rows = []
+            for chunk in _chunks(sorted(set(tickers)), IN_CHUNK):
+                rows += self._query(f"{sql} WHERE ticker IN ({','.join('?' * len(chunk))})", chunk)
+        return _typed_filings(pd.DataFrame(rows, columns=names))
 
     def fact_codes(self, tickers: Sequence[str] | None = None) -> FactCodes:
         """`facts_frame`'s rows, in the same order, as positions into the (small) filing and
@@ -863,16 +891,27 @@ def _column_list(frame: pd.DataFrame, name: str) -> list:
     return frame[name].to_numpy(dtype=object, na_value=None).tolist()
 
 
+def _filing_insert(placeholder: str) -> str:
+    """The INSERT of one `filing` row: ticker, then FILING_COLUMNS."""
+    names = ", ".join(("ticker", *FILING_COLUMNS))
+    return f"INSERT INTO filing ({names}) VALUES ({','.join([placeholder] * (1 + len(FILING_COLUMNS)))})"
+
+
+def _filing_row(ticker: str, filing: tuple) -> tuple:
+    """(ticker, *FILING_COLUMNS): a shorter tuple (the older five fields) is padded with NULLs."""
+    return (ticker, *filing) + (None,) * (len(FILING_COLUMNS) - len(filing))
+
+
 def _filing_records(filings: pd.DataFrame, facts: pd.DataFrame) -> dict[str, tuple]:
-    """accn -> (form, fy, fp, filed): one per accn (the last row wins); an accn used by facts
-    but missing from filings gets an all-NULL filing. Filings are few: plain lists."""
+    """accn -> the other FILING_COLUMNS: one per accn (the last row wins); an accn used by
+    facts but missing from filings gets an all-NULL filing. Filings are few: plain lists."""
     records: dict[str, tuple] = {}
-    columns = [_column_list(filings, name) for name in ("accn", "form", "fy", "fp", "filed")]
-    for accn, form, fy, fp, filed in zip(*columns, strict=True):
+    columns = [_column_list(filings, name) for name in FILING_COLUMNS]
+    for accn, *rest in zip(*columns, strict=True):
         if accn is not None and accn == accn:
-            records[str(accn)] = (form, None if fy is None else int(fy), fp, filed)
+            records[str(accn)] = filing_fields(rest)
     for accn in _distinct(facts["accn"]):
-        records.setdefault(accn, (None, None, None, None))
+        records.setdefault(accn, (None,) * (len(FILING_COLUMNS) - 1))
     return records
 
 
@@ -935,6 +974,25 @@ def _concept_rows(frame: pd.DataFrame, type_ids: dict[str, dict[str, int]]) -> l
             strict=True,
         )
     )
+
+
+def _typed_filings(frame: pd.DataFrame) -> pd.DataFrame:
+    """A filings frame with the readers' dtypes, sorted by (ticker, accn)."""
+    if "fy" in frame:
+        frame["fy"] = pd.array(_none_if_na(frame["fy"].tolist()), dtype="Int64")
+    if "is_amendment" in frame:
+        values = _none_if_na(frame["is_amendment"].tolist())
+        frame["is_amendment"] = pd.array(
+            [None if v is None else bool(v) for v in values], dtype="boolean"
+        )
+    return frame.sort_values(["ticker", "accn"], kind="stable").reset_index(drop=True)
+
+
+def _with_filing_columns(facts: pd.DataFrame, filings: pd.DataFrame) -> pd.DataFrame:
+    """`facts` (in its order) with the columns of its rows' filings appended."""
+    facts = facts.astype({"ticker": object, "accn": object})
+    filings = filings.astype({"ticker": object, "accn": object})
+    return facts.merge(filings, on=["ticker", "accn"], how="left", validate="many_to_one")
 
 
 def _empty_facts_frame() -> pd.DataFrame:
