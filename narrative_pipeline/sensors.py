@@ -1,4 +1,7 @@
-"""Re-ingestion sensor: request a pipeline run when CSV files land in (or change in) the CSV folder.
+"""Re-ingestion sensor: request a pipeline run when files land in (or change in) the landing folder.
+
+Landing files are sec-fetcher CSVs and SEC companyfacts (`.json`, `.json.gz`, `companyfacts.zip`):
+readers/landing.py, which the raw_records asset uses too.
 
 The cursor is JSON with two maps of path -> [size, mtime_ns]:
 - `ingested`: the files already handed to a run;
@@ -26,23 +29,25 @@ from typing import Any
 
 import dagster as dg
 
+from narrative_pipeline.readers.landing import TEMPORARY_SUFFIXES, is_landing_name
 from narrative_pipeline.resources import DatabaseResource, PathsResource
 
 SETTLE_SECONDS = 10.0
 TICK_SECONDS = 30
-IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp")
+IGNORED_SUFFIXES = TEMPORARY_SUFFIXES
 
 Signature = tuple[int, int]  # (size in bytes, mtime in ns)
 
 
 def scan_csv_folder(csv_dir: str | Path) -> dict[str, Signature]:
-    """Every CSV under `csv_dir` (recursive) with its size and mtime; empty if the folder is absent."""
+    """Every landing file (CSV or companyfacts) under `csv_dir` (recursive) with its size and
+    mtime; empty if the folder is absent."""
     root = Path(csv_dir)
     if not root.is_dir():
         return {}
     found: dict[str, Signature] = {}
-    for path in root.rglob("*.csv"):
-        if path.name.startswith(".") or path.name.endswith(IGNORED_SUFFIXES):
+    for path in root.rglob("*"):
+        if not is_landing_name(path.name):
             continue
         try:
             stat = path.stat()
@@ -137,8 +142,8 @@ def _settle_seconds() -> float:
     minimum_interval_seconds=TICK_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Watches NARRATIVE_CSV_DIR; requests a run of the whole graph when CSV files are added or "
-        "changed and have settled (same size and mtime on two ticks, mtime older than "
+        "Watches NARRATIVE_CSV_DIR; requests a run of the whole graph when CSV or companyfacts "
+        "(.json, .json.gz, companyfacts.zip) files are added or changed and have settled (same size and mtime on two ticks, mtime older than "
         f"{SETTLE_SECONDS:g}s). Ingestion is incremental: unchanged files are skipped."
     ),
 )
@@ -153,12 +158,12 @@ def csv_folder_sensor(
     if loaded and len(loaded) == len(decision.changed):
         return dg.SkipReason(f"{len(loaded)} changed file(s) already loaded by an earlier run")
     if not decision.changed:
-        reason = f"no settled new or changed CSV in {paths.csv_path}"
+        reason = f"no settled new or changed CSV or companyfacts file in {paths.csv_path}"
         if decision.pending:
             reason += f"; waiting for {len(decision.pending)} file(s) still changing"
         return dg.SkipReason(reason)
     context.log.info(
-        "%d new/changed CSV file(s): %s", len(decision.changed), ", ".join(decision.changed)
+        "%d new/changed landing file(s): %s", len(decision.changed), ", ".join(decision.changed)
     )
     return dg.RunRequest(
         run_key=decision.run_key(),
