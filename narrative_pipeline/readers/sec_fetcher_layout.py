@@ -54,6 +54,7 @@ CURRENT_COLUMNS = (
 )
 CURRENT_ONLY_COLUMNS = ("canonical_order", "period_end", "is_amendment", "filing_url")
 METADATA_COLUMNS = frozenset(CURRENT_COLUMNS) | frozenset(OLDER_COLUMNS)
+_CURRENT_ONLY = frozenset(CURRENT_ONLY_COLUMNS)
 ROW_KEY_SEPARATOR = "#"
 EXAMPLES = 3  # lines named per message
 _BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
@@ -61,7 +62,7 @@ _BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
 
 def is_current_layout(header: Iterable[str]) -> bool:
     """True when the header has any column that only the current layout has."""
-    return any(name in CURRENT_ONLY_COLUMNS for name in header)
+    return not _CURRENT_ONLY.isdisjoint(header)
 
 
 @dataclass
