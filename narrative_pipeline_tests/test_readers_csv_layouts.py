@@ -16,6 +16,7 @@ from sqlalchemy import Column, MetaData, Table, UniqueConstraint, create_engine,
 
 from narrative_pipeline.db import DbUsGaap, models
 from narrative_pipeline.readers import read_sec_fetcher_csv
+from narrative_pipeline.readers import sec_fetcher_batch as batch_reader
 from narrative_pipeline.readers.sec_fetcher_batch import read_sec_fetcher_csvs
 from narrative_pipeline_tests.test_db_backends import db_url  # noqa: F401 - fixture
 from narrative_pipeline_tests.test_readers_csv import as_dict
@@ -218,19 +219,42 @@ def test_older_layout_unchanged_and_new_fields_null(tmp_path: Path) -> None:
     assert not any("canonical_order" in m or "period_end" in m for m in result.messages)
 
 
-def test_batch_of_both_layouts_matches_the_per_file_reader(tmp_path: Path) -> None:
+@pytest.mark.parametrize("taxonomy", [None, {"Assets", "EarningsPerShareDiluted"}])
+def test_batch_of_both_layouts_matches_the_per_file_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, taxonomy: set[str] | None
+) -> None:
     rows = period_rows()
     odd = [dict(r) for r in rows]
     odd[1]["is_amendment"] = "nope"
     odd[2]["accn"] = odd[1]["accn"]
+    swapped = [dict(r) for r in rows]
+    swapped[0]["canonical_order"], swapped[1]["canonical_order"] = "1", "0"
+    no_end = [dict(r) for r in rows]
+    no_end[3]["period_end"] = ""
     paths = [
         write(tmp_path, "CUR.csv", rows, CURRENT + CONCEPTS),
         write_text(tmp_path, "OLD.csv", "Assets,fy,fp,form,filed,accn\n1::USD,2024,FY,K,x,A1\n"),
         write(tmp_path, "ODD.csv", odd, CONCEPTS + CURRENT),
+        write(tmp_path, "MIXED.csv", rows, [CONCEPTS[0], *CURRENT[::-1], *CONCEPTS[1:]]),
+        write(tmp_path, "SWAP.csv", swapped, CURRENT + CONCEPTS),
+        write(tmp_path, "NOEND.csv", no_end, CURRENT + CONCEPTS),
+        write(tmp_path, "NOURL.csv", rows, CURRENT[:-1] + CONCEPTS),
     ]
-    batch = read_sec_fetcher_csvs(paths, None)
+    reread: list[str] = []
+    per_file = batch_reader.read_sec_fetcher_csv
+
+    def spy(path, concepts=None):
+        reread.append(Path(path).name)
+        return per_file(path, concepts)
+
+    monkeypatch.setattr(batch_reader, "read_sec_fetcher_csv", spy)
+    batch = read_sec_fetcher_csvs(paths, taxonomy)
+    monkeypatch.undo()
+    # Clean files of either layout (metadata in any order) take the fast path; a file with
+    # anything to report, or without every metadata column, is read by the per-file reader.
+    assert sorted(reread) == ["NOEND.csv", "NOURL.csv", "ODD.csv", "SWAP.csv"]
     for path, got in zip(paths, batch.results(), strict=True):
-        assert_same(got, read_sec_fetcher_csv(path, None))
+        assert_same(got, read_sec_fetcher_csv(path, taxonomy))
     assert batch.columns.filings[batch.column_of_file[0]][0] == (
         "0000000001-25-000004",
         "10-K",

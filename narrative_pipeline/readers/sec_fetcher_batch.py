@@ -1,8 +1,9 @@
 """Many sec-fetcher CSVs read together (`read_sec_fetcher_csvs` -> CsvBatch): the batched path.
 
 Per-file fixed costs (Arrow kernel calls, DataFrames) outweigh the work on a ~2k-cell file, so
-files that the fast path can take exactly as they are (older layout, no quotes beyond simple
-ones, no ragged rows, unique accns, no skipped cell) are split and parsed with one set of
+files that the fast path can take exactly as they are (either layout with every metadata
+column, no quotes beyond simple ones, no ragged rows, unique accns, no skipped cell, nothing to
+report about the current layout's metadata) are split and parsed with one set of
 kernels for all of them; every other file is read by `sec_fetcher_csv.read_sec_fetcher_csv`,
 so results and messages are always that reader's.
 """
@@ -29,12 +30,17 @@ from narrative_pipeline.readers.base import (
 )
 from narrative_pipeline.readers.sec_fetcher_csv import only_simple_quotes, read_sec_fetcher_csv
 from narrative_pipeline.readers.sec_fetcher_layout import (
+    CURRENT_COLUMNS,
     METADATA_COLUMNS,
     OLDER_COLUMNS,
+    RowPlaces,
+    check_current_rows,
     is_current_layout,
 )
 
-_OLDER_SET = frozenset(OLDER_COLUMNS)
+ROLES = (*FILING_COLUMNS, "canonical_order")  # metadata column -> position in a line's fields
+_FY = ROLES.index("fy")
+_CHECKED = ("period_end", "is_amendment", "filing_url")  # fields check_current_rows rewrites
 
 
 @dataclass
@@ -68,6 +74,7 @@ class _PlainFile:
     lines: list[str]  # data lines (non-empty, `\r` trimmed)
     result: FileReport  # messages/skipped columns so far
     unquote: bool  # simply quoted fields (`""`, `"accn"`): quotes are dropped
+    current: bool  # sec-fetcher's current layout (sec_fetcher_layout.py)
 
 
 def read_sec_fetcher_csvs(
@@ -77,8 +84,8 @@ def read_sec_fetcher_csvs(
     more than the work on a ~2k-cell file). Gives the same results as `read_sec_fetcher_csv`
     on each file: a file the fast path cannot take exactly as it is (quotes, ragged rows,
     duplicated or missing columns, rows without or with repeated accn, any skipped cell) is
-    read again by `read_sec_fetcher_csv`, so its messages are that reader's own. Files in
-    the current layout are read by `read_sec_fetcher_csv` (their metadata checks are per file).
+    read again by `read_sec_fetcher_csv`, so its messages are that reader's own (so is a
+    current-layout file whose metadata checks have anything to report).
     """
     paths = [Path(p) for p in paths]
     reports: list[ReadResult | FileReport | None] = [None] * len(paths)
@@ -138,9 +145,9 @@ def _plain_candidate(index: int, path: Path, taxonomy: set[str] | None) -> _Plai
         return None  # empty or header-only: the per-file reader's messages
     header = [h.strip().strip('"') if unquote else h.strip() for h in lines[0].split(",")]
     names = set(header)
-    if len(names) != len(header) or "" in names or not names.issuperset(OLDER_COLUMNS):
-        return None
-    if is_current_layout(names):
+    current = is_current_layout(names)
+    required = CURRENT_COLUMNS if current else OLDER_COLUMNS
+    if len(names) != len(header) or "" in names or not names.issuperset(required):
         return None
     commas = len(header) - 1
     if any(line.count(",") != commas for line in lines[1:]):
@@ -150,10 +157,11 @@ def _plain_candidate(index: int, path: Path, taxonomy: set[str] | None) -> _Plai
     return _PlainFile(
         index,
         path,
-        [h if t or h in _OLDER_SET else "" for h, t in zip(header, take, strict=True)],
+        [h if t or h in METADATA_COLUMNS else "" for h, t in zip(header, take, strict=True)],
         lines[1:],
         result,
         unquote,
+        current,
     )
 
 
@@ -203,18 +211,18 @@ def _read_plain_files(
     gcol = col_base[file_of_line[line_of_cell]] + col
     # Global column tables: concept name code per column (-1: not taken), filing role.
     all_names = pa.array([name for pf in plain for name in pf.header], pa.string())
-    role_of_col = pc.fill_null(
-        pc.index_in(all_names, value_set=pa.array(FILING_COLUMNS)), -1
-    ).to_numpy(zero_copy_only=False)
+    role_of_col = pc.fill_null(pc.index_in(all_names, value_set=pa.array(ROLES)), -1).to_numpy(
+        zero_copy_only=False
+    )
     encoded = all_names.dictionary_encode()
     concept_of_col = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     not_taken = (role_of_col >= 0) | (pc.binary_length(all_names).to_numpy() == 0)
     concept_of_col[not_taken] = -1
     names = encoded.dictionary.to_pylist()
     filled = pc.greater(pc.binary_length(cells), 0).to_numpy(zero_copy_only=False)
-    # Filing fields (5 per row): few enough for Python lists.
+    # Filing fields (ROLES per row): few enough for Python lists.
     fsel = np.flatnonzero(filled & (role_of_col[gcol] >= 0))
-    fields = [[None] * len(FILING_COLUMNS) for _ in range(len(lines))]
+    fields = [[None] * len(ROLES) for _ in range(len(lines))]
     for line, k, text in zip(
         line_of_cell[fsel].tolist(),
         role_of_col[gcol[fsel]].tolist(),
@@ -222,7 +230,7 @@ def _read_plain_files(
         strict=True,
     ):
         fields[line][k] = text
-    fy = fy_column(pa.array([f[2] for f in fields], pa.string())).to_pylist()
+    fy = fy_column(pa.array([f[_FY] for f in fields], pa.string())).to_pylist()
     bad_file = np.zeros(len(plain), dtype=bool)
     starts = (np.cumsum(n_lines) - n_lines).tolist()
     for f in range(len(plain)):
@@ -230,6 +238,8 @@ def _read_plain_files(
         accns = [fields[line][0] for line in range(start, start + int(n_lines[f]))]
         if None in accns or len(set(accns)) != len(accns):
             bad_file[f] = True
+        elif plain[f].current:
+            bad_file[f] = not _current_rows_clean(fields, fy, range(start, start + int(n_lines[f])))
     # Concept cells of every file at once.
     csel = np.flatnonzero(filled & (concept_of_col[gcol] >= 0))
     parsed = parse_value_unit_cells(pc.take(cells, csel))
@@ -249,7 +259,7 @@ def _read_plain_files(
         start = starts[f]
         filings.append(
             [
-                (*fields[line][:2], fy[line], *fields[line][3:])
+                (*fields[line][:_FY], fy[line], *fields[line][_FY + 1 : len(FILING_COLUMNS)])
                 for line in range(start, start + int(n_lines[f]))
             ]
         )
@@ -268,3 +278,21 @@ def _read_plain_files(
     taken_files = [plain[f].index for f in taken.tolist()]
     slow = [plain[f].index for f in np.flatnonzero(bad_file).tolist()]
     return (columns, taken_files, set(taken_files)), slow
+
+
+def _current_rows_clean(fields: list[list], fy: list, lines: range) -> bool:
+    """Run the per-file reader's current-layout checks on one file's rows (`lines` of
+    `fields`), storing the checked values; False when they report anything (the file is then
+    read again one by one, for that reader's own messages)."""
+    by_name = {name: [fields[line][k] for line in lines] for k, name in enumerate(ROLES)}
+    by_name["fy"] = [fy[line] for line in lines]
+    messages: list[str] = []
+    order = by_name.pop("canonical_order")
+    check_current_rows(by_name, order, RowPlaces(np.arange(len(lines))), messages)
+    if messages:
+        return False
+    for name in _CHECKED:
+        k = ROLES.index(name)
+        for line, value in zip(lines, by_name[name], strict=True):
+            fields[line][k] = value
+    return True
