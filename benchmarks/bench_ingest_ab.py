@@ -5,8 +5,13 @@ both commits are exported (`git archive`, no worktree) into a temp folder and th
 bench_ingest.py run alternately (base, head, base, head, ...) on the same corpus size, each
 importing its own tree (PYTHONPATH). Prints every rate and each side's median.
 
+`--files-only`: instead of whole bench_ingest.py runs (steps 2-6 included, a warm-up and a
+corpus copy per run), time only step 1, `load_csv_files(corpus, fresh SQLite database)`, in a
+fresh process per run, alternating base/head `--rounds` times on one shared corpus: far less
+time per sample, so many more alternations under the same load (for changes to step 1).
+
 Run: `.venv/bin/python benchmarks/bench_ingest_ab.py --base 4e82c29 [--head HEAD]
-[--triplets 2000000] [--rounds 2] [--repeat 3]`.
+[--triplets 2000000] [--rounds 2] [--repeat 3] [--files-only]`.
 """
 
 from __future__ import annotations
@@ -59,6 +64,41 @@ def one_side(tree: Path, triplets: int, repeat: int, workdir: Path) -> list[floa
     return row.get("repeat_ingest_triplets_per_s") or [row["ingest_triplets_per_s"]]
 
 
+FILES_ONLY_CHILD = """
+import json, sys, time
+from narrative_pipeline.db import DbUsGaap
+from narrative_pipeline.us_gaap.ingest import load_csv_files
+db = DbUsGaap("sqlite:///" + sys.argv[2])
+started = time.perf_counter()
+report = load_csv_files(sys.argv[1], db)
+print(json.dumps({"seconds": time.perf_counter() - started, "facts": report.facts_written}))
+"""
+
+
+def files_only(tree: Path, corpus: Path, database: Path) -> float:
+    """Step 1 of `tree` on `corpus` into a new SQLite file, in a fresh process: facts/s."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    for leftover in database.parent.glob(database.name + "*"):
+        leftover.unlink()
+    command = [sys.executable, "-c", FILES_ONLY_CHILD, str(corpus), str(database)]
+    done = subprocess.run(command, check=True, cwd=tree, env=env, capture_output=True, text=True)
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    return row["facts"] / row["seconds"]
+
+
+def run_files_only(trees: dict[str, Path], args: argparse.Namespace, tmp: Path) -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_ingest import build_corpus
+
+    corpus = Path(build_corpus(args.triplets, tmp / "corpus")["root"])
+    rates: dict[str, list[float]] = {side: [] for side in trees}
+    for _ in range(args.rounds):
+        for side, tree in trees.items():
+            rates[side].append(files_only(tree, corpus, tmp / "facts.sqlite"))
+            print(side, [round(r) for r in rates[side]], flush=True)
+    return rates
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="commit to compare against")
@@ -66,6 +106,7 @@ def main() -> int:
     parser.add_argument("--triplets", type=int, default=2_000_000)
     parser.add_argument("--rounds", type=int, default=2, help="base/head alternations")
     parser.add_argument("--repeat", type=int, default=3, help="measurements per side per round")
+    parser.add_argument("--files-only", action="store_true", help="time step 1 only (see above)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_ab_") as tmp:
         trees = {
@@ -73,7 +114,9 @@ def main() -> int:
             "head": export_commit(args.head, Path(tmp) / "head"),
         }
         rates: dict[str, list[float]] = {"base": [], "head": []}
-        for round_no in range(args.rounds):
+        if args.files_only:
+            rates = run_files_only(trees, args, Path(tmp))
+        for round_no in range(0 if args.files_only else args.rounds):
             for side, tree in trees.items():
                 work = Path(tmp) / f"work_{side}_{round_no}"
                 rates[side] += one_side(tree, args.triplets, args.repeat, work)
