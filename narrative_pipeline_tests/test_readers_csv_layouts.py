@@ -211,6 +211,20 @@ def test_repeated_period_is_reported(tmp_path: Path) -> None:
     assert len(result.filings) == 4  # distinct accns: both rows load
 
 
+def test_rows_sec_fetcher_never_writes_are_reported_and_loaded(tmp_path: Path) -> None:
+    rows = period_rows()
+    rows[1]["fp"] = ""
+    rows[2]["fy"] = "x"
+    rows[3]["form"] = "8-K"
+    result = read_sec_fetcher_csv(write(tmp_path, "ODDROWS.csv", rows, CURRENT + CONCEPTS), None)
+    assert (
+        "2 rows without a fy or fp (the current layout has both on every row) (line 3, line 4)"
+        in (result.messages)
+    )
+    assert "1 8-K rows (sec-fetcher drops 8-K observations) (line 5)" in result.messages
+    assert len(result.filings) == 4 and len(as_dict(result)) == 8
+
+
 def test_older_layout_unchanged_and_new_fields_null(tmp_path: Path) -> None:
     older = "Assets,fy,fp,form,filed,accn\n1::USD,2024,FY,10-K,2024-02-01,A1\n"
     result = read_sec_fetcher_csv(write_text(tmp_path, "OLD.csv", older), None)

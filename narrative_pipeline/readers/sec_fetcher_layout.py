@@ -26,7 +26,8 @@ Decisions on bad current-layout metadata (one message per kind, naming lines; th
 - `canonical_order` not an integer, or not the row's 0-based position among the data rows:
   reported (the file was reordered or rewritten since sec-fetcher wrote it); rows load as read.
 - a missing metadata column: that field NULL (no `canonical_order`: the order is not checked).
-- a (fy, fp) period on several rows (the layout has one row per period): reported.
+- a (fy, fp) period on several rows (the layout has one row per period), a row without fy or
+  fp, or an 8-K row (sec-fetcher writes neither): reported; the row loads as it is.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ METADATA_COLUMNS = frozenset(CURRENT_COLUMNS) | frozenset(OLDER_COLUMNS)
 _CURRENT_ONLY = frozenset(CURRENT_ONLY_COLUMNS)
 ROW_KEY_SEPARATOR = "#"
 EXAMPLES = 3  # lines named per message
+_8K_FORMS = ("8-K", "8-K/A")
 _BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
 
 
@@ -101,6 +103,7 @@ def check_current_rows(
     fields["is_amendment"] = _booleans(fields["is_amendment"], places, messages)
     fields["filing_url"] = _urls(fields["filing_url"], places, messages)
     _report_repeated_periods(fields, places, messages)
+    _report_unexpected_rows(fields, places, messages)
     fields["accn"] = row_keys(fields["accn"], fields["fy"], fields["fp"], messages)
 
 
@@ -196,6 +199,26 @@ def _report_repeated_periods(fields: dict[str, list], places: RowPlaces, message
         messages.append(
             f"{len(repeated)} rows share a (fy, fp) period with another row (the current "
             f"layout has one row per period) ({places.names(repeated, what)})"
+        )
+
+
+def _report_unexpected_rows(fields: dict[str, list], places: RowPlaces, messages: list) -> None:
+    """Rows sec-fetcher's current layout never holds: no fy or fp, or an 8-K form."""
+    no_period = [
+        r
+        for r, (fy, fp) in enumerate(zip(fields["fy"], fields["fp"], strict=True))
+        if fy is None or fp is None
+    ]
+    if no_period:
+        messages.append(
+            f"{len(no_period)} rows without a fy or fp (the current layout has both on every "
+            f"row) ({places.names(no_period)})"
+        )
+    eight_k = [r for r, form in enumerate(fields["form"]) if form and form.upper() in _8K_FORMS]
+    if eight_k:
+        messages.append(
+            f"{len(eight_k)} 8-K rows (sec-fetcher drops 8-K observations) "
+            f"({places.names(eight_k)})"
         )
 
 
