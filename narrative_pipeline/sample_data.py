@@ -22,21 +22,12 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from narrative_pipeline.readers.landing import landing_files
+from narrative_pipeline.readers.sec_fetcher_layout import CURRENT_COLUMNS  # in sec-fetcher's order
 
 log = logging.getLogger(__name__)
 
 FILING_COLUMNS = ["fy", "fp", "form", "filed", "accn"]  # the older layout's, after the concepts
-CURRENT_COLUMNS = [
-    "canonical_order",
-    "fy",
-    "fp",
-    "period_end",
-    "filed",
-    "form",
-    "is_amendment",
-    "accn",
-    "filing_url",
-]  # the current layout's, before the concepts
+# CURRENT_COLUMNS (imported): the current layout's, before the concepts
 LAYOUTS = ("current", "older")
 PERIOD_END = {"Q1": (3, 31), "Q2": (6, 30), "Q3": (9, 30), "FY": (12, 31)}  # calendar fiscal year
 AMENDMENT_DELAY_DAYS = 75
@@ -238,7 +229,7 @@ def generate_sample_csvs(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     concepts = [spec.name for spec in CONCEPTS]
-    columns = CURRENT_COLUMNS + concepts if layout == "current" else concepts + FILING_COLUMNS
+    columns = [*CURRENT_COLUMNS, *concepts] if layout == "current" else concepts + FILING_COLUMNS
     paths = []
     for company in wanted:
         rng = random.Random(f"{seed}:{company.ticker}")

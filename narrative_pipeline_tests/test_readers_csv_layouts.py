@@ -16,11 +16,10 @@ from sqlalchemy import Column, MetaData, Table, UniqueConstraint, create_engine,
 
 from narrative_pipeline.db import DbUsGaap, models
 from narrative_pipeline.readers import read_sec_fetcher_csv
-from narrative_pipeline.readers import sec_fetcher_batch as batch_reader
 from narrative_pipeline.readers.sec_fetcher_batch import read_sec_fetcher_csvs
 from narrative_pipeline_tests.test_db_backends import db_url  # noqa: F401 - fixture
 from narrative_pipeline_tests.test_readers_csv import as_dict
-from narrative_pipeline_tests.test_readers_csv_batch import assert_same
+from narrative_pipeline_tests.test_readers_csv_batch import assert_same, record_per_file_reads
 
 CURRENT = [
     "canonical_order",
@@ -254,14 +253,7 @@ def test_batch_of_both_layouts_matches_the_per_file_reader(
         write(tmp_path, "NOEND.csv", no_end, CURRENT + CONCEPTS),
         write(tmp_path, "NOURL.csv", rows, CURRENT[:-1] + CONCEPTS),
     ]
-    reread: list[str] = []
-    per_file = batch_reader.read_sec_fetcher_csv
-
-    def spy(path, concepts=None):
-        reread.append(Path(path).name)
-        return per_file(path, concepts)
-
-    monkeypatch.setattr(batch_reader, "read_sec_fetcher_csv", spy)
+    reread = record_per_file_reads(monkeypatch)
     batch = read_sec_fetcher_csvs(paths, taxonomy)
     monkeypatch.undo()
     # Clean files of either layout (metadata in any order) take the fast path; a file with

@@ -8,12 +8,12 @@ import pytest
 from narrative_pipeline.readers import read_sec_fetcher_csv
 from narrative_pipeline.sample_data import (
     CONCEPTS,
-    CURRENT_COLUMNS,
     FILING_COLUMNS,
     csv_files_in,
     ensure_sample_csvs,
     generate_sample_csvs,
 )
+from narrative_pipeline_tests.test_readers_csv_layouts import CURRENT
 
 CELL = re.compile(r"^-?\d+(\.\d+)?(e-?\d+)?::[A-Za-z/]+$")
 
@@ -46,8 +46,8 @@ def test_older_layout_matches_sec_fetcher(tmp_path):
 def test_current_layout_is_the_default_and_reads_cleanly(tmp_path):
     paths = generate_sample_csvs(tmp_path, tickers=["AAPL", "KO"], filings_per_ticker=6)
     header = next(csv.reader(paths[0].open()))
-    assert header[: len(CURRENT_COLUMNS)] == CURRENT_COLUMNS
-    assert header[len(CURRENT_COLUMNS) :] == [c.name for c in CONCEPTS]
+    assert header[: len(CURRENT)] == CURRENT  # the reference's order (the tests' own copy)
+    assert header[len(CURRENT) :] == [c.name for c in CONCEPTS]
     for path in paths:
         rows = _rows(path)
         assert [r["canonical_order"] for r in rows] == [str(i) for i in range(6)]

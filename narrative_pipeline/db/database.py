@@ -501,13 +501,7 @@ class DbUsGaap:
         if unknown:
             raise ValueError(f"unknown filing columns {unknown}; known: {FILING_COLUMNS[1:]}")
         names = ["ticker", "accn", *columns]
-        sql = f"SELECT {', '.join(names)} FROM filing"
-        if tickers is None:
-            rows = self._query(sql)
-        else:
-            rows = []
-            for chunk in _chunks(sorted(set(tickers)), IN_CHUNK):
-                rows += self._query(f"{sql} WHERE ticker IN ({','.join('?' * len(chunk))})", chunk)
+        rows = self._filing_rows(f"SELECT {', '.join(names)} FROM filing", tickers)
         return _typed_filings(pd.DataFrame(rows, columns=names))
 
     def fact_codes(self, tickers: Sequence[str] | None = None) -> FactCodes:
@@ -598,14 +592,17 @@ class DbUsGaap:
         finally:
             raw.close()
 
-    def _filings(self, tickers: Sequence[str] | None) -> pd.DataFrame:
-        sql = "SELECT id, ticker, accn FROM filing"
+    def _filing_rows(self, sql: str, tickers: Sequence[str] | None) -> list[tuple]:
+        """`sql` (a SELECT ... FROM filing) for every filing, or those of `tickers`."""
         if tickers is None:
-            rows = self._query(sql)
-        else:
-            rows = []
-            for chunk in _chunks(sorted(set(tickers)), IN_CHUNK):
-                rows += self._query(f"{sql} WHERE ticker IN ({','.join('?' * len(chunk))})", chunk)
+            return self._query(sql)
+        rows: list[tuple] = []
+        for chunk in _chunks(sorted(set(tickers)), IN_CHUNK):
+            rows += self._query(f"{sql} WHERE ticker IN ({','.join('?' * len(chunk))})", chunk)
+        return rows
+
+    def _filings(self, tickers: Sequence[str] | None) -> pd.DataFrame:
+        rows = self._filing_rows("SELECT id, ticker, accn FROM filing", tickers)
         frame = pd.DataFrame(rows, columns=["id", "ticker", "accn"])
         return frame.sort_values("id").reset_index(drop=True)
 

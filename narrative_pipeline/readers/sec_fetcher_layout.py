@@ -33,9 +33,10 @@ Decisions on bad current-layout metadata (one message per kind, naming lines; th
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import numpy as np
 
@@ -131,25 +132,33 @@ def _check_order(values: list[str | None], places: RowPlaces, messages: list[str
         )
 
 
-def _dates(values: list[str | None], places: RowPlaces, messages: list[str]) -> list:
-    out: list[str | None] = []
-    missing: list[int] = []
+def _parsed(values: list[str | None], parse: Callable[[str], Any]) -> tuple[list, list[int]]:
+    """parse(text) of each value (None stays None, a failed parse gives None) and the rows
+    whose parse failed."""
+    out: list = []
     bad: list[int] = []
     for row, text in enumerate(values):
-        if text is None:
-            missing.append(row)
-        elif not _is_iso_date(text):
+        value = None if text is None else parse(text)
+        if text is not None and value is None:
             bad.append(row)
-            text = None
-        out.append(text)
+        out.append(value)
+    return out, bad
+
+
+def _report_bad(
+    bad: list[int], values: list, what: str, places: RowPlaces, messages: list[str]
+) -> None:
+    if bad:
+        shown = [repr(values[r]) for r in bad]
+        messages.append(f"{len(bad)} {what} stored as NULL ({places.names(bad, shown)})")
+
+
+def _dates(values: list[str | None], places: RowPlaces, messages: list[str]) -> list:
+    missing = [row for row, text in enumerate(values) if text is None]
     if missing:
         messages.append(f"{len(missing)} rows without a period_end ({places.names(missing)})")
-    if bad:
-        what = [repr(values[r]) for r in bad]
-        messages.append(
-            f"{len(bad)} period_end values not a YYYY-MM-DD date stored as NULL "
-            f"({places.names(bad, what)})"
-        )
+    out, bad = _parsed(values, lambda text: text if _is_iso_date(text) else None)
+    _report_bad(bad, values, "period_end values not a YYYY-MM-DD date", places, messages)
     return out
 
 
@@ -164,19 +173,8 @@ def _is_iso_date(text: str) -> bool:
 
 
 def _booleans(values: list[str | None], places: RowPlaces, messages: list[str]) -> list:
-    out: list[bool | None] = []
-    bad: list[int] = []
-    for row, text in enumerate(values):
-        value = None if text is None else _BOOLEANS.get(text.lower())
-        if text is not None and value is None:
-            bad.append(row)
-        out.append(value)
-    if bad:
-        what = [repr(values[r]) for r in bad]
-        messages.append(
-            f"{len(bad)} is_amendment values other than true/false stored as NULL "
-            f"({places.names(bad, what)})"
-        )
+    out, bad = _parsed(values, lambda text: _BOOLEANS.get(text.lower()))
+    _report_bad(bad, values, "is_amendment values other than true/false", places, messages)
     return out
 
 
