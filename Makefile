@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh clone (see README):
 #   make demo   - installs, then runs the pipeline on the embedded defaults and a generated sample
+#   make ui     - the Dagster UI on http://127.0.0.1:3000 (`make ui PORT=3001` for another port)
 #   make test   - installs, starts MariaDB/Redis/Chromium on loopback, runs the tests, stops them
 PYTHON ?= python3
 VENV := .venv
@@ -30,6 +31,7 @@ test-fast: install
 lint: install
 	$(BIN)/ruff format --check narrative_pipeline narrative_pipeline_tests benchmarks
 	$(BIN)/ruff check narrative_pipeline narrative_pipeline_tests benchmarks
+	scripts/mypy_baseline.sh
 
 format: install
 	$(BIN)/ruff format narrative_pipeline narrative_pipeline_tests benchmarks
@@ -45,9 +47,11 @@ services-stop:
 	scripts/services.sh stop
 
 clean:
-	rm -rf $(VENV) .services data .pytest_cache
+	rm -rf $(VENV) .services data .pytest_cache .mypy_cache
 
-# The Dagster UI with a persistent home that uses this repository's dagster.yaml.
+# The Dagster UI with a persistent home that uses this repository's dagster.yaml, on loopback.
+# `make ui PORT=3001` when 3000 is taken.
+PORT ?= 3000
 ui: install
 	mkdir -p data/dagster_home && cp dagster.yaml data/dagster_home/dagster.yaml
-	DAGSTER_HOME=$(CURDIR)/data/dagster_home $(BIN)/dagster dev
+	DAGSTER_HOME=$(CURDIR)/data/dagster_home $(BIN)/dagster dev --host 127.0.0.1 --port $(PORT)

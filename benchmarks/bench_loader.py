@@ -211,7 +211,7 @@ class WsStoreFactory:
 
 def start_ws_server(path: Path) -> tuple[subprocess.Popen, int]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "narrative_pipeline.store.server", str(path), "--port", "0"],
+        [sys.executable, "-m", "narrative_pipeline.store.serve", str(path), "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     line = process.stdout.readline()

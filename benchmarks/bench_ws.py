@@ -40,6 +40,7 @@ from narrative_pipeline.store.ws_client import DataStoreWsClient  # noqa: E402
 RESULTS = REPO_ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "## WebSocket"
 REDIS_SOURCE = ["unknown"]
+SERVER_PIDS: dict[tuple[str, int], int] = {}  # (host, port) -> pid of our server subprocesses
 
 
 @dataclass
@@ -53,6 +54,9 @@ class Backend:
     write_keys_s: float = 0.0
     read_rounds: list[float] = field(default_factory=list)
     single_rounds: list[float] = field(default_factory=list)
+    server_pid: int | None = None  # our servers: CPU time per call is measured too
+    batch_cpu_us: list[float] = field(default_factory=list)  # server CPU per 1,000 keys read
+    single_cpu_us: list[float] = field(default_factory=list)  # server CPU per single read
 
     @property
     def read_keys_s(self) -> float:
@@ -61,6 +65,14 @@ class Backend:
     @property
     def single_reads_s(self) -> float:
         return statistics.median(self.single_rounds) if self.single_rounds else 0.0
+
+
+def server_cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of a server process so far (/proc; 0 when unknown)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def make_keys(n: int, seed: int = 7) -> tuple[list[bytes], list[bytes]]:
@@ -85,17 +97,19 @@ def time_reads(
     n = len(keys)
     order = np.random.default_rng(seed).integers(0, n, size=n)
     batches = [[keys[i] for i in order[s : s + batch]] for s in range(0, n, batch)]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), server_cpu_s(backend.server_pid)
     results = [backend.batch_read(b) for b in batches]
     backend.read_rounds.append(n / (time.perf_counter() - started))
+    backend.batch_cpu_us.append((server_cpu_s(backend.server_pid) - cpu) / n * 1e9)
     expected = [values[i] for i in order[:batch]]
     assert results[0] == expected, f"{backend.name}: batch_read returned wrong values"
     if singles:
         sample = [keys[i] for i in order[:singles]]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), server_cpu_s(backend.server_pid)
         for key in sample:
             backend.read(key)
         backend.single_rounds.append(singles / (time.perf_counter() - started))
+        backend.single_cpu_us.append((server_cpu_s(backend.server_pid) - cpu) / singles * 1e6)
 
 
 def run_all(
@@ -110,20 +124,34 @@ def run_all(
     for b in backends:
         rounds = ", ".join(f"{r:,.0f}" for r in b.read_rounds)
         print(
-            f"{b.name:<40} write {b.write_keys_s:>11,.0f} keys/s  batch_read median {b.read_keys_s:>11,.0f} keys/s ({rounds})  read {b.single_reads_s:>8,.0f} calls/s",
+            f"{b.name:<40} write {b.write_keys_s:>11,.0f} keys/s  batch_read median {b.read_keys_s:>11,.0f} keys/s ({rounds})  read {b.single_reads_s:>8,.0f} calls/s{server_cpu_text(b)}",
             flush=True,
         )
 
 
+def server_cpu_text(b: Backend) -> str:
+    if b.server_pid is None:
+        return ""
+    return (
+        f"  server CPU {statistics.median(b.batch_cpu_us):,.0f} us per 1,000 batch keys, "
+        f"{statistics.median(b.single_cpu_us):,.0f} us per read"
+    )
+
+
 @contextlib.contextmanager
-def store_server(path: Path) -> Iterator[tuple[str, int]]:
-    """Our server as a subprocess (the `store serve` command alone, logs to a file)."""
+def store_server(path: Path, repo: Path = REPO_ROOT) -> Iterator[tuple[str, int]]:
+    """Our server as a subprocess (the `store serve` command alone, logs to a file).
+
+    `repo`: the checkout whose code runs (another worktree for a before/after comparison).
+    """
     log = open(path.with_suffix(".log"), "wb")  # noqa: SIM115 - closed below
+    env = dict(os.environ, PYTHONPATH=str(repo))
     process = subprocess.Popen(
-        [sys.executable, "-m", "narrative_pipeline.store.server", str(path), "--port", "0"],
+        [sys.executable, "-m", "narrative_pipeline.store.serve", str(path), "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=log,
-        cwd=REPO_ROOT,
+        cwd=repo,
+        env=env,
     )
     try:
         assert process.stdout is not None
@@ -131,7 +159,9 @@ def store_server(path: Path) -> Iterator[tuple[str, int]]:
         match = re.search(r"ws://([^:]+):(\d+)/ws", line)
         if not match:
             raise RuntimeError(f"server did not start: {line!r}; see {log.name}")
-        yield match.group(1), int(match.group(2))
+        address = match.group(1), int(match.group(2))
+        SERVER_PIDS[address] = process.pid
+        yield address
     finally:
         process.terminate()
         process.wait(30)
@@ -203,20 +233,20 @@ def write_results(
         f"{args.batch} and {args.singles:,} single-key reads; the table gives each backend's median round. "
         "Loopback TCP, one synchronous client.",
         "",
-        "| backend | batch_write keys/s | batch_read keys/s (median) | batch_read vs Redis | batch_read rounds | single read calls/s |",
-        "|---|---:|---:|---:|---|---:|",
+        "| backend | batch_write keys/s | batch_read keys/s (median) | batch_read vs Redis | batch_read rounds | single read calls/s | server CPU (median) |",
+        "|---|---:|---:|---:|---|---:|---|",
     ]
     for b in backends:
         rounds = ", ".join(f"{r / 1000:,.0f}k" for r in b.read_rounds)
         lines.append(
-            f"| {b.name} | {b.write_keys_s:,.0f} | {b.read_keys_s:,.0f} | {b.read_keys_s / redis_figures.read_keys_s:.2f}x | {rounds} | {b.single_reads_s:,.0f} |"
+            f"| {b.name} | {b.write_keys_s:,.0f} | {b.read_keys_s:,.0f} | {b.read_keys_s / redis_figures.read_keys_s:.2f}x | {rounds} | {b.single_reads_s:,.0f} |{server_cpu_text(b).replace('  server CPU ', ' ') or ' - '} |"
         )
     lines += [
         "",
         f"Redis: {REDIS_SOURCE[0]}. Our store appends to a file (no fsync); Redis keeps the data in memory.",
         f"Load average (1/5/15 min) before: {loads[0]}; after: {loads[1]}. Other sessions share the 2 cores, so",
         "single runs move by tens of percent; the interleaved rounds show the spread.",
-        "Server: `python -m narrative_pipeline.store.server` (the same code as `narrative-pipeline store serve`).",
+        "Server: `python -m narrative_pipeline.store.serve` (the same code as `narrative-pipeline store serve`).",
         "",
     ]
     section = "\n".join(lines)
@@ -229,6 +259,31 @@ def write_results(
     )
     RESULTS.write_text(text)
     print(f"wrote the WebSocket section of {RESULTS}")
+
+
+def baseline_backends(
+    stack: contextlib.ExitStack, workdir: Path, repo: Path | None
+) -> list[Backend]:
+    """Our client against the server of another checkout (none without --baseline-repo)."""
+    if repo is None:
+        return []
+    commit = (
+        subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        or repo.name
+    )  # a `git archive` export has no .git: its folder names it
+    address = stack.enter_context(store_server(workdir / "baseline.bin", repo))
+    client = DataStoreWsClient(*address)
+    return [
+        Backend(
+            f"baseline server ({commit}) + our client",
+            client.batch_write,
+            client.batch_read,
+            client.read,
+            server_pid=SERVER_PIDS[address],
+        )
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,6 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-results", action="store_true", help="print only; leave RESULTS.md alone"
     )
+    parser.add_argument(
+        "--baseline-repo",
+        type=Path,
+        default=None,
+        help="also serve from this checkout (e.g. a worktree of an older commit) in the same "
+        "interleaved rounds, with our client, for a before/after comparison",
+    )
     args = parser.parse_args(argv)
     import redis
     from simd_r_drive_ws_client import DataStoreWsClient as OfficialClient
@@ -255,19 +317,28 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_ws_") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
-        ours = DataStoreWsClient(*stack.enter_context(store_server(workdir / "ours.bin")))
-        official = OfficialClient(*stack.enter_context(store_server(workdir / "official.bin")))
+        ours_at = stack.enter_context(store_server(workdir / "ours.bin"))
+        official_at = stack.enter_context(store_server(workdir / "official.bin"))
+        ours, official = DataStoreWsClient(*ours_at), OfficialClient(*official_at)
         rds = redis.Redis.from_url(stack.enter_context(redis_url(workdir)))
         rds.flushdb()
         stack.callback(rds.flushdb)
         backends = [
-            Backend("our server + our client", ours.batch_write, ours.batch_read, ours.read),
+            Backend(
+                "our server + our client",
+                ours.batch_write,
+                ours.batch_read,
+                ours.read,
+                server_pid=SERVER_PIDS[ours_at],
+            ),
             Backend(
                 "our server + official client 0.11.1a0",
                 official.batch_write,
                 official.batch_read,
                 official.read,
+                server_pid=SERVER_PIDS[official_at],
             ),
+            *baseline_backends(stack, workdir, args.baseline_repo),
             Backend(
                 f"Redis {rds.info()['redis_version']} (redis-py MSET/MGET/GET)",
                 lambda items: rds.mset(dict(items)),

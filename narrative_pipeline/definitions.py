@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 
 from narrative_pipeline.assets import ALL_ASSETS
+from narrative_pipeline.assets.metadata import figure_text
 from narrative_pipeline.checks import ALL_CHECKS
 from narrative_pipeline.resources import default_resources
 from narrative_pipeline.schedules import daily_ingestion_sweep
@@ -58,9 +59,9 @@ def summarize(result: dg.ExecuteInProcessResult) -> list[str]:
     """Readable lines: each asset with its main figures, each check with pass/fail."""
     lines = []
     for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
+        materialization = event.materialization
         figures = ", ".join(
-            f"{k}={v.value}"
+            f"{k}={figure_text(v.value)}"
             for k, v in materialization.metadata.items()
             if isinstance(v.value, int | float) and not isinstance(v.value, bool)
         )

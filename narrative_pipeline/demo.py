@@ -8,7 +8,6 @@ CSVs (or on `NARRATIVE_CSV_DIR` when it holds CSVs), and prints what each asset 
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ def demo_store() -> None:
             store.batch_write([(k, i.to_bytes(8, "little")) for i, k in enumerate(keys)])
             print(f"wrote {len(keys):,} entries in {time.perf_counter() - started:.3f}s")
             values = store.batch_read(keys[:5])
-            print("read back:", [int.from_bytes(v, "little") for v in values])
+            print("read back:", [int.from_bytes(v or b"", "little") for v in values])
             for key in keys[::2]:
                 store.delete(key)
             store.batch_write([(k, b"overwritten") for k in keys[1:100:2]])
@@ -58,11 +57,15 @@ def demo_store() -> None:
 
 
 def demo_pipeline(epochs: int) -> None:
-    """Materialise every asset in-process, like 'Materialize all' in the UI."""
+    """Materialise every asset in-process: the same asset graph as "Materialize all" in the UI,
+    in one process and with `epochs` training epochs (the UI's default trains up to 1000 with
+    early stopping)."""
     from narrative_pipeline.definitions import materialize_all, training_run_config
+    from narrative_pipeline.resources import PathsResource
 
+    data_dir = PathsResource().data_path.resolve()
     print("\n== Dagster asset graph on the embedded defaults")
-    print(f"data folder: {Path(os.environ.get('NARRATIVE_DATA_DIR', 'data')).resolve()}")
+    print(f"data folder: {data_dir}")
     # Dagster's console logger defaults to DEBUG (one line per engine event); INFO keeps the counts.
     run_config = {
         **training_run_config(max_epochs=epochs),
@@ -71,3 +74,29 @@ def demo_pipeline(epochs: int) -> None:
     result = materialize_all(run_config=run_config)
     for line in result:
         print(line)
+    print()
+    print(where_to_look(data_dir))
+
+
+def where_to_look(data_dir: Path) -> str:
+    """Where the demo left its products and how to look at them (only what exists is named)."""
+    from narrative_pipeline.resources import DatabaseResource, StoreResource
+
+    training = data_dir / "training"
+    checkpoints = sorted((training / "checkpoints").glob("*.ckpt"))
+    plots = sorted((data_dir / "plots").glob("*.png"))
+    lines = ["== Where things are"]
+    if checkpoints:
+        lines.append(f"checkpoint:   {', '.join(str(p) for p in checkpoints)}")
+    if plots:
+        lines.append(f"plots:        {', '.join(str(p) for p in plots)}")
+    if training.is_dir():
+        lines.append(f"TensorBoard:  .venv/bin/tensorboard --logdir {training}")
+    lines += [
+        f"store:        {StoreResource().describe()}",
+        f"database:     {DatabaseResource().describe()}",
+        "the UI:       make ui (or make ui PORT=3001), then open http://127.0.0.1:3000 and",
+        "              click 'Materialize all' (this demo ran in-process, so its run is not in",
+        "              the UI's history; the UI run reuses the data above)",
+    ]
+    return "\n".join(lines)

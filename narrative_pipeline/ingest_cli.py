@@ -63,6 +63,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--files-only", action="store_true", help="only load files into the database (step 1)"
     )
+    parser.add_argument(
+        "--allow-shrink",
+        action="store_true",
+        help="let a changed file drop filings it supplied before (held back by default: "
+        "sec-fetcher files only grow, so a shorter file is usually cut or broken)",
+    )
+    parser.add_argument(
+        "--prune-missing",
+        action="store_true",
+        help="first forget source files gone from disk and delete the filings no other "
+        "file holds (a missing file alone never drops data)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_ingest)
 
@@ -129,11 +141,13 @@ def _print_report(report: Any) -> None:
 def _print_files(report: Any) -> None:
     print(
         f"{report.source}: {report.files_seen} files, {report.files_loaded} loaded, "
-        f"{report.files_unchanged} unchanged, {len(report.skipped_files)} skipped; "
+        f"{report.files_unchanged} unchanged, {len(report.skipped_files)} failed; "
         f"{report.facts_written} facts written, {report.skipped_cells} cells skipped"
     )
+    if report.conflicting_facts:
+        print(f"  {report.conflicting_facts} facts differ between sources of the same filing")
     for skipped in report.skipped_files[:20]:
-        print(f"  skipped {skipped.path}: {skipped.reason}")
+        print(f"  FAILED {skipped.path}: {skipped.reason}")
     if report.non_numeric_units:
         units = ", ".join(f"{u} ({n})" for u, n in sorted(report.non_numeric_units.items())[:10])
         print(f"  non-numeric units: {units}")
@@ -162,9 +176,19 @@ def run_ingest(args: argparse.Namespace) -> int:
     if args.csv_dir is None and args.companyfacts is None:
         raise SystemExit("give a CSV folder and/or --companyfacts PATH")
     from narrative_pipeline.db import DbUsGaap
+    from narrative_pipeline.db.schema import DatabaseUnavailable
     from narrative_pipeline.us_gaap_store import UsGaapStore
 
-    db = DbUsGaap(args.db)
+    try:
+        db = DbUsGaap(args.db)
+    except DatabaseUnavailable as exc:
+        raise SystemExit(f"narrative-pipeline ingest: {exc}") from None
+    if args.prune_missing:
+        pruned = db.prune_missing_sources()
+        print(
+            f"pruned {pruned['sources']} missing source(s): "
+            f"{pruned['filings_deleted']} filings no other file holds deleted"
+        )
     options = {
         "scaler_kind": args.scaler,
         "embedding_model": args.embedding_model,
@@ -176,17 +200,26 @@ def run_ingest(args: argparse.Namespace) -> int:
     sources += [("companyfacts", args.companyfacts)] if args.companyfacts else []
     with open_store(args.store, args.server) as (handle, description):
         store = UsGaapStore(handle)
-        loaded = 0
+        loaded = failed = 0
         for kind, source in sources:
             progress, bar = _progress_bar(args.no_progress)
             ingest = store.ingest_us_gaap_csvs if kind == "csv" else store.ingest_companyfacts
             try:
-                report = ingest(source, db, downstream=False, progress=progress)
+                report = ingest(
+                    source,
+                    db,
+                    downstream=False,
+                    progress=progress,
+                    allow_shrink=args.allow_shrink,
+                )
             finally:
                 bar.close()
             loaded += report.files_loaded
+            failed += len(report.skipped_files)
             _print_report(report)
         if not args.files_only:  # steps 2-6 once, over everything loaded
             _print_report(store.build_from_db(db, force=loaded > 0, **options))
         print(f"store: {description}")
-    return 0
+    if failed:
+        print(f"{failed} file(s) failed: their stored data was kept (see FAILED above)")
+    return 1 if failed else 0

@@ -51,9 +51,11 @@ class PipeWorker:
         self.send(setup)
 
     def send(self, obj: Any) -> None:
+        stdin = self.proc.stdin
+        assert stdin is not None  # Popen(stdin=PIPE)
         try:
-            pickle.dump(obj, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            self.proc.stdin.flush()  # type: ignore[union-attr]
+            pickle.dump(obj, stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            stdin.flush()
         except (OSError, ValueError) as exc:
             raise WorkerGone(f"cannot send to the {self.name}: {exc}") from exc
 

@@ -81,14 +81,31 @@ class DatabaseResource(dg.ConfigurableResource):
         return DbUsGaap(self.resolved_url())
 
     def describe(self) -> str:
-        """The URL with any password masked, for metadata and logs."""
-        url = self.resolved_url() or "(MYSQL_* environment)"
-        if "@" in url and "://" in url:
-            scheme, rest = url.split("://", 1)
-            credentials, host = rest.rsplit("@", 1)
-            user = credentials.split(":", 1)[0]
-            return f"{scheme}://{user}:***@{host}"
-        return url
+        """The URL with any password masked (user info and query parameters such as
+        `?password=`), for metadata and logs."""
+        url = self.resolved_url()
+        return redact_url(url) if url else "(MYSQL_* environment)"
+
+
+SECRET_QUERY_WORDS = ("pass", "pwd", "secret", "token", "key")  # ?password=, ?ssl_key=, ...
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its user info and every secret-looking query value as
+    `***`; an unparsable URL is shown only up to its scheme."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url.split("://", 1)[0] + "://***" if "://" in url else "***"
+    if parsed.password is not None:
+        parsed = parsed.set(password="***")
+    secret = {k: "***" for k in parsed.query if any(w in k.lower() for w in SECRET_QUERY_WORDS)}
+    if secret:
+        parsed = parsed.update_query_dict(secret)
+    return parsed.render_as_string(hide_password=False).replace("%2A%2A%2A", "***")
 
 
 class StoreResource(dg.ConfigurableResource):

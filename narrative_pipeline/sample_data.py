@@ -254,8 +254,9 @@ def csv_files_in(directory: str | Path) -> list[Path]:
 
 def ensure_sample_csvs(csv_dir: str | Path, **kwargs) -> list[Path]:
     """Generate the sample into `csv_dir` only when it holds no landing file yet (a CSV or a
-    companyfacts file: readers/landing.py); never overwrites data."""
-    if len(landing_files(csv_dir)):
+    companyfacts file: readers/landing.py, a file still waiting for its marker included);
+    never overwrites data."""
+    if len(landing_files(csv_dir, marker="")):
         return []
     paths = generate_sample_csvs(csv_dir, **kwargs)
     log.info("generated %d sample CSV files in %s", len(paths), csv_dir)

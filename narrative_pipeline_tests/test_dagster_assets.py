@@ -122,6 +122,7 @@ def test_each_asset_alone_in_order(sample):
     assert meta["train_config"]["max_epochs"] == 1
     assert np.isfinite(meta["best_val_loss"])
     assert "data:image/png;base64," in meta["loss_curve"]
+    assert "data:image/svg+xml;base64," in meta["loss_per_epoch"]  # shown without a click
 
 
 @pytest.mark.slow
@@ -137,7 +138,12 @@ def test_reingestion_is_incremental_and_downstream_follows(sample):
     generate_sample_csvs(root / "csv", tickers=["KO"], filings_per_ticker=2)  # KO changed
     generate_sample_csvs(root / "csv", tickers=["NVDA"], filings_per_ticker=3)  # new file
     meta = metadata_of(run([raw_records], resources), raw_records)
-    assert meta["files_loaded"] == 2 and meta["files_unchanged"] == 1
+    # KO lost filings it supplied before: held back (stored data kept), reported as failed.
+    assert meta["files_loaded"] == 1 and meta["files_unchanged"] == 1 and meta["failed_files"] == 1
+    assert "KO.csv" in meta["failed_files_table"] and "would drop" in meta["failed_files_table"]
+    shrink = {"ops": {"raw_records": {"config": {"allow_shrink": True}}}}
+    meta = metadata_of(run([raw_records], resources, shrink), raw_records)
+    assert meta["files_loaded"] == 1 and meta["failed_files"] == 0  # replaced deliberately
     facts_after = open_db(resources).fact_count()
     assert facts_after != facts_before
     assert sorted(meta["tickers"]) == ["AAPL", "KO", "NVDA"]
@@ -156,6 +162,18 @@ def test_reingestion_is_incremental_and_downstream_follows(sample):
     assert result.success and all(check_results(result).values())
     assert metadata_of(result, triplets)["n_triplets"] == facts_after
     assert metadata_of(result, embeddings)["embedded"] == 0  # all texts came from the cache
+
+
+def test_a_failed_file_is_listed_not_loaded_and_keeps_the_data(sample):
+    root, resources = sample
+    metadata_of(run([raw_records], resources), raw_records)
+    before = open_db(resources).facts_frame().values.tolist()
+    ko = root / "csv" / "KO.csv"
+    ko.write_text(ko.read_text()[:-20])  # cut mid-way
+    meta = metadata_of(run([raw_records], resources), raw_records)
+    assert meta["files_loaded"] == 0 and meta["failed_files"] == 1
+    assert "KO.csv" in meta["failed_files_table"] and "torn line" in meta["failed_files_table"]
+    assert open_db(resources).facts_frame().values.tolist() == before
 
 
 def test_empty_landing_folder_gets_the_generated_sample(tmp_path):

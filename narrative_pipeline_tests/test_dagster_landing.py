@@ -93,7 +93,8 @@ def test_a_companyfacts_only_folder_is_ingested_and_not_given_a_sample(tmp_path:
     meta = metadata_of(run([raw_records], resources), raw_records)
     assert meta["sample_generated"] is False
     assert (meta["csv_files"], meta["companyfacts_files"]) == (0, 3)
-    assert meta["files_loaded"] == 3 and meta["skipped_files"].count("\n") == 2  # no row
+    assert meta["files_loaded"] == 3 and meta["failed_files"] == 0
+    assert meta["failed_files_table"].count("\n") == 2  # no row
     assert meta["tickers"] == ["AAPL", "CIK0000000001", "CIK0000000002", "MSFT"]
     assert landing_files(tmp_path / "csv").csv == []  # nothing was generated
     db = open_db(resources)
@@ -127,7 +128,9 @@ def test_a_bad_companyfacts_file_is_reported_as_failed(tmp_path: Path) -> None:
     (tmp_path / "csv" / "BAD.json").write_text("{not json")
     meta = metadata_of(run([raw_records], resources), raw_records)
     assert meta["files_loaded"] == 3
-    assert "BAD.json" in meta["skipped_files"] and "not valid JSON" in meta["skipped_files"]
+    assert meta["failed_files"] == 1
+    table = meta["failed_files_table"]
+    assert "BAD.json" in table and "not valid JSON" in table
     assert "BAD" not in meta["tickers"]
 
 
@@ -141,7 +144,7 @@ def test_sensor_requests_a_run_for_a_settled_companyfacts_file(tmp_path: Path, k
     _write(target.with_name(target.name + ".part"), "half a copy")
     age(target)
     runs, _, cursor = _settle(tmp_path / "landing", None)
-    assert len(runs) == 1 and runs[0].tags["narrative/files"] == "1"
+    assert len(runs) == 1 and runs[0].tags["narrative/triggering_files"] == "1"
     assert list(json.loads(cursor)["ingested"]) == [str(target)]
     runs, skip, _ = _tick(tmp_path / "landing", cursor)
     assert runs == [] and "no settled new or changed CSV or companyfacts file" in skip
@@ -157,3 +160,44 @@ def test_sensor_skips_a_zip_the_database_already_holds(tmp_path: Path) -> None:
     (landing / "sensor.sqlite").symlink_to(tmp_path / "facts.sqlite")
     runs, skip, _ = _settle(landing, None)
     assert runs == [] and "3 changed file(s) already loaded" in skip
+
+
+def test_landing_files_sorts_kinds_reports_skipped_entries_and_honours_the_marker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = write_companyfacts(tmp_path / "staging")
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    csv_file = landing / "ACME.csv"
+    _write(csv_file, "accn,Assets\nA1,1::USD\n")
+    json_file = landing / paths["json"].name
+    json_file.write_bytes(paths["json"].read_bytes())
+    _write(landing / ".hidden.json", "{}")
+    (landing / "folder.zip").mkdir()
+    found = landing_files(landing)
+    assert (found.csv, found.companyfacts) == ([csv_file], [json_file])
+    assert sorted(p.name for p, _ in found.skipped) == [".hidden.json", "folder.zip"]
+    assert any("a folder named like a file" in m for m in found.messages())
+    monkeypatch.setenv("NARRATIVE_LANDING_MARKER", ".done")
+    waiting = landing_files(landing)
+    assert len(waiting) == 0
+    assert any("waiting for its marker" in m for m in waiting.messages())
+    json_file.with_name(json_file.name + ".done").write_text("")  # newer than the file
+    assert landing_files(landing).companyfacts == [json_file]
+    assert landing_files(landing, marker="").csv == [csv_file]  # marker mode off
+
+
+def test_sensor_marker_mode_takes_a_marked_companyfacts_file_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NARRATIVE_LANDING_MARKER", "_SUCCESS")
+    paths = write_companyfacts(tmp_path / "staging")
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    target = landing / paths["zip"].name
+    target.write_bytes(paths["zip"].read_bytes())
+    runs, _, cursor = _tick(landing, None)
+    assert runs == []  # no marker yet: not taken, however long it waits
+    (landing / "_SUCCESS").write_text("")
+    runs, _, _ = _tick(landing, cursor)  # no settling in marker mode
+    assert len(runs) == 1 and runs[0].tags["narrative/triggering_files"] == "1"

@@ -80,7 +80,9 @@ def test_replace_ticker_is_idempotent_and_round_trips(db: DbUsGaap) -> None:
 def test_replace_ticker_replaces_only_that_ticker(db: DbUsGaap) -> None:
     db.replace_ticker(result("AAA", [("A1", "Assets", "USD", 1.0), ("A2", "Assets", "USD", 2.0)]))
     db.replace_ticker(result("BBB", [("B1", "Assets", "USD", 3.0)]))
-    db.replace_ticker(result("AAA", [("A3", "Liabilities", "USD", 4.0)]))
+    with pytest.raises(ValueError, match="would drop 2 of the 2 filings"):
+        db.replace_ticker(result("AAA", [("A3", "Liabilities", "USD", 4.0)]))  # a shrink
+    db.replace_ticker(result("AAA", [("A3", "Liabilities", "USD", 4.0)]), allow_shrink=True)
     assert db.tickers() == ["AAA", "BBB"]
     assert db.facts_frame()[["ticker", "accn", "value"]].values.tolist() == [
         ["AAA", "A3", 4.0],
@@ -99,11 +101,11 @@ def test_failed_replace_keeps_old_data(db: DbUsGaap, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(db, "_ensure_pairs", boom)  # fails after the delete, mid-transaction
     with pytest.raises(RuntimeError):
-        db.replace_ticker(result("AAA", [("A9", "Other", "USD", 9.0)]))
+        db.replace_ticker(result("AAA", [("A9", "Other", "USD", 9.0)]), allow_shrink=True)
     monkeypatch.undo()
     assert db.facts_frame()[["accn", "concept", "value"]].values.tolist() == [["A1", "Assets", 1.0]]
     # the pair cache was dropped with the transaction: new pairs still get valid ids
-    db.replace_ticker(result("AAA", [("A9", "Other", "USD", 9.0)]))
+    db.replace_ticker(result("AAA", [("A9", "Other", "USD", 9.0)]), allow_shrink=True)
     assert db.facts_frame()["concept"].tolist() == ["Other"]
 
 
@@ -202,11 +204,15 @@ def test_resolve_url_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path:
         DbUsGaap("postgresql://x/y")
 
 
-def test_result_without_filings_empties_the_ticker(db: DbUsGaap) -> None:
-    """A header-only file is a valid 'no filings' ticker: replacing empties it."""
+def test_result_without_filings_empties_the_ticker_only_when_allowed(db: DbUsGaap) -> None:
+    """A result without filings would drop every stored filing of its source: refused, unless
+    `allow_shrink` asks for that replacement deliberately."""
     db.replace_ticker(result("AAA", [("A1", "Assets", "USD", 1.0)]))
     db.replace_ticker(result("BBB", [("B1", "Assets", "USD", 2.0)]))
-    assert db.replace_ticker(ReadResult(source="AAA.csv", ticker="AAA")) == 0
+    with pytest.raises(ValueError, match="would drop 1 of the 1 filings"):
+        db.replace_ticker(ReadResult(source="AAA.csv", ticker="AAA"))
+    assert db.fact_count() == 2
+    assert db.replace_ticker(ReadResult(source="AAA.csv", ticker="AAA"), allow_shrink=True) == 0
     assert db.tickers() == ["BBB"] and db.fact_count() == 1
 
 
@@ -253,7 +259,7 @@ def test_replace_tickers_matches_one_by_one(db: DbUsGaap, db_url: str, tmp_path:
     ]
     db.replace_ticker(result("AAA", [("OLD", "Old", "USD", 9.0)]))
     db.replace_ticker(result("ZZZ", [("Z1", "Assets", "USD", 7.0)]))
-    assert db.replace_tickers(batch) == [2, 2, 0]
+    assert db.replace_tickers(batch, allow_shrink=True) == [2, 2, 0]
     assert db.replace_tickers(batch) == [2, 2, 0]  # idempotent
     assert db.facts_frame().values.tolist() == [
         ["AAA", "A1", "Assets", "USD", 1.5],
@@ -301,7 +307,8 @@ def test_failed_batch_retries_each_ticker_alone(
             result("AAA", [("A1", "Assets", "USD", 1.0)]),
             result("BBB", [("B1", "Poison", "USD", 2.0)]),
             result("CCC", [("C1", "Liabilities", "USD", 3.0)]),
-        ]
+        ],
+        allow_shrink=True,
     )
     monkeypatch.undo()
     assert len(calls) == 4  # the batch, then one transaction per ticker

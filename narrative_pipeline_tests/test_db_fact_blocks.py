@@ -81,7 +81,9 @@ def test_a_replaced_ticker_leaves_no_stale_or_orphan_blocks(db: DbUsGaap, tmp_pa
     path = next((tmp_path / "csvs").rglob(f"{ticker}.csv"))
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:2]) + "\n")  # the ticker now has one filing
-    report = ingest.load_csv_files(tmp_path / "csvs", db, workers=1)
+    held_back = ingest.load_csv_files(tmp_path / "csvs", db, workers=1)
+    assert held_back.files_loaded == 0 and len(held_back.skipped_files) == 1  # a shrink
+    report = ingest.load_csv_files(tmp_path / "csvs", db, workers=1, allow_shrink=True)
     assert report.files_loaded == 1
     orphans = "SELECT COUNT(*) FROM fact_block WHERE filing_id NOT IN (SELECT id FROM filing)"
     assert db._query(orphans)[0][0] == 0

@@ -203,10 +203,28 @@ def test_real_env_file_is_never_committed() -> None:
 
 def test_env_example_documents_exactly_the_variables_compose_reads() -> None:
     referenced = {
-        m.group("name") for m in INTERPOLATION.finditer(COMPOSE.read_text()) if m.group("name")
+        m.group("name")
+        for path in DOCKER.glob("docker-compose*.yml")  # the opt-in override files too
+        for m in INTERPOLATION.finditer(path.read_text())
+        if m.group("name")
     }
     documented = set(read_env_file(ENV_EXAMPLE))
     assert referenced == documented
+
+
+def test_store_port_is_not_published_unless_opted_in_and_then_on_loopback_only(
+    compose: dict[str, Any],
+) -> None:
+    # The store protocol has no authentication (docs/SECURITY.md): reachable inside the
+    # compose network only, unless docker-compose.store-port.yml is added.
+    assert "ports" not in compose["services"]["store"]
+    override = yaml.safe_load(
+        interpolate(
+            (DOCKER / "docker-compose.store-port.yml").read_text(), read_env_file(ENV_EXAMPLE)
+        )
+    )
+    ports = override["services"]["store"]["ports"]
+    assert ports and all(str(p).startswith("127.0.0.1:") for p in ports)
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.store"])

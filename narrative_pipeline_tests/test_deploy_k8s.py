@@ -41,6 +41,7 @@ KINDS = {
     "StatefulSet": k8s.V1StatefulSet,
     "ConfigMap": k8s.V1ConfigMap,
     "PersistentVolumeClaim": k8s.V1PersistentVolumeClaim,
+    "NetworkPolicy": k8s.V1NetworkPolicy,
 }
 
 

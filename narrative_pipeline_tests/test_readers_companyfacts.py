@@ -118,3 +118,70 @@ def test_bad_zip_and_bad_gzip(tmp_path: Path) -> None:
     (tmp_path / "y.json.gz").write_bytes(b"not gzip")
     assert "zip" in one(tmp_path / "x.zip").error
     assert one(tmp_path / "y.json.gz").error
+
+
+def test_a_document_without_usable_filing_is_an_error(tmp_path: Path) -> None:
+    """`{"facts": {}}` used to replace a ticker's data with nothing (issue 12)."""
+    path = tmp_path / "AAPL.json"
+    path.write_text(json.dumps({"facts": {}}))
+    (result,) = list(read_companyfacts(path))
+    assert result.error is not None and "no usable filing" in result.error
+    assert result.facts.empty
+
+
+def _gzip_bomb(path: Path, decompressed_mib: int) -> Path:
+    """A .json.gz that decompresses to `decompressed_mib` MiB of JSON whitespace (~1000:1)."""
+    import zlib
+
+    block = b" " * (1 << 20)
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
+    with path.open("wb") as out:
+        for _ in range(decompressed_mib):
+            out.write(packer.compress(block))
+        out.write(packer.compress(b'{"facts": {}}') + packer.flush())
+    return path
+
+
+BOMB_PROBE = """
+import resource, sys
+from narrative_pipeline.readers import read_companyfacts
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+(result,) = list(read_companyfacts(sys.argv[1]))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) // 1024, result.error)
+"""
+
+
+def test_a_gzip_bomb_is_refused_in_bounded_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1 GiB of decompressed JSON behind ~1 MB of gzip: the reader stops at the cap (here
+    16 MiB), names the file, and the process grows by about the cap, not by the bomb
+    (peak RSS measured in a child process)."""
+    import subprocess
+    import sys
+
+    bomb = _gzip_bomb(tmp_path / "BOMB.json.gz", 1024)
+    assert bomb.stat().st_size < 2 << 20
+    monkeypatch.setenv("NARRATIVE_MAX_DOCUMENT_MB", "16")
+    out = subprocess.run(
+        [sys.executable, "-c", BOMB_PROBE, str(bomb)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    grown_mib, error = out.split(" ", 1)
+    assert "NARRATIVE_MAX_DOCUMENT_MB" in error and str(bomb) in error
+    assert int(grown_mib) < 64, f"peak RSS grew {grown_mib} MiB reading a 16 MiB-capped bomb"
+
+
+def test_zip_members_are_capped_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NARRATIVE_MAX_DOCUMENT_MB", "1")
+    path = tmp_path / "companyfacts.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("CIK1.json", b" " * (3 << 20) + b'{"facts": {}}')
+        archive.write(_gzip_bomb(tmp_path / "inner.json.gz", 4), "CIK2.json.gz")
+    results = list(read_companyfacts(path))
+    assert [r.ticker for r in results] == ["CIK1", "CIK2"]
+    assert all(r.error and "NARRATIVE_MAX_DOCUMENT_MB" in r.error for r in results)

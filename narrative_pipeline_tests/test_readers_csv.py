@@ -154,11 +154,37 @@ def test_unusable_files_report_error(tmp_path: Path, name: str, content, error: 
     assert r.error in r.messages
 
 
-def test_header_only_is_not_an_error(tmp_path: Path) -> None:
+def test_header_only_is_held_back(tmp_path: Path) -> None:
+    """No usable filing: an error, so the ticker's stored data is kept (issue 12)."""
     r = read_sec_fetcher_csv(write(tmp_path, "HDR.csv", "Assets,form,fy,fp,filed,accn\n"), None)
-    assert r.error is None
+    assert r.error is not None and "no usable filing (header only)" in r.error
     assert r.facts.empty and r.filings.empty
-    assert any("header only" in m for m in r.messages)
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("Assets,accn\n1::USD,A1,x\n2::USD\n", "rows with a field count"),
+        ("Assets,accn\n1::USD,\n2::USD,\n", "rows without an accn"),
+        ("Assets,accn\nabc::USD,A1\n", "filings without any numeric fact"),
+        ('Assets,accn\n"1::USD,A1\n2::USD,A2\n', "unbalanced double quote"),
+        ("Assets,accn\n1::USD,A1\n2::USD,A2", "torn line"),
+    ],
+)
+def test_files_without_usable_filing_are_errors(tmp_path: Path, content: str, needle: str) -> None:
+    r = read_sec_fetcher_csv(write(tmp_path, "X.csv", content), None)
+    assert r.error is not None and needle in r.error, r.error
+    assert r.facts.empty and r.filings.empty
+
+
+def test_line_over_the_cap_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NARRATIVE_MAX_LINE_KB", "1")
+    path = write(tmp_path, "LONG.csv", "Assets,accn\n" + "1::USD" + " " * 2000 + ",A1\n")
+    r = read_sec_fetcher_csv(path, None)
+    assert r.error is not None and "line 2" in r.error and "NARRATIVE_MAX_LINE_KB" in r.error
+    monkeypatch.setenv("NARRATIVE_MAX_DOCUMENT_MB", "0.001")
+    r = read_sec_fetcher_csv(path, None)
+    assert r.error is not None and "NARRATIVE_MAX_DOCUMENT_MB" in r.error and str(path) in r.error
 
 
 def test_rows_with_wrong_field_count_are_skipped(tmp_path: Path) -> None:
@@ -220,7 +246,7 @@ def test_simple_quotes_take_the_fast_path(tmp_path: Path, monkeypatch: pytest.Mo
     [
         'Assets,accn\n"1::USD","A""1"\n',
         'Assets,accn\n"1::USD","A\n1"\n',
-        'Assets,accn\nx"1::USD",A1\n',
+        'Assets,Liabilities,accn\nx"1::USD",2::USD,A1\n',
     ],
 )
 def test_complex_quotes_use_the_full_parser(tmp_path: Path, text: str) -> None:

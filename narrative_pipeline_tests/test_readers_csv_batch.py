@@ -84,7 +84,10 @@ def test_bad_inputs_in_one_batch_match_the_per_file_reader(
     for path, got in zip(paths, results, strict=True):
         assert_same(got, read_sec_fetcher_csv(path, taxonomy))
     errors = {Path(r.source).name for r in results if r.error}
-    assert errors == {"NOACCN.csv", "EMPTY.csv", "BLANK.csv", "LATIN1.csv", "MISSING.csv"}
+    assert errors == {
+        *("NOACCN.csv", "EMPTY.csv", "BLANK.csv", "LATIN1.csv", "MISSING.csv"),
+        *("HDR.csv", "NOUNIT.csv"),  # no usable filing: held back (issue 12)
+    }
     # every file without an error is in the columns, the others are not
     written = {Path(s).name for s in batch.columns.sources}
     assert written == {p.name for p in paths} - errors

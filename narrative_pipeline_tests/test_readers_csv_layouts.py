@@ -360,3 +360,43 @@ def test_an_older_database_gains_the_columns_and_keeps_its_rows(
     finally:
         db.close()
     DbUsGaap(db_url).close()  # opening again: nothing left to add
+
+
+def test_filing_columns_flow_through_the_shared_source_write_path(
+    db_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Two files of one ticker (db/sources.py write_shared): a filing only the second file
+    brings is inserted with its current-layout fields, and a rewrite of the first updates the
+    fields of the filing it alone holds."""
+    rows = period_rows()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = write(tmp_path / "a", "ACME.csv", rows[:3], CURRENT + CONCEPTS)
+    second = write(tmp_path / "b", "ACME.csv", rows[1:], CURRENT + CONCEPTS)
+    db = DbUsGaap(db_url)
+    try:
+        db.replace_ticker(read_sec_fetcher_csv(first, None))
+        db.replace_ticker(read_sec_fetcher_csv(second, None))  # shares rows 1-2, adds row 3
+        filings = db.filings_frame(["ACME"]).set_index("accn")
+        q1 = filings.loc["0000000001-24-000001"]
+        assert (q1["period_end"], bool(q1["is_amendment"]), q1["filing_url"]) == (
+            "2024-03-31",
+            False,
+            url("0000000001-24-000001"),
+        )
+        changed = [dict(row) for row in rows[:3]]
+        changed[0]["is_amendment"] = "true"
+        changed[0]["period_end"] = "2024-12-30"
+        changed[0]["filing_url"] = url("0000000001-25-000004") + "?v=2"
+        write(tmp_path / "a", "ACME.csv", changed, CURRENT + CONCEPTS)
+        db.replace_ticker(read_sec_fetcher_csv(first, None))  # the FY filing is A's alone
+        fy = db.filings_frame(["ACME"]).set_index("accn").loc["0000000001-25-000004"]
+        assert (fy["period_end"], bool(fy["is_amendment"]), fy["filing_url"]) == (
+            "2024-12-30",
+            True,
+            url("0000000001-25-000004") + "?v=2",
+        )
+        assert len(db.filings_frame(["ACME"])) == 4  # nothing lost
+    finally:
+        db.close()

@@ -393,7 +393,7 @@ def test_error_status_raises_oserror_with_text(shared_server: ServerProcess) -> 
 
 
 def test_module_entry_point(tmp_path: Path) -> None:
-    """`python -m narrative_pipeline.store.server PATH --port 0` (used by the benchmarks) serves too."""
+    """`python -m narrative_pipeline.store.serve PATH --port 0` (used by the benchmarks) serves too."""
     server = start_store_server(tmp_path / "cli.bin", full_cli=False)
     try:
         client = make_client("official", server)

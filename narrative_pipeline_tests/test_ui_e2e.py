@@ -291,7 +291,7 @@ def test_materialize_all_through_the_ui_then_screenshot(tmp_path, chromium_path)
         ticks = _wait_for_sensor_tick(port, repository)
         # Fresh files are not settled yet: the sensor skipped, saying why, and queued no run.
         assert all(t["status"] == "SKIPPED" for t in ticks), ticks
-        assert any("still changing" in (t["skipReason"] or "") for t in ticks), ticks
+        assert any("to settle" in (t["skipReason"] or "") for t in ticks), ticks
 
         screenshot = tmp_path / "asset_graph.png"
         # The group page lays out its assets and links the other groups' ones by name; the global

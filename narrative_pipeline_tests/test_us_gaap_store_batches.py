@@ -54,7 +54,8 @@ def test_batches_give_the_same_database_as_single_files(
     assert again.files_unchanged == batched.files_loaded and again.facts_written == 0
 
 
-def test_a_later_file_of_the_same_ticker_replaces_the_earlier(tmp_path: Path) -> None:
+def test_two_files_of_the_same_ticker_hold_the_union(tmp_path: Path) -> None:
+    """Two sources of one ticker no longer replace each other (issue 12): each keeps its filings."""
     header = "Assets,fy,fp,form,filed,accn\n"
     for sub, accn in (("a", "OLD"), ("b", "NEW")):
         (tmp_path / sub).mkdir()
@@ -64,7 +65,10 @@ def test_a_later_file_of_the_same_ticker_replaces_the_earlier(tmp_path: Path) ->
     db = DbUsGaap(f"sqlite:///{tmp_path / 'db.sqlite'}")
     report = ingest.load_csv_files(tmp_path, db)
     assert report.files_loaded == 2
-    assert _facts(db) == [["AAA", "NEW", "Assets", "USD", 1.0]]
+    assert _facts(db) == [
+        ["AAA", "NEW", "Assets", "USD", 1.0],
+        ["AAA", "OLD", "Assets", "USD", 1.0],
+    ]
 
 
 def test_csv_batches_split_by_size_and_repeated_ticker() -> None:

@@ -100,7 +100,10 @@ def test_reingest_of_unchanged_files_does_nothing_and_a_changed_file_rebuilds(
         target = next((workdir / "csvs").rglob("AAPL.csv"))
         lines = target.read_text().splitlines(keepends=True)
         target.write_text("".join(lines[:-3]))  # drop three filings
-        changed = store.ingest_us_gaap_csvs(workdir / "csvs", db, **FAST)
+        held_back = store.ingest_us_gaap_csvs(workdir / "csvs", db, **FAST)
+        assert held_back.files_loaded == 0 and len(held_back.skipped_files) == 1  # a shrink
+        assert not held_back.downstream_ran and handle.file_size() == size_before
+        changed = store.ingest_us_gaap_csvs(workdir / "csvs", db, allow_shrink=True, **FAST)
         assert changed.files_loaded == 1 and changed.downstream_ran
         assert store.get_triplet_count() == db.fact_count() < again.triplets
         assert changed.embedding_report.embedded == 0  # same pairs: all from the cache

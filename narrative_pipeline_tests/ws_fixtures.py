@@ -88,7 +88,7 @@ def start_store_server(
     """Start the server on PATH and wait for the address it prints.
 
     By default runs `python -m narrative_pipeline.cli store serve PATH --port 0` (what users run);
-    `full_cli=False` runs `python -m narrative_pipeline.store.server PATH`, the same command
+    `full_cli=False` runs `python -m narrative_pipeline.store.serve PATH`, the same command
     without the top-level CLI.
     """
     path = Path(path)
@@ -96,7 +96,7 @@ def start_store_server(
     entry = (
         ["narrative_pipeline.cli", "store", "serve"]
         if full_cli
-        else ["narrative_pipeline.store.server"]
+        else ["narrative_pipeline.store.serve"]
     )
     command = [sys.executable, "-m", *entry, str(path), "--host", host, "--port", str(port)]
     command += extra_args or []

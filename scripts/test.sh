@@ -10,4 +10,5 @@ if ! scripts/services.sh running; then trap 'scripts/services.sh stop' EXIT INT 
 eval "$(scripts/services.sh start)" || { echo "services failed to start" >&2; exit 1; }
 
 .venv/bin/ruff check narrative_pipeline narrative_pipeline_tests benchmarks || exit 1
+scripts/mypy_baseline.sh || exit 1
 .venv/bin/python -m pytest -q -p no:cacheprovider --timeout=900 "$@"

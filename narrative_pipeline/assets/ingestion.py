@@ -6,7 +6,9 @@ The folder takes sec-fetcher CSVs and SEC companyfacts (`.json`, `.json.gz`, the
 Unpartitioned on purpose: every later step (pairs, scalers, PCA, triplet ids) is global over all
 tickers, so per-ticker partitions would fan in to one computation anyway; incremental loading is
 done per file by the database's `source_file` bookkeeping instead (unchanged files are skipped,
-a changed file replaces its ticker's filings in one transaction).
+a changed file replaces its own filings in one transaction). A file that fails (unreadable, torn,
+no usable filing, would drop filings it supplied before) keeps the stored data, is not counted as
+loaded, and is listed in the `failed_files_table` metadata.
 """
 
 # No `from __future__ import annotations`: Dagster reads the Config/resource annotations at runtime.
@@ -51,6 +53,7 @@ ADDITIVE_REPORT_FIELDS = (
     "files_unchanged",
     "skipped_files",
     "facts_written",
+    "conflicting_facts",
     "skipped_cells",
     "non_numeric_units",
     "skipped_columns",
@@ -63,22 +66,32 @@ class RawRecordsConfig(dg.Config):
     """Ingestion settings."""
 
     generate_sample_when_empty: bool = True  # write the project's sample CSVs into an empty folder
+    # A changed file may drop filings it supplied before (held back by default: sec-fetcher files
+    # only grow, so a shorter file is usually cut or broken).
+    allow_shrink: bool = False
+    # Forget source files gone from the folder and delete the filings no other file holds (a
+    # deleted file alone never drops data).
+    prune_missing_sources: bool = False
 
 
 def ingest_landing_files(
-    us_gaap_store: Any, folder: Path, files: LandingFiles, db: Any, progress: Any
+    us_gaap_store: Any,
+    folder: Path,
+    files: LandingFiles,
+    db: Any,
+    progress: Any,
+    allow_shrink: bool = False,
 ) -> Any:
     """The folder's CSVs, then its companyfacts files, into the database (downstream steps not
-    run); one IngestReport for both. A ticker in both kinds ends with the companyfacts data."""
+    run); one IngestReport for both. Stored filings are never lost (db/sources.py): a filing
+    held by both kinds keeps the facts of both, the companyfacts value winning where they
+    differ (read last). Skipped entries are reported by each kind's own scan."""
+    options = {"downstream": False, "progress": progress, "allow_shrink": allow_shrink}
     reports = []
     if files.csv:
-        reports.append(
-            us_gaap_store.ingest_us_gaap_csvs(folder, db, downstream=False, progress=progress)
-        )
+        reports.append(us_gaap_store.ingest_us_gaap_csvs(folder, db, **options))
     if files.companyfacts:
-        reports.append(
-            us_gaap_store.ingest_companyfacts(folder, db, downstream=False, progress=progress)
-        )
+        reports.append(us_gaap_store.ingest_companyfacts(folder, db, **options))
     return merged_reports(reports)
 
 
@@ -106,7 +119,7 @@ def merged_reports(reports: list[Any]) -> Any:
     description=(
         "Filings and numeric facts of every sec-fetcher CSV and SEC companyfacts file (.json, "
         ".json.gz, companyfacts.zip) in NARRATIVE_CSV_DIR, loaded into the database incrementally "
-        "(unchanged files skipped, a changed file replaces its tickers). A folder with none of "
+        "(unchanged files skipped; a failed file never loses stored data). A folder with none of "
         "them gets the project's generated sample CSVs first."
     ),
 )
@@ -123,9 +136,11 @@ def raw_records(
         context.log.info("CSV folder %s was empty: wrote %d sample files", csv_dir, len(generated))
     files = landing_files(csv_dir)
     if not len(files):
+        # Entries skipped (hidden, not regular files, waiting for their marker) say why.
+        skipped = "".join(f"; {message}" for message in files.messages()[:20])
         raise dg.Failure(
             f"no CSV files in {csv_dir}, nor companyfacts (.json, .json.gz, .zip) files "
-            "(set NARRATIVE_CSV_DIR)"
+            f"(set NARRATIVE_CSV_DIR){skipped}"
         )
     context.log.info(
         "ingesting %d CSV and %d companyfacts file(s) from %s into %s",
@@ -146,11 +161,16 @@ def raw_records(
         if done == total or done % max(1, total // 20) == 0:
             context.log.info("file %d/%d (%.0f%%): %s", done, total, 100 * done / total, path)
 
+    if config.prune_missing_sources:
+        metadata["pruned"] = dg.MetadataValue.json(db.prune_missing_sources())
     with timed(metadata, "ingest_seconds"), store.us_gaap_store() as us_gaap_store:
-        report = ingest_landing_files(us_gaap_store, csv_dir, files, db, progress)
+        report = ingest_landing_files(
+            us_gaap_store, csv_dir, files, db, progress, allow_shrink=config.allow_shrink
+        )
     metadata.update(report_metadata(report, skip=IGNORED_REPORT_FIELDS))
-    metadata["skipped_files"] = markdown_table(
-        ["file", "reason"], [(f.path, f.reason) for f in report.skipped_files]
+    metadata["failed_files"] = len(report.skipped_files)
+    metadata["failed_files_table"] = markdown_table(
+        ["file", "reason (stored data kept)"], [(f.path, f.reason) for f in report.skipped_files]
     )
     metadata["sample_generated"] = bool(generated)
     metadata["database"] = database.describe()
@@ -159,8 +179,10 @@ def raw_records(
     metadata["tickers"] = dg.MetadataValue.json(tickers)
     preview = db.facts_frame(tickers=tickers[:1]).head(PREVIEW_ROWS)
     metadata["preview"] = markdown_table(list(preview.columns), preview.itertuples(index=False))
+    for failed in report.skipped_files:
+        context.log.warning("FAILED %s: %s", failed.path, failed.reason)
     context.log.info(
-        "loaded %d file(s), %d unchanged, %d skipped; database holds %d facts for %d ticker(s)",
+        "loaded %d file(s), %d unchanged, %d failed; database holds %d facts for %d ticker(s)",
         report.files_loaded,
         report.files_unchanged,
         len(report.skipped_files),

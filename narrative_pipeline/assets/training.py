@@ -4,7 +4,12 @@
 
 import dagster as dg
 
-from narrative_pipeline.assets.metadata import png_markdown, report_metadata, timed
+from narrative_pipeline.assets.metadata import (
+    png_markdown,
+    report_metadata,
+    tensorboard_sparkline,
+    timed,
+)
 from narrative_pipeline.resources import PathsResource, StoreResource
 
 TRAINING_GROUP = "training"
@@ -93,6 +98,10 @@ def stage1_checkpoint(
         if isinstance(value, int | float) and not isinstance(value, bool) and "pair_id" not in name:
             metadata[f"metric_{name.replace('/', '_')}"] = float(value)
     metadata["train_config"] = dg.MetadataValue.json(train_config.to_dict())
+    losses = {"train": "train_loss_epoch", "validation": "val_loss_epoch"}
+    spark = tensorboard_sparkline(result.tensorboard_dir, losses, "loss per epoch")
+    if spark is not None:  # shows in the metadata table; the full PNG is one click away
+        metadata["loss_per_epoch"] = spark
     if result.loss_curve_png:
         metadata["loss_curve"] = png_markdown(result.loss_curve_png, "Train and validation loss")
     return dg.MaterializeResult(metadata=metadata)

@@ -3,7 +3,8 @@
 One code path for both back ends (SQLAlchemy for the schema and small queries; the raw DBAPI
 cursor for bulk rows, because building a dict or an ORM object per fact would cost more than
 the database itself). Writes of one ticker happen in one transaction, so a failure leaves the
-previous data of that ticker intact.
+previous data of that ticker intact. Which file holds which filing, and the rules that keep a
+write from dropping stored filings, are in db/sources.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import functools
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,12 +32,13 @@ from narrative_pipeline.db import (
     FILING_COLUMNS,
     TAXONOMY_COLUMNS,
     fact_reader,
-    filing_fields,
     migrations,
     models,
+    sources,
 )
 from narrative_pipeline.db.fact_reader import FACT_ROW_DTYPE
 from narrative_pipeline.db.fingerprint import file_fingerprint
+from narrative_pipeline.db.schema import create_schema
 from narrative_pipeline.pipe_worker import processes_enabled
 
 log = logging.getLogger(__name__)
@@ -164,10 +166,19 @@ class DbUsGaap:
         self._insert_ignore = "INSERT OR IGNORE" if self.is_sqlite else "INSERT IGNORE"
         self._pair_ids: dict[tuple[str, str], int] = {}
         self._load_data_ok = True
-        models.metadata.create_all(self.engine)
+        create_schema(self.engine)
         migrations.add_missing_columns(self.engine, models.filing)  # an older database
         if self.is_sqlite:
             self._create_fact_blocks()
+        self._adopt_untracked_filings()
+
+    def _adopt_untracked_filings(self) -> None:
+        """A database written before `filing_source` existed: attribute its filings once."""
+        if self._query("SELECT 1 FROM filing_source LIMIT 1"):
+            return
+        if self._query("SELECT 1 FROM filing LIMIT 1"):
+            with self._transaction() as cur:
+                sources.adopt_untracked(cur)
 
     def _create_fact_blocks(self) -> None:
         """SQLite: the fact_block table and the triggers that keep it true (models.py)."""
@@ -227,44 +238,37 @@ class DbUsGaap:
             raw.close()
 
     # ---------------------------------------------------------------- raw records
-    def replace_ticker(self, result: Any, source_file: SourceFileState | None = None) -> int:
-        """Replace every filing and fact of `result.ticker` with `result`'s, in one transaction.
-
-        Returns the number of facts written. `source_file`, when given, is recorded in the same
-        transaction. A result with `error` set is refused (its empty frames would erase data).
+    def replace_ticker(
+        self,
+        result: Any,
+        source_file: SourceFileState | None = None,
+        *,
+        allow_shrink: bool = False,
+        notes: list[sources.SourceNote] | None = None,
+    ) -> int:
+        """Write `result`'s filings and facts for its ticker (`replace_fact_columns` with one
+        ticker) and record `source_file` in the same transaction. Returns the facts written;
+        raises what kept them out (a result with `error` is refused: its empty frames would
+        erase data; a shrinking source raises sources.SourceShrinkRefused).
         """
+        from narrative_pipeline.readers.base import fact_columns_from_result
+
         if getattr(result, "error", None):
             raise ValueError(f"{result.source}: unusable result not written ({result.error})")
-        facts = result.facts
-        filings = _filing_records(result.filings, facts)  # accn -> the other FILING_COLUMNS
-        accns = list(filings)
-        accn_codes = _codes_against(facts["accn"], accns)
-        pair_codes, pairs = _pair_codes(facts)
-        values = facts["value"].to_numpy(dtype=np.float64)
-        _check_facts(result.source, accn_codes, pair_codes, len(pairs), values)
-        p = self._ph
-        with self._transaction(writes_facts=True) as cur:
-            self._delete_tickers(cur, [result.ticker])
-            if filings:
-                cur.executemany(
-                    _filing_insert(p),
-                    [(result.ticker, accn, *rest) for accn, rest in filings.items()],
-                )
-            cur.execute(f"SELECT accn, id FROM filing WHERE ticker = {p}", (result.ticker,))
-            id_of = dict(cur.fetchall())
-            filing_ids = np.array([id_of[a] for a in accns], dtype=np.int64)
-            pair_ids = self._ensure_pairs(cur, pairs)
-            fid = filing_ids[accn_codes]
-            cid = pair_ids[pair_codes]
-            order = np.lexsort((cid, fid))  # primary-key order: appends to the b-tree
-            if len(order):
-                self._insert_facts(cur, fid[order], cid[order], values[order])
-            if source_file is not None:
-                self._record(cur, source_file)
-        return len(values)
+        columns = fact_columns_from_result(result)
+        outcome = self.replace_fact_columns(
+            columns, [source_file], allow_shrink=allow_shrink, notes=notes
+        )[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return int(outcome)
 
     def replace_tickers(
-        self, results: Sequence[Any], source_files: Sequence[SourceFileState | None] | None = None
+        self,
+        results: Sequence[Any],
+        source_files: Sequence[SourceFileState | None] | None = None,
+        *,
+        allow_shrink: bool = False,
     ) -> list[int | Exception]:
         """`replace_ticker` for many results at once: one transaction, one bulk insert.
 
@@ -288,7 +292,9 @@ class DbUsGaap:
             slots.append(i)
         if parts:
             files = None if source_files is None else [source_files[i] for i in slots]
-            written = self.replace_fact_columns(concat_fact_columns(parts), files)
+            written = self.replace_fact_columns(
+                concat_fact_columns(parts), files, allow_shrink=allow_shrink
+            )
             for i, outcome in zip(slots, written, strict=True):
                 outcomes[i] = outcome
         return outcomes
@@ -298,6 +304,8 @@ class DbUsGaap:
         columns: Any,
         source_files: Sequence[SourceFileState | None] | None = None,
         *,
+        allow_shrink: bool = False,
+        notes: list[sources.SourceNote] | None = None,
         _check_repeats: bool = False,
     ) -> list[int | Exception]:
         """Replace every filing and fact of each ticker in `columns` (a readers FactColumns),
@@ -309,25 +317,47 @@ class DbUsGaap:
         are the same as `replace_ticker`'s). Repeated (accn, concept, unit) facts are looked for
         in the primary-key sort the write does anyway; when there are some, the write is rolled
         back and the batch checked ticker by ticker (`_check_repeats`).
+
+        Sources (db/sources.py): a ticker whose write would drop filings its source file
+        supplied before is refused (SourceShrinkRefused) unless `allow_shrink`; filings other
+        sources hold are kept (shared ones merged); `notes` receives what was shared and how
+        many values conflicted.
         """
         n = len(columns.tickers)
-        files = list(source_files) if source_files is not None else [None] * n
+        files: list[SourceFileState | None] = (
+            list(source_files) if source_files is not None else [None] * n
+        )
         if len(set(columns.tickers)) != n:
             raise ValueError("replace_fact_columns: a ticker appears twice in one batch")
+        options: dict[str, Any] = {"allow_shrink": allow_shrink, "notes": notes}
+        unnamed = _tickers_with_unnamed_facts(columns)
+        if unnamed:
+            return self._write_without(columns, files, unnamed, options)
         pairs = _column_pairs(columns)
         outcomes: list[int | Exception] = list(_check_columns(columns, pairs, _check_repeats))
+        for t, problem in sources.name_problems(columns.tickers, columns.filings).items():
+            outcomes[t] = ValueError(f"{columns.sources[t]}: not written: {problem}")
         ok = [t for t in range(n) if not isinstance(outcomes[t], Exception)]
         if not ok:
             return outcomes
         batch = columns if len(ok) == n else columns.select(ok)
         batch_files = [files[t] for t in ok]
         try:
-            counts = self._write_columns(batch, batch_files, pairs if batch is columns else None)
+            counts = self._write_columns(
+                batch, batch_files, pairs if batch is columns else None, **options
+            )
+        except _Refused as refused:  # rolled back: write the others without the refused
+            for k, exc in refused.by_position.items():
+                t = ok[k]
+                # A fact problem (repeats) explains a refusal better than the shrink it causes.
+                check = _check_columns(columns.select([t]), None, repeats=True)[0]
+                outcomes[t] = check if isinstance(check, Exception) else exc
+            return self._write_without(columns, files, {}, options, outcomes)
         except _RepeatedFacts:
             if _check_repeats:  # the full check already removed every repeating ticker
                 raise
             # Rolled back: find the tickers with repeats and refuse just those.
-            return self.replace_fact_columns(columns, source_files, _check_repeats=True)
+            return self.replace_fact_columns(columns, source_files, **options, _check_repeats=True)
         except Exception as exc:  # noqa: BLE001 - retry one ticker at a time
             if len(ok) == 1:
                 outcomes[ok[0]] = exc
@@ -335,7 +365,11 @@ class DbUsGaap:
             log.warning("batch of %d tickers failed (%s); retrying one by one", len(ok), exc)
             for k, t in enumerate(ok):
                 try:
-                    outcomes[t] = self._write_columns(batch.select([k]), [batch_files[k]])[0]
+                    outcomes[t] = self._write_columns(
+                        batch.select([k]), [batch_files[k]], **options
+                    )[0]
+                except _Refused as refused:
+                    outcomes[t] = refused.by_position[0]
                 except Exception as one_exc:  # noqa: BLE001 - reported per ticker
                     outcomes[t] = one_exc
             return outcomes
@@ -343,40 +377,118 @@ class DbUsGaap:
             outcomes[t] = int(counts[k])
         return outcomes
 
+    def _write_without(
+        self,
+        columns: Any,
+        files: list[SourceFileState | None],
+        refused: dict[int, Exception],
+        options: dict[str, Any],
+        outcomes: list[int | Exception] | None = None,
+    ) -> list[int | Exception]:
+        """`replace_fact_columns` of every ticker but the `refused` ones (their outcome is
+        their refusal) and those `outcomes` already holds an exception for."""
+        outcomes = list(outcomes) if outcomes is not None else [0] * len(columns.tickers)
+        for t, exc in refused.items():
+            outcomes[t] = exc
+        rest = [t for t, outcome in enumerate(outcomes) if not isinstance(outcome, Exception)]
+        if rest:
+            written = self.replace_fact_columns(
+                columns.select(rest), [files[t] for t in rest], **options
+            )
+            for t, outcome in zip(rest, written, strict=True):
+                outcomes[t] = outcome
+        return outcomes
+
     def _write_columns(
         self,
         columns: Any,
         files: list[SourceFileState | None],
         column_pairs: tuple[np.ndarray, list[tuple[str, str]]] | None = None,
+        *,
+        allow_shrink: bool = False,
+        notes: list[sources.SourceNote] | None = None,
     ) -> np.ndarray:
-        """One transaction: delete the tickers, insert their filings and facts, record files."""
+        """One transaction: check each ticker's sources (db/sources.py), write the tickers
+        whose stored filings are their source's alone whole, merge the others, record files."""
+        keys = [
+            sources.source_key(state.path if state is not None else source)
+            for state, source in zip(files, columns.sources, strict=True)
+        ]
+        new_notes: list[sources.SourceNote] = []
+        with self._transaction(writes_facts=True) as cur:
+            plans = sources.plan_writes(
+                cur, self._ph, columns.tickers, keys, [{r[0] for r in f} for f in columns.filings]
+            )
+            refused = sources.refusals(plans, columns.sources, allow_shrink)
+            if refused:
+                raise _Refused(refused)
+            whole = [t for t, plan in enumerate(plans) if plan.whole]
+            if len(whole) == len(plans):
+                self._write_whole(cur, columns, column_pairs, keys)
+            else:
+                if whole:
+                    self._write_whole(cur, columns.select(whole), None, [keys[t] for t in whole])
+                for t, plan in enumerate(plans):
+                    if not plan.whole:
+                        note = self._write_shared(cur, columns.select([t]), keys[t], plan)
+                        new_notes += [note] if note else []
+            for state in files:
+                if state is not None:
+                    self._record(cur, state)
+        if notes is not None:
+            notes.extend(new_notes)
+        return columns.fact_counts()
+
+    def _write_shared(
+        self, cur: Any, one: Any, key: str, plan: sources.TickerPlan
+    ) -> sources.SourceNote | None:
+        """One ticker (FactColumns of one) that shares filings with another source."""
+        pair_index, pairs = _column_pairs(one)
+        pair_ids = self._ensure_pairs(cur, pairs)[pair_index]
+        return sources.write_shared(
+            cur,
+            self._ph,
+            self.is_sqlite,
+            one.tickers[0],
+            key,
+            one.filings[0],
+            one.filing_index,
+            pair_ids,
+            one.values,
+            plan,
+        )
+
+    def _write_whole(
+        self,
+        cur: Any,
+        columns: Any,
+        column_pairs: tuple[np.ndarray, list[tuple[str, str]]] | None,
+        keys: list[str],
+    ) -> None:
+        """Delete the tickers, insert their filings, facts and filing sources."""
         p = self._ph
         pair_index, pairs = column_pairs or _column_pairs(columns)
         filing_rows = [
-            _filing_row(ticker, filing)
+            sources.filing_row(ticker, filing)
             for ticker, filings in zip(columns.tickers, columns.filings, strict=True)
             for filing in filings
         ]
         offsets = np.cumsum([0] + [len(f) for f in columns.filings])
-        with self._transaction(writes_facts=True) as cur:
-            self._delete_tickers(cur, columns.tickers)
-            if filing_rows:
-                cur.executemany(_filing_insert(p), filing_rows)
-            id_of = self._filing_ids(cur, columns.tickers)
-            filing_ids = np.array([id_of[(r[0], r[1])] for r in filing_rows], dtype=np.int64)
-            if len(columns.values):
-                pair_ids = self._ensure_pairs(cur, pairs)
-                fid = filing_ids[offsets[columns.ticker_index] + columns.filing_index]
-                cid = pair_ids[pair_index]
-                key = (fid << 32) | cid
-                order = np.argsort(key)  # primary-key order: b-tree appends
-                if np.any(np.diff(key[order]) == 0):
-                    raise _RepeatedFacts
-                self._insert_facts(cur, fid[order], cid[order], columns.values[order])
-            for state in files:
-                if state is not None:
-                    self._record(cur, state)
-        return columns.fact_counts()
+        self._delete_tickers(cur, columns.tickers)
+        if filing_rows:
+            cur.executemany(sources.filing_insert(p), filing_rows)
+        id_of = self._filing_ids(cur, columns.tickers)
+        filing_ids = np.array([id_of[(r[0], r[1])] for r in filing_rows], dtype=np.int64)
+        if len(columns.values):
+            pair_ids = self._ensure_pairs(cur, pairs)
+            fid = filing_ids[offsets[columns.ticker_index] + columns.filing_index]
+            cid = pair_ids[pair_index]
+            key = (fid << 32) | cid
+            order = np.argsort(key)  # primary-key order: b-tree appends
+            if np.any(np.diff(key[order]) == 0):
+                raise _RepeatedFacts
+            self._insert_facts(cur, fid[order], cid[order], columns.values[order])
+        sources.record_whole(cur, p, columns.tickers, keys, columns.filings)
 
     def _filing_ids(self, cur: Any, tickers: Sequence[str]) -> dict[tuple[str, str], int]:
         p = self._ph
@@ -401,6 +513,9 @@ class DbUsGaap:
                 tuple(chunk),
             )
             ids += [row[0] for row in cur.fetchall()]
+        for chunk in _chunks(list(tickers), IN_CHUNK):
+            marks = ",".join([p] * len(chunk))
+            cur.execute(f"DELETE FROM filing_source WHERE ticker IN ({marks})", tuple(chunk))
         tables = ("fact", "fact_block") if self.is_sqlite else ("fact",)
         for chunk in _chunks(ids, IN_CHUNK):
             for table in tables:
@@ -674,6 +789,12 @@ class DbUsGaap:
             (key := _path_key(path)) in known and _unchanged(path, *known[key]) for path in paths
         ]
 
+    def prune_missing_sources(self) -> dict[str, int]:
+        """Forget source files gone from disk and delete the filings no other source holds
+        (the explicit sweep; a missing file alone never drops data). Returns counts."""
+        with self._transaction(writes_facts=True) as cur:
+            return sources.prune_missing(cur, self._ph, self.is_sqlite)
+
     def forget_source_file(self, path: str | Path) -> None:
         with self._transaction() as cur:
             cur.execute(f"DELETE FROM source_file WHERE path = {self._ph}", (_path_key(path),))
@@ -775,12 +896,35 @@ def _column_pairs(columns: Any) -> tuple[np.ndarray, list[tuple[str, str]]]:
     return inverse.reshape(-1), pairs
 
 
+def _tickers_with_unnamed_facts(columns: Any) -> dict[int, Exception]:
+    """Position -> ValueError for tickers with facts whose concept or unit is empty."""
+    bad = (columns.concept_code < 0) | (columns.unit_code < 0)
+    if not bad.any():
+        return {}
+    return {
+        int(t): ValueError(
+            f"{columns.sources[t]}: facts not written: facts with an empty concept or unit"
+        )
+        for t in np.unique(columns.ticker_index[bad])
+    }
+
+
+class _Refused(Exception):
+    """Tickers of a write refused by the source rules (position in the batch -> reason)."""
+
+    def __init__(self, by_position: Mapping[int, Exception]) -> None:
+        super().__init__(f"{len(by_position)} tickers refused")
+        self.by_position = by_position
+
+
 class _RepeatedFacts(Exception):
     """A batch holds repeated (filing, pair) facts (found while sorting it for the insert)."""
 
 
 def _check_columns(
-    columns: Any, column_pairs: tuple[np.ndarray, list[tuple[str, str]]], repeats: bool = True
+    columns: Any,
+    column_pairs: tuple[np.ndarray, list[tuple[str, str]]] | None,
+    repeats: bool = True,
 ) -> list[int | Exception]:
     """Per ticker: 0, or a ValueError for facts the schema would reject (no filing, a
     non-finite value, and with `repeats` a repeated (accn, concept, unit)), found before any
@@ -793,7 +937,7 @@ def _check_columns(
     t = columns.ticker_index
     bad_filing = (columns.filing_index < 0) | (columns.filing_index >= n_filings[t])
     bad_value = ~np.isfinite(columns.values)
-    pair_index, pairs = column_pairs
+    pair_index, pairs = column_pairs or _column_pairs(columns)
     offsets = np.cumsum(np.concatenate([[0], n_filings]))
     repeated = np.zeros(len(t), dtype=bool)
     if repeats:
@@ -863,95 +1007,10 @@ def _resolved_folder(folder: str) -> str:
     return str(Path(folder).resolve())
 
 
-def _check_facts(
-    source: str, accn_codes: np.ndarray, pair_codes: np.ndarray, n_pairs: int, values: np.ndarray
-) -> None:
-    """Refuse facts the schema would reject, before the transaction touches stored data."""
-    problems = []
-    if (accn_codes < 0).any():
-        problems.append(f"{int((accn_codes < 0).sum())} facts without an accn")
-    if not np.isfinite(values).all():
-        problems.append(f"{int((~np.isfinite(values)).sum())} non-finite values")
-    if len(values) and not problems:
-        keys = accn_codes.astype(np.int64) * max(1, n_pairs) + pair_codes
-        repeats = len(keys) - len(np.unique(keys))
-        if repeats:
-            problems.append(f"{repeats} repeated (accn, concept, unit) facts")
-    if problems:
-        raise ValueError(f"{source}: facts not written: " + "; ".join(problems))
-
-
-def _column_list(frame: pd.DataFrame, name: str) -> list:
-    """A column as a Python list with None for missing values (NaN, NA, absent column)."""
-    if name not in frame:
-        return [None] * len(frame)
-    return frame[name].to_numpy(dtype=object, na_value=None).tolist()
-
-
-def _filing_insert(placeholder: str) -> str:
-    """The INSERT of one `filing` row: ticker, then FILING_COLUMNS."""
-    names = ", ".join(("ticker", *FILING_COLUMNS))
-    return f"INSERT INTO filing ({names}) VALUES ({','.join([placeholder] * (1 + len(FILING_COLUMNS)))})"
-
-
-def _filing_row(ticker: str, filing: tuple) -> tuple:
-    """(ticker, *FILING_COLUMNS): a shorter tuple (the older five fields) is padded with NULLs."""
-    return (ticker, *filing) + (None,) * (len(FILING_COLUMNS) - len(filing))
-
-
-def _filing_records(filings: pd.DataFrame, facts: pd.DataFrame) -> dict[str, tuple]:
-    """accn -> the other FILING_COLUMNS: one per accn (the last row wins); an accn used by
-    facts but missing from filings gets an all-NULL filing. Filings are few: plain lists."""
-    records: dict[str, tuple] = {}
-    columns = [_column_list(filings, name) for name in FILING_COLUMNS]
-    for accn, *rest in zip(*columns, strict=True):
-        if accn is not None and accn == accn:
-            records[str(accn)] = filing_fields(rest)
-    for accn in _distinct(facts["accn"]):
-        records.setdefault(accn, (None,) * (len(FILING_COLUMNS) - 1))
-    return records
-
-
-def _distinct(series: pd.Series) -> list[str]:
-    if isinstance(series.dtype, pd.CategoricalDtype):
-        used = np.unique(series.cat.codes.to_numpy())
-        return [str(c) for c in series.cat.categories[used[used >= 0]]]
-    return [str(v) for v in pd.unique(series.dropna())]
-
-
-def _codes_against(series: pd.Series, categories: list[str]) -> np.ndarray:
-    """Index of each value in `categories` (vectorised; categoricals map their few categories)."""
-    index = pd.Index(categories, dtype=object)
-    if isinstance(series.dtype, pd.CategoricalDtype):
-        mapping = index.get_indexer(series.cat.categories.astype(object))
-        return mapping[series.cat.codes.to_numpy()]
-    return index.get_indexer(series.astype(object))
-
-
-def _factorized(series: pd.Series) -> tuple[np.ndarray, list[str]]:
-    if isinstance(series.dtype, pd.CategoricalDtype):
-        return series.cat.codes.to_numpy(), series.cat.categories.astype(object).tolist()
-    codes, uniques = pd.factorize(series)
-    return codes, [str(u) for u in uniques]
-
-
 def _none_if_na(values: list) -> list:
     return [
         None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v for v in values
     ]
-
-
-def _pair_codes(facts: pd.DataFrame) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """Per-fact index into the distinct (concept, unit) pairs, and those pairs."""
-    concept_codes, cats_c = _factorized(facts["concept"])
-    unit_codes, cats_u = _factorized(facts["unit"])
-    if (concept_codes < 0).any() or (unit_codes < 0).any():
-        raise ValueError("facts with an empty concept or unit cannot be written")
-    n_u = max(1, len(cats_u))
-    combined = concept_codes.astype(np.int64) * n_u + unit_codes
-    uniq, inverse = np.unique(combined, return_inverse=True)
-    pairs = [(cats_c[k // n_u], cats_u[k % n_u]) for k in uniq.tolist()]
-    return inverse.reshape(-1), pairs
 
 
 def _concept_rows(frame: pd.DataFrame, type_ids: dict[str, dict[str, int]]) -> list[tuple]:

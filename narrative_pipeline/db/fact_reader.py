@@ -45,6 +45,7 @@ def read_fact_rows(
     """The (filing_id, pair_id, value) rows of `filing_ids` (None: every fact), as one
     FACT_ROW_DTYPE array. sqlite3 cursors iterate straight into numpy (no list of tuples)."""
     sql = "SELECT filing_id, concept_unit_id, value FROM fact"
+    queries: list[tuple[str, tuple[int, ...]]]
     if filing_ids is None:
         queries = [(sql, ())]
     else:
@@ -138,13 +139,13 @@ def read_groups_in_helpers(
     table size. `read_here(ids)` reads a group in this process: used from the first group a
     helper could not answer onwards."""
     helpers = [_Helper(source) for _ in range(n_helpers)]
-    source = iter(groups)
+    todo = iter(groups)
     pending: deque[tuple[Any, list[int], _Helper]] = deque()
     asked = 0
     try:
         while True:
             while len(pending) < AHEAD_PER_HELPER * n_helpers:
-                item = next(source, None)
+                item = next(todo, None)
                 if item is None:
                     break
                 helper = helpers[asked % n_helpers]  # answers come back per helper in order
@@ -165,7 +166,7 @@ def read_groups_in_helpers(
             helper.proc.kill()
         for key, ids, _ in pending:
             yield key, read_here(ids)
-        for key, ids in source:
+        for key, ids in todo:
             yield key, read_here(ids)
     finally:
         for helper in helpers:

@@ -1,18 +1,6 @@
-"""What decides whether a source file must be loaded again (standard library only, so the CSV
-worker process can take fingerprints without importing the database modules)."""
+"""Re-export: the file fingerprint lives in `narrative_pipeline.core.fingerprint` (shared by the
+readers, the CSV worker and the database); this name stays for existing imports."""
 
-from __future__ import annotations
+from narrative_pipeline.core.fingerprint import Fingerprint, file_fingerprint
 
-import hashlib
-from pathlib import Path
-
-
-def file_fingerprint(path: str | Path) -> tuple[int, float, str]:
-    """(size, mtime, sha256 hex) of a file."""
-    path = Path(path)
-    stat = path.stat()
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return stat.st_size, stat.st_mtime, digest.hexdigest()
+__all__ = ["Fingerprint", "file_fingerprint"]

@@ -15,6 +15,7 @@ Layout choices (measured, see benchmarks/bench_db.py):
   filing's block on any INSERT, UPDATE or DELETE by another program, so a block never
   disagrees with the rows; `DbUsGaap` suspends them inside its own transactions, which keep
   the blocks right themselves (see `FACT_BLOCK_TRIGGERS`).
+- `filing_source` records which source file holds which filing (db/sources.py).
 - Text keys use a binary collation on MySQL (`Assets` and `ASSETS` are different concepts;
   MySQL's default collations are case-insensitive).
 """
@@ -40,7 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql
 
-from narrative_pipeline.db import FILING_URL_MAX_CHARS
+from narrative_pipeline.core.columns import FILING_URL_MAX_CHARS
 
 
 def key_string(length: int) -> String:
@@ -112,6 +113,17 @@ filing = Table(
     Column("is_amendment", Boolean, nullable=True),
     Column("filing_url", String(FILING_URL_MAX_CHARS), nullable=True),
     UniqueConstraint("ticker", "accn", name="uq_filing_ticker_accn"),
+)
+
+# Which source file holds which filing (db/sources.py): a ticker fed by several files holds
+# the union of their filings, and a write never drops another source's filings.
+filing_source = Table(
+    "filing_source",
+    metadata,
+    Column("ticker", key_string(64), nullable=False),
+    Column("accn", key_string(64), nullable=False),
+    Column("source", key_string(500), nullable=False),
+    PrimaryKeyConstraint("ticker", "accn", "source", name="pk_filing_source"),
 )
 
 concept_unit = Table(

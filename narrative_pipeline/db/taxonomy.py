@@ -14,9 +14,14 @@ import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+from narrative_pipeline.core.columns import TAXONOMY_COLUMNS
+
+if TYPE_CHECKING:
+    from narrative_pipeline.db.protocol import TaxonomyWriter
 
 # Column order of the original schema, used when a dump has neither CREATE TABLE nor a column list.
 DEFAULT_COLUMNS = {
@@ -162,7 +167,7 @@ def parse_mysql_dump(path: str | Path) -> pd.DataFrame:
 
 
 def _resolve_types(tables: dict[str, list[dict]]) -> pd.DataFrame:
-    def lookup(table: str, column: str) -> dict[int, str]:
+    def lookup(table: str, column: str) -> dict[Any, str]:
         return {row["id"]: row[column] for row in tables[table]}
 
     kinds = {
@@ -179,10 +184,9 @@ def _resolve_types(tables: dict[str, list[dict]]) -> pd.DataFrame:
         }
         for row in tables["us_gaap_concept"]
     ]
-    return pd.DataFrame.from_records(records, columns=_FRAME_COLUMNS)
+    return pd.DataFrame.from_records(records, columns=TAXONOMY_COLUMNS)
 
 
-_FRAME_COLUMNS = ["name", "label", "documentation", "balance_type", "period_type", "concept_type"]
 # Normalised header (lower case, no spaces/underscores/hyphens) -> our column.
 _CSV_HEADERS = {
     "name": "name",
@@ -234,22 +238,26 @@ def read_concepts_csv(path: str | Path) -> pd.DataFrame:
         raise TaxonomyParseError(f"{path}: no concept name column in header {header[:8]}")
     records = []
     for line_no, row in enumerate(reader, start=2):
-        record = {col: row[i].strip() or None for i, col in mapping.items() if col and i < len(row)}
-        if not record.get("name"):
+        record: dict[str, str | int | None] = {
+            col: row[i].strip() or None for i, col in mapping.items() if col and i < len(row)
+        }
+        name = record.get("name")
+        if not isinstance(name, str):
             continue
-        prefix, _, local = record["name"].rpartition(":")
-        prefix = (record.get("prefix") or prefix or "us-gaap").lower()
+        prefix, _, local = name.rpartition(":")
+        prefix = (str(record.get("prefix") or "") or prefix or "us-gaap").lower()
         if prefix != "us-gaap":
             continue
         record["name"] = local
         for kind in ("balance_type", "period_type"):
-            if record.get(kind):
-                record[kind] = record[kind].lower()
+            value = record.get(kind)
+            if isinstance(value, str):
+                record[kind] = value.lower()
         record["line"] = line_no
         records.append(record)
     if not records:
         raise TaxonomyParseError(f"{path}: no us-gaap concept rows")
-    return pd.DataFrame.from_records(records).reindex(columns=_FRAME_COLUMNS)
+    return pd.DataFrame.from_records(records).reindex(columns=TAXONOMY_COLUMNS)
 
 
 def read_taxonomy(path: str | Path) -> pd.DataFrame:
@@ -263,7 +271,7 @@ def read_taxonomy(path: str | Path) -> pd.DataFrame:
     raise TaxonomyParseError(f"{path}: unknown taxonomy format (expected .sql, .sql.gz or .csv)")
 
 
-def load_taxonomy(path: str | Path, db: Any) -> TaxonomyLoadReport:
+def load_taxonomy(path: str | Path, db: TaxonomyWriter) -> TaxonomyLoadReport:
     """Read a taxonomy file and replace the database's taxonomy with it (one transaction)."""
     frame = read_taxonomy(path)
     report = TaxonomyLoadReport(source=str(path))

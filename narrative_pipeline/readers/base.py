@@ -15,9 +15,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from narrative_pipeline.db import FILING_COLUMNS, filing_fields
+from narrative_pipeline.core.columns import (  # noqa: F401 (FACT_COLUMNS re-exported)
+    FACT_COLUMNS,
+    FILING_COLUMNS,
+    filing_fields,
+)
 
-FACT_COLUMNS = ("accn", "concept", "unit", "value")
 # A plain decimal or scientific number; anything else (NaN, inf, "1,000", "abc") is non-numeric.
 NUMBER_PATTERN = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
 EXAMPLES_PER_MESSAGE = 3
@@ -143,6 +146,17 @@ def typed_filing_columns(frame: pd.DataFrame) -> pd.DataFrame:
 def failed(source: str, ticker: str, error: str) -> ReadResult:
     """A result for an unusable file: no data, the reason in `error` and in `messages`."""
     return ReadResult(source=source, ticker=ticker, error=error, messages=[error])
+
+
+def no_usable_filing(result: ReadResult) -> str:
+    """The error of a file that parsed but holds no filing with a numeric fact (held back: its
+    empty result must never replace the ticker's stored data)."""
+    reasons = [m for m in result.messages if "rows" in m and "skipped" in m]
+    if not len(result.filings):
+        reasons = reasons or ["header only"]
+    else:
+        reasons.append(f"{len(result.filings)} filings without any numeric fact")
+    return "no usable filing (" + "; ".join(reasons) + "): file held back, stored data kept"
 
 
 def fy_column(values: pa.Array) -> pa.Array:

@@ -16,6 +16,11 @@ Decisions (documented because companyfacts is richer than sec-fetcher's one-cell
 - Ticker: the file name (`AAPL.json`, `AAPL_companyfacts.json.gz`); inside the bulk zip the
   members are named by CIK (`CIK0000320193.json`) and that name is used.
 
+Bounded input (readers/limits.py): a document is read, or decompressed as a stream, up to
+NARRATIVE_MAX_DOCUMENT_MB and refused past it (a `.json.gz` bomb costs the cap, not its
+decompressed size). A document with no usable filing (e.g. `{"facts": {}}`) is an error, so the
+ticker's stored data is kept.
+
 JSON parsing makes Python objects by nature; columns are built with one comprehension per
 field per (concept, unit) list, and all later steps are vectorised.
 """
@@ -42,6 +47,13 @@ from narrative_pipeline.readers.base import (
     fy_column,
     ticker_from_name,
 )
+from narrative_pipeline.readers.limits import (
+    InputTooLarge,
+    max_document_bytes,
+    read_file_capped,
+    read_stream_capped,
+    too_large,
+)
 
 log = logging.getLogger(__name__)
 NAMESPACES = ("us-gaap", "dei")
@@ -58,11 +70,18 @@ def read_companyfacts(
         return
     ticker = ticker_from_name(path.name)
     try:
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        with opener(path, "rb") as fh:
-            yield read_companyfacts_stream(fh, str(path), ticker, taxonomy_concepts)
-    except OSError as exc:
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as fh:
+                data = read_stream_capped(fh, str(path))
+        else:
+            data = read_file_capped(path)
+    except InputTooLarge as exc:
+        yield failed(str(path), ticker, str(exc))
+        return
+    except (OSError, EOFError) as exc:
         yield failed(str(path), ticker, f"cannot read file: {exc}")
+        return
+    yield read_companyfacts_stream(io.BytesIO(data), str(path), ticker, taxonomy_concepts)
 
 
 def _read_zip(path: Path, taxonomy: set[str] | None) -> Iterator[ReadResult]:
@@ -78,13 +97,27 @@ def _read_zip(path: Path, taxonomy: set[str] | None) -> Iterator[ReadResult]:
             source = f"{path}!{info.filename}"
             ticker = ticker_from_name(info.filename)
             try:
-                with archive.open(info) as raw:
-                    data = raw.read()
-                if info.filename.lower().endswith(".gz"):
-                    data = gzip.decompress(data)
-                yield read_companyfacts_stream(io.BytesIO(data), source, ticker, taxonomy)
+                data = _read_member(archive, info, source)
+            except InputTooLarge as exc:
+                yield failed(source, ticker, str(exc))
+                continue
             except (OSError, zipfile.BadZipFile, EOFError, gzip.BadGzipFile) as exc:
                 yield failed(source, ticker, f"cannot read archive member: {exc}")
+                continue
+            yield read_companyfacts_stream(io.BytesIO(data), source, ticker, taxonomy)
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> bytes:
+    """One member's document, decompressed as a stream up to the cap (the declared size is
+    checked first, but a zip can lie about it, so the stream is capped too)."""
+    limit = max_document_bytes()
+    if info.file_size > limit and not info.filename.lower().endswith(".gz"):
+        raise too_large(source, limit)  # declared size: not even started
+    with archive.open(info) as raw:
+        if info.filename.lower().endswith(".gz"):
+            with gzip.GzipFile(fileobj=raw) as unzipped:
+                return read_stream_capped(unzipped, source, limit)
+        return read_stream_capped(raw, source, limit)
 
 
 def read_companyfacts_stream(
@@ -92,7 +125,9 @@ def read_companyfacts_stream(
 ) -> ReadResult:
     """Parse one companyfacts document from an open binary stream."""
     try:
-        doc = json.load(fh)
+        doc = json.loads(read_stream_capped(fh, source))
+    except InputTooLarge as exc:
+        return failed(source, ticker, str(exc))
     except (ValueError, EOFError, OSError) as exc:
         return failed(source, ticker, f"not valid JSON: {exc}")
     if not isinstance(doc, dict) or not isinstance(doc.get("facts"), dict):
@@ -102,6 +137,15 @@ def read_companyfacts_stream(
     if columns is None:
         return result
     _build_frames(columns, result)
+    if not len(result.facts):
+        out = failed(
+            source,
+            ticker,
+            "no usable filing (no us-gaap/dei fact with a number and an accn): "
+            "file held back, stored data kept",
+        )
+        out.messages[:0] = result.messages
+        return out
     if result.duplicate_facts:
         result.messages.append(
             f"{result.duplicate_facts} repeated (accn, concept, unit) facts (comparative "

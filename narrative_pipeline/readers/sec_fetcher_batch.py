@@ -10,6 +10,7 @@ so results and messages are always that reader's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from narrative_pipeline.readers.base import (
     parse_value_unit_cells,
     ticker_from_name,
 )
+from narrative_pipeline.readers.limits import InputTooLarge, held_back_reason, read_file_capped
 from narrative_pipeline.readers.sec_fetcher_csv import only_simple_quotes, read_sec_fetcher_csv
 from narrative_pipeline.readers.sec_fetcher_layout import (
     CURRENT_COLUMNS,
@@ -78,7 +80,7 @@ class _PlainFile:
 
 
 def read_sec_fetcher_csvs(
-    paths: list[str | Path], taxonomy_concepts: set[str] | None = None
+    files: Sequence[str | Path], taxonomy_concepts: set[str] | None = None
 ) -> CsvBatch:
     """Read many CSVs with one set of Arrow kernels for all of them (per-file kernel calls cost
     more than the work on a ~2k-cell file). Gives the same results as `read_sec_fetcher_csv`
@@ -87,7 +89,7 @@ def read_sec_fetcher_csvs(
     read again by `read_sec_fetcher_csv`, so its messages are that reader's own (so is a
     current-layout file whose metadata checks have anything to report).
     """
-    paths = [Path(p) for p in paths]
+    paths = [Path(p) for p in files]
     reports: list[ReadResult | FileReport | None] = [None] * len(paths)
     plain: list[_PlainFile] = []
     for i, path in enumerate(paths):
@@ -128,11 +130,13 @@ def _plain_candidate(index: int, path: Path, taxonomy: set[str] | None) -> _Plai
     """The file split into header and data lines when the fast path can take it, else None.
     Only whole lines become Python strings here, never cells."""
     try:
-        data = path.read_bytes()
-    except OSError:
+        data = read_file_capped(path)
+    except (OSError, InputTooLarge):
         return None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
+    if held_back_reason(data, str(path)):
+        return None  # the per-file reader reports it
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -248,6 +252,7 @@ def _read_plain_files(
     bad_file[np.unique(file_of_line[line_of_cell[csel[skipped]]])] = True
     kept = csel[parsed.keep]
     fact_file = file_of_line[line_of_cell[kept]]
+    bad_file |= np.bincount(fact_file, minlength=len(plain)) == 0  # no fact: the reader's error
     good = ~bad_file[fact_file]
     kept, fact_file = kept[good], fact_file[good]
     units = pc.take(parsed.units, np.flatnonzero(good)).dictionary_encode()

@@ -14,7 +14,8 @@ simple fields (`""`, `"accn"`) keep the fast path.
 
 Decisions on bad input (each reported in `messages`; the good part of the file still loads):
 - empty file: `error` (likely a failed download; the ticker's stored data is kept).
-- header-only file: no filings, a message (a valid file of a ticker without filings).
+- no usable filing (header only, every row skipped, no numeric fact), a torn last line, an
+  unbalanced quote, a file or line over its cap (readers/limits.py): `error` (held back).
 - not UTF-8, unparsable quoting, no `accn` column: `error` (the file is unusable).
 - missing `form`/`fy`/`fp`/`filed` column (or, in the current layout, another metadata
   column): loaded with that field NULL.
@@ -44,10 +45,13 @@ from narrative_pipeline.readers.base import (
     drop_duplicate_facts,
     failed,
     fy_column,
+    no_usable_filing,
     parse_value_unit_cells,
     ticker_from_name,
     typed_filing_columns,
 )
+from narrative_pipeline.readers.landing import scan_landing
+from narrative_pipeline.readers.limits import InputTooLarge, held_back_reason, read_file_capped
 from narrative_pipeline.readers.sec_fetcher_layout import (
     CURRENT_COLUMNS,
     METADATA_COLUMNS,
@@ -75,14 +79,14 @@ class Grid:
 
 
 def iter_csv_files(root: str | Path) -> list[Path]:
-    """Every `.csv` file under `root` (subfolders included), sorted, so runs are reproducible."""
-    root = Path(root)
-    if root.is_file():
-        return [root]
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() == ".csv")
+    """Every `.csv` file under `root` (subfolders included), sorted, so runs are reproducible
+    (readers/landing.py: what is skipped and why)."""
+    return scan_landing(root, (".csv",)).files
 
 
-def _non_empty(cells: pa.Array, row: np.ndarray, col: np.ndarray) -> tuple:
+def _non_empty(
+    cells: pa.Array, row: np.ndarray, col: np.ndarray
+) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     cells = pc.utf8_trim_whitespace(cells.cast(pa.string()))
     filled = pc.fill_null(pc.greater(pc.binary_length(cells), 0), False)
     idx = np.flatnonzero(filled.to_numpy(zero_copy_only=False))
@@ -238,6 +242,9 @@ def _grid_from_bytes(data: bytes, result: ReadResult) -> Grid | None:
         # An error, not an empty ticker: a truncated download must not erase stored data.
         result.error = "empty file: no header, nothing to load"
         return None
+    result.error = held_back_reason(data, result.source)
+    if result.error:
+        return None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -281,7 +288,9 @@ def read_sec_fetcher_csv(path: str | Path, taxonomy_concepts: set[str] | None = 
     path = Path(path)
     result = ReadResult(source=str(path), ticker=ticker_from_name(path.name))
     try:
-        data = path.read_bytes()
+        data = read_file_capped(path)
+    except InputTooLarge as exc:
+        return failed(str(path), result.ticker, str(exc))
     except OSError as exc:
         return failed(str(path), result.ticker, f"cannot read file: {exc}")
     grid = _grid_from_bytes(data, result)
@@ -292,10 +301,10 @@ def read_sec_fetcher_csv(path: str | Path, taxonomy_concepts: set[str] | None = 
     rows = _filing_rows(grid, index, result)
     if rows is None:
         return _finish(result)
-    if grid.n_rows == 0:
-        result.messages.append("header only: no filings")
     take_col = _concept_columns(grid.header, first, taxonomy_concepts, result)
     _fill_facts(result, grid, rows, take_col)
+    if not len(result.facts):
+        result.error = no_usable_filing(result)
     return _finish(result)
 
 

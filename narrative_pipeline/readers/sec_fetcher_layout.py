@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from narrative_pipeline.db import FILING_URL_MAX_CHARS
+from narrative_pipeline.core.columns import FILING_URL_MAX_CHARS
 
 OLDER_COLUMNS = ("accn", "form", "fy", "fp", "filed")
 CURRENT_COLUMNS = (

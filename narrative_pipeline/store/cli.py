@@ -48,8 +48,8 @@ def add_compact_command(commands: argparse._SubParsersAction) -> None:
 
 
 def add_serve_command(commands: argparse._SubParsersAction) -> None:
-    """`store serve PATH --host --port`: the WebSocket server (defined in store/server.py)."""
-    from narrative_pipeline.store.server import add_serve_command as add_server_parser
+    """`store serve PATH --host --port`: the WebSocket server (defined in store/serve.py)."""
+    from narrative_pipeline.store.serve import add_serve_command as add_server_parser
 
     add_server_parser(commands)
 

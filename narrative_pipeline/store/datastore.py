@@ -24,6 +24,15 @@ Durability: `fsync=True` makes every write/batch_write/delete call fdatasync bef
 so an acknowledged batch survives a crash at any moment; a batch cut short by a crash loses only
 its incomplete entries (its complete ones are recovered). The reference engine never fsyncs.
 
+Bounded file (automatic compaction): the store counts its live bytes (entries that are the newest
+of a live key, padding included) as it writes; when a write or delete leaves the file larger than
+`compact_ratio` (1.5 by default) times its live bytes *and* at least `compact_min_dead` (1 MiB)
+bytes are dead, the writer compacts at once (see `compact`: new file, fsync, atomic rename).
+`compact_ratio=None` turns this off; `compact_if_needed()` runs the same test on demand (upper
+layers call it after deleting a generation, since deletes alone rarely cross the threshold while
+the file is still growing). Readers that opened the file before a compaction keep their map of
+the old inode and see the state they opened; `reopen_if_replaced()` moves them to the new file.
+
 Concurrency: one writer per file, enforced with flock(LOCK_EX) (StoreLockedError); readers
 (`read_only=True`) take no lock and see the file as it was when they opened it.
 """
@@ -31,27 +40,30 @@ Concurrency: one writer per file, enforced with flock(LOCK_EX) (StoreLockedError
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import logging
 import os
-import stat
+import struct
 import threading
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from xxhash import xxh3_64_intdigest
 
-from narrative_pipeline.store.crc import SMALL_CRC_MAX, crc32_fixed
+from narrative_pipeline.store.compaction import CompactionResult, copy_live_entries, entry_bytes
+from narrative_pipeline.store.entries import encode_entries, validate_items
 from narrative_pipeline.store.errors import (
     CorruptStoreError,
     ReadOnlyStoreError,
     StoreError,
-    StoreLockedError,
+)
+from narrative_pipeline.store.files import (
+    fsync_dir,
+    lock_file,
+    open_file,
+    remove_stale_compaction,
 )
 from narrative_pipeline.store.format import (
     ALIGNMENT,
@@ -61,7 +73,6 @@ from narrative_pipeline.store.format import (
     TOMBSTONE_CRC,
     pad_for,
     validate_key,
-    validate_payload,
 )
 from narrative_pipeline.store.hashing import hash_keys
 from narrative_pipeline.store.index import DELETED, HashIndex
@@ -75,16 +86,10 @@ from narrative_pipeline.store.recovery import (
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_RECOVER_BYTES = 64 << 20
-_ZEROS = bytes(ALIGNMENT)
-_META_DTYPE = np.dtype([("hash", "<u8"), ("prev", "<u8"), ("crc", "<u4")])  # packed, 20 bytes
-_COMPACT_CHUNK = 1 << 16
-
-
-@dataclass(frozen=True)
-class CompactionResult:
-    size_before: int
-    size_after: int
-    live_entries: int
+DEFAULT_COMPACT_RATIO = 1.5  # compact when the file exceeds this multiple of its live bytes ...
+DEFAULT_COMPACT_MIN_DEAD = 1 << 20  # ... and holds at least this many dead bytes
+_PREV_AND_CRC = struct.Struct("<QI")  # the last 12 bytes of an entry's metadata
+_AGGREGATE_CRC_MAX = 4096  # batch reads of equal payloads up to this size: one aggregate CRC check
 
 
 class DataStore:
@@ -103,17 +108,25 @@ class DataStore:
         fsync: bool = False,
         read_only: bool = False,
         max_recover_bytes: int | None = DEFAULT_MAX_RECOVER_BYTES,
+        compact_ratio: float | None = DEFAULT_COMPACT_RATIO,
+        compact_min_dead: int = DEFAULT_COMPACT_MIN_DEAD,
     ) -> None:
+        if compact_ratio is not None and compact_ratio <= 1.0:
+            raise ValueError(f"compact_ratio must be > 1 (or None for never), got {compact_ratio}")
         self._path = Path(path)
+        self._compact_ratio = compact_ratio
+        self._compact_min_dead = compact_min_dead
         self._fsync = fsync
         self._read_only = read_only
         self._lock = threading.RLock()
         self._fd = -1
         self._view: FileView | None = None
-        self._fd = _open_file(self._path, read_only)
+        self._verify_reads = True  # benchmarks/bench_store.py turns it off to measure its cost
+        self._fd = open_file(self._path, read_only)
         try:
             if not read_only:
-                _lock_file(self._fd, self._path)
+                lock_file(self._fd, self._path)
+                remove_stale_compaction(self._path)
             self._load(max_recover_bytes)
         except BaseException:
             os.close(self._fd)
@@ -141,6 +154,11 @@ class DataStore:
         self._apply_recovery(chain, size, max_recover_bytes)
         self._tail = chain.end
         self._index = _build_index(view, chain)
+        self._live_bytes: int | None = (
+            None  # counted on first need (writers with auto-compaction: now)
+        )
+        if not self._read_only and self._compact_ratio is not None:
+            self._live_bytes = entry_bytes(view, self._index.live_items()[1])
         if self._tail != size:
             view.close()
             view = FileView(self._fd, self._tail)
@@ -205,15 +223,22 @@ class DataStore:
 
     def batch_write(self, items: Iterable[tuple[bytes, bytes]]) -> int:
         """Append all pairs with one write syscall (one fsync when enabled); later pairs win."""
-        keys, payloads = _validate_items(items)
+        keys, payloads = validate_items(items)
         with self._lock:
             self._check_writable()
             if not keys:
                 return self._tail
             hashes = hash_keys(keys)
-            parts, metas = _encode_entries(hashes, payloads, None, self._tail)
+            before = self._tail
+            parts, metas = encode_entries(hashes, payloads, None, before)
             self._append(parts)
-            _index_batch(self._index, hashes, metas)
+            kept, replaced = _index_batch(self._index, hashes, metas)
+            if self._live_bytes is not None:
+                spans = (
+                    metas + METADATA_SIZE - np.concatenate(([before], metas[:-1] + METADATA_SIZE))
+                )
+                self._live_bytes += int(spans[kept].sum()) - self._spans_of(replaced)
+                self._compact_if_due()
             return self._tail
 
     def delete(self, key: bytes) -> int:
@@ -226,8 +251,76 @@ class DataStore:
                 return self._tail
             tail = self._tail
             self._append([TOMBSTONE_BYTE + METADATA.pack(key_hash, tail, TOMBSTONE_CRC)])
-            self._index.set(key_hash, DELETED)
+            replaced = self._index.set(key_hash, DELETED)
+            if self._live_bytes is not None:
+                self._live_bytes -= self._spans_of(np.array([replaced], np.int64))
+                self._compact_if_due()
             return self._tail
+
+    # ---- bounded file -------------------------------------------------------------------
+    def _spans_of(self, metas: np.ndarray) -> int:
+        """Bytes of the entries (padding and metadata included) whose metadata starts at `metas`."""
+        metas = metas[metas > 0]
+        if not len(metas):
+            return 0
+        view = self._view
+        if view is None or view.size < int(metas.max()) + METADATA_SIZE:
+            view = self._current_view()
+        return entry_bytes(view, metas)
+
+    @property
+    def live_bytes(self) -> int:
+        """Bytes of the newest entry of every live key: what compaction would leave."""
+        with self._lock:
+            if self._live_bytes is None:
+                self._live_bytes = entry_bytes(self._current_view(), self._index.live_items()[1])
+            return self._live_bytes
+
+    def dead_bytes(self) -> int:
+        """Bytes compaction would give back (overwritten and deleted entries, tombstones)."""
+        return self._tail - self.live_bytes
+
+    def compaction_due(self, ratio: float | None = None, min_dead: int | None = None) -> bool:
+        """Whether the file exceeds `ratio` x its live bytes with at least `min_dead` dead bytes."""
+        ratio = self._compact_ratio if ratio is None else ratio
+        min_dead = self._compact_min_dead if min_dead is None else min_dead
+        if ratio is None:
+            return False
+        return self.dead_bytes() >= min_dead and self._tail > ratio * self.live_bytes
+
+    def compact_if_needed(
+        self, ratio: float | None = DEFAULT_COMPACT_RATIO, min_dead: int | None = None
+    ) -> CompactionResult | None:
+        """Compact when `compaction_due(ratio, min_dead)`; returns what it did, or None."""
+        with self._lock:
+            self._check_writable()
+            if not self.compaction_due(ratio, min_dead):
+                return None
+            return self.compact()
+
+    def _compact_if_due(self) -> None:
+        if self._compact_ratio is not None and self.compaction_due():
+            self.compact()
+
+    def reopen_if_replaced(self) -> bool:
+        """Read-only openers: switch to the file now at `path` if a compaction replaced it."""
+        with self._lock:
+            self._check_open()
+            try:
+                current = os.stat(self._path)
+            except FileNotFoundError:
+                return False
+            mine = os.fstat(self._fd)
+            if (current.st_ino, current.st_dev) == (mine.st_ino, mine.st_dev):
+                return False
+            fresh = DataStore(self._path, read_only=True)
+            old_fd, old_view = self._fd, self._view
+            self._fd, self._view, fresh._fd, fresh._view = fresh._fd, fresh._view, -1, None
+            self._tail, self._index, self._live_bytes = fresh._tail, fresh._index, fresh._live_bytes
+            if old_view is not None:
+                old_view.close()
+            os.close(old_fd)
+            return True
 
     def _append(self, parts: list[bytes | memoryview]) -> None:
         """Write `parts` at the tail; on any failure cut the file back so it stays valid."""
@@ -283,8 +376,11 @@ class DataStore:
             if meta <= 0:
                 return None
             view = self._current_view()
-            prev = view.u64(meta + 8)
-            return view.mm[prev + pad_for(prev) : meta]
+            prev, checksum = _PREV_AND_CRC.unpack_from(view.mm, meta + 8)
+            value = view.mm[prev + (-prev & 63) : meta]  # 64 = ALIGNMENT, inlined: hot path
+            if self._verify_reads and zlib.crc32(value) != checksum:
+                raise self._corrupt_entry(meta, "read")
+            return value
 
     def batch_read(self, keys: list[bytes]) -> list[bytes | None]:
         """Payloads for `keys` in order (None where missing), vectorised over the batch."""
@@ -309,13 +405,60 @@ class DataStore:
             prevs = view.u64_at(metas + 8).astype(np.int64)
             starts = prevs + (-prevs & (ALIGNMENT - 1))
             mm = view.mm
-            values = [mm[s:e] for s, e in zip(starts.tolist(), metas.tolist(), strict=True)]
+            values: list[bytes | None] = [
+                mm[s:e] for s, e in zip(starts.tolist(), metas.tolist(), strict=True)
+            ]
+            if self._verify_reads:
+                self._verify_batch(view, starts, metas, values)
         if all_found:
             return values
         out: list[bytes | None] = [None] * count
         for i, value in zip(hit_at.tolist(), values, strict=True):
             out[i] = value
         return out
+
+    def _verify_batch(
+        self, view: FileView, starts: np.ndarray, metas: np.ndarray, values: list[bytes]
+    ) -> None:
+        """Check the CRC-32s of a batch read; raise naming the first damaged entry.
+
+        CRC-32 is affine over GF(2) (crc.py), so for payloads of one length the XOR of their CRCs
+        equals the CRC of their XOR (corrected by the CRC of zeros when the count is even): one
+        numpy XOR-reduce and one zlib call check the whole batch. Any single damaged entry
+        changes the aggregate (CRC-32 catches every error pattern of up to 3 bits, and any burst
+        up to 32 bits); several damaged entries escape only if their changes cancel exactly
+        (chance 2**-32). When the aggregate disagrees, every entry is checked to name the culprit.
+        """
+        if not values:
+            return
+        lengths = metas - starts
+        length = int(lengths[0])
+        if length <= _AGGREGATE_CRC_MAX and not (lengths != length).any():
+            if length % 8 == 0:  # starts are 64-aligned: payloads and CRCs are whole words
+                first_word = starts >> 3
+                if length > 8:
+                    first_word = first_word[:, None] + np.arange(length >> 3)
+                words = view._word_view("<u8", 0)[first_word]
+                folded = np.bitwise_xor.reduce(words, axis=0).tobytes()
+                stored = view._word_view("<u4", 0)[(metas + 16) >> 2]
+            else:
+                rows = np.frombuffer(b"".join(values), np.uint8).reshape(len(values), length)
+                folded = np.bitwise_xor.reduce(rows, axis=0).tobytes()
+                stored = view.u32_at(metas + 16)
+            if _aggregate_crc(folded, len(values)) == int(np.bitwise_xor.reduce(stored)):
+                return
+        stored = view.u32_at(metas + 16)
+        checksums = np.fromiter(map(zlib.crc32, values), np.uint32, len(values))
+        bad = checksums != stored
+        if bad.any():
+            raise self._corrupt_entry(int(metas[int(np.flatnonzero(bad)[0])]), "batch_read")
+
+    def _corrupt_entry(self, meta: int, operation: str) -> CorruptStoreError:
+        return CorruptStoreError(
+            f"{self._path}: {operation}: the entry whose metadata starts at byte {meta} fails its "
+            "CRC-32 (the file is damaged); no bytes were returned. "
+            f"`narrative-pipeline store check {self._path}` lists every damaged entry"
+        )
 
     def batch_read_structured(
         self, data: dict[Any, bytes] | list[dict[Any, bytes]]
@@ -361,8 +504,11 @@ class DataStore:
             hashes, metas = self._live_in_file_order()
             view = self._current_view()
         for key_hash, meta in zip(hashes.tolist(), metas.tolist(), strict=True):
-            prev = view.u64(meta + 8)
-            yield key_hash, view.mm[prev + pad_for(prev) : meta]
+            prev, checksum = _PREV_AND_CRC.unpack_from(view.mm, meta + 8)
+            value = view.mm[prev + pad_for(prev) : meta]
+            if self._verify_reads and zlib.crc32(value) != checksum:
+                raise self._corrupt_entry(meta, "iter_live_entries")
+            yield key_hash, value
 
     def _live_in_file_order(self) -> tuple[np.ndarray, np.ndarray]:
         hashes, metas = self._index.live_items()
@@ -382,11 +528,14 @@ class DataStore:
             tmp_path = self._path.with_name(self._path.name + ".compact-tmp")
             tmp_fd = os.open(tmp_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                _lock_file(tmp_fd, tmp_path)
-                hashes, new_metas = self._copy_live_entries(tmp_fd)
+                lock_file(tmp_fd, tmp_path)
+                hashes, metas = self._live_in_file_order()
+                new_metas = copy_live_entries(
+                    self._current_view(), hashes, metas, tmp_fd, self._path
+                )
                 os.fsync(tmp_fd)
                 os.replace(tmp_path, self._path)
-                _fsync_dir(self._path.parent)
+                fsync_dir(self._path.parent)
             except BaseException:
                 os.close(tmp_fd)
                 tmp_path.unlink(missing_ok=True)
@@ -397,6 +546,7 @@ class DataStore:
             self._view = FileView(self._fd, self._tail)
             order = newest_per_key(hashes)  # hashes are unique; this only sorts them
             self._index = HashIndex.from_sorted(hashes[order], new_metas[order])
+            self._live_bytes = self._tail
             log.info(
                 "compacted %s: %d -> %d bytes, %d live entries",
                 self._path,
@@ -406,197 +556,30 @@ class DataStore:
             )
             return CompactionResult(before, self._tail, len(hashes))
 
-    def _copy_live_entries(self, out_fd: int) -> tuple[np.ndarray, np.ndarray]:
-        hashes, metas = self._live_in_file_order()
-        view = self._current_view()
-        out_tail = 0
-        new_metas: list[np.ndarray] = []
-        for start in range(0, len(metas), _COMPACT_CHUNK):
-            chunk_metas = metas[start : start + _COMPACT_CHUNK]
-            chunk_hashes = hashes[start : start + _COMPACT_CHUNK]
-            prevs = view.u64_at(chunk_metas + 8).astype(np.int64)
-            starts = prevs + (-prevs & (ALIGNMENT - 1))
-            stored = view.u32_at(chunk_metas + 16)
-            payloads = [
-                view.mm[s:e] for s, e in zip(starts.tolist(), chunk_metas.tolist(), strict=True)
-            ]
-            checksums = np.fromiter(map(zlib.crc32, payloads), np.uint32, len(payloads))
-            if not np.array_equal(checksums, stored):
-                bad = int(np.flatnonzero(checksums != stored)[0])
-                raise CorruptStoreError(
-                    f"{self._path}: entry with metadata at byte {int(chunk_metas[bad])} fails its "
-                    "CRC-32; compaction aborted, original file unchanged"
-                )
-            parts, chunk_new = _encode_entries(chunk_hashes, payloads, checksums, out_tail)
-            data = b"".join(parts)
-            _write_all(out_fd, data, out_tail)
-            out_tail += len(data)
-            new_metas.append(chunk_new)
-        metas_out = np.concatenate(new_metas) if new_metas else np.zeros(0, np.int64)
-        return hashes, metas_out
-
 
 # ---- helpers ------------------------------------------------------------------------------
-def _open_file(path: Path, read_only: bool) -> int:
-    """Open (creating for writers) with errors that say what is wrong with `path`."""
-    if path.is_dir():
-        raise StoreError(f"{path} is a directory, not a store file")
-    if read_only:
-        try:
-            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise StoreError(
-                f"{path}: no such store file (read_only=True does not create one)"
-            ) from None
-        except PermissionError as exc:
-            raise StoreError(f"{path}: permission denied: {exc}") from None
-    if path.exists():
-        mode = path.stat().st_mode
-        if not stat.S_ISREG(mode):
-            raise StoreError(f"{path} is not a regular file")
-        if not mode & 0o222:
-            # Root could open it anyway; respect the read-only mark rather than append to it.
-            raise StoreError(
-                f"{path} is read-only on disk (mode {stat.filemode(mode)}); "
-                "open it with read_only=True, or make it writable first"
-            )
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except PermissionError as exc:
-        raise StoreError(
-            f"{path}: cannot open for writing: {exc}; use read_only=True to read"
-        ) from None
-    except OSError as exc:
-        if exc.errno == errno.EROFS:
-            raise StoreError(f"{path}: read-only file system; use read_only=True") from None
-        raise
-    if os.fstat(fd).st_size == 0:
-        _fsync_dir(path.parent)  # a fresh file: make its directory entry durable too
-    return fd
-
-
-def _lock_file(fd: int, path: Path) -> None:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise StoreLockedError(
-            f"{path} is already open for writing by another process or DataStore "
-            "(one writer at a time); open it with read_only=True to read alongside"
-        ) from None
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
-
-
-def _validate_items(items: Iterable[tuple[bytes, bytes]]) -> tuple[list[bytes], list[bytes]]:
-    """Check every pair before anything is written, so a bad pair leaves the store unchanged."""
-    if isinstance(items, dict | bytes | str):
-        raise TypeError("batch_write: pass a list of (key, payload) tuples")
-    pairs = items if isinstance(items, list) else list(items)
-    try:
-        keys = [key for key, _ in pairs]
-        payloads = [payload for _, payload in pairs]
-    except (TypeError, ValueError):
-        bad = next(i for i, p in enumerate(pairs) if not isinstance(p, tuple | list) or len(p) != 2)
-        raise TypeError(f"batch_write: item {bad} is not a (key, payload) pair") from None
-    if set(map(type, keys)) - {bytes}:
-        keys = [validate_key(k, f"batch_write item {i}") for i, k in enumerate(keys)]
-    if set(map(type, payloads)) - {bytes}:
-        payloads = [validate_payload(p, f"batch_write item {i}") for i, p in enumerate(payloads)]
-    shortest = min(map(len, payloads), default=2)
-    if shortest == 0 or (shortest == 1 and TOMBSTONE_BYTE in payloads):
-        for i, p in enumerate(payloads):
-            validate_payload(p, f"batch_write item {i}")
-    return keys, payloads
-
-
-def _encode_entries(
-    hashes: np.ndarray, payloads: list[bytes], checksums: np.ndarray | None, tail: int
-) -> tuple[list[bytes | memoryview], np.ndarray]:
-    """Bytes for appending entries at `tail`, and each entry's metadata offset.
-
-    `checksums=None` computes the CRC-32s here (vectorised for small equal-size payloads).
-    """
-    lengths = list(map(len, payloads))
-    length = lengths[0]
-    if len(payloads) > 1 and lengths.count(length) == len(lengths):
-        return _encode_fixed_size(hashes, payloads, checksums, tail, length)
-    if checksums is None:
-        checksums = np.fromiter(map(zlib.crc32, payloads), np.uint32, len(payloads))
-    out = bytearray()
-    metas = []
-    pos = tail
-    pack = METADATA.pack
-    for key_hash, payload, checksum in zip(
-        hashes.tolist(), payloads, checksums.tolist(), strict=True
-    ):
-        pad = -pos & (ALIGNMENT - 1)
-        if pad:
-            out += _ZEROS[:pad]
-        out += payload
-        meta = pos + pad + len(payload)
-        out += pack(key_hash, pos, checksum)
-        metas.append(meta)
-        pos = meta + METADATA_SIZE
-    return [out], np.array(metas, np.int64)
-
-
-def _encode_fixed_size(
-    hashes: np.ndarray, payloads: list[bytes], checksums: np.ndarray | None, tail: int, length: int
-) -> tuple[list[bytes | memoryview], np.ndarray]:
-    """Vectorised encoding when all payloads have one size: every entry has the same stride."""
-    count = len(payloads)
-    stride = -(-(length + METADATA_SIZE) // ALIGNMENT) * ALIGNMENT
-    lead = pad_for(tail)
-    first_meta = tail + lead + length
-    metas = first_meta + np.arange(count, dtype=np.int64) * stride
-    records = np.zeros((count, stride), np.uint8)
-    payload_bytes = np.frombuffer(b"".join(payloads), np.uint8).reshape(count, length)
-    records[:, :length] = payload_bytes
-    if checksums is None:
-        if length <= SMALL_CRC_MAX:
-            checksums = crc32_fixed(payload_bytes)
-        else:
-            checksums = np.fromiter(map(zlib.crc32, payloads), np.uint32, count)
-    meta = np.empty(count, _META_DTYPE)
-    meta["hash"] = hashes
-    meta["prev"][0] = tail
-    meta["prev"][1:] = metas[:-1] + METADATA_SIZE
-    meta["crc"] = checksums
-    records[:, length : length + METADATA_SIZE] = meta.view(np.uint8).reshape(count, METADATA_SIZE)
-    body = memoryview(records.reshape(-1))[: (count - 1) * stride + length + METADATA_SIZE]
-    parts: list[bytes | memoryview] = [_ZEROS[:lead], body] if lead else [body]
-    return parts, metas
-
-
-def _index_batch(index: HashIndex, hashes: np.ndarray, metas: np.ndarray) -> None:
+def _index_batch(
+    index: HashIndex, hashes: np.ndarray, metas: np.ndarray
+) -> tuple[np.ndarray | slice, np.ndarray]:
+    """Index a written batch; returns which of its entries are live and the metas they replaced."""
     if len(hashes) == 1:
-        index.set(int(hashes[0]), int(metas[0]))
-        return
+        return slice(None), np.array([index.set(int(hashes[0]), int(metas[0]))], np.int64)
     order = np.argsort(hashes, kind="stable")
     sorted_hashes = hashes[order]
     repeated = sorted_hashes[1:] == sorted_hashes[:-1]
+    keep: np.ndarray | slice = slice(None)
     if repeated.any():  # a key written twice in one batch: its last entry wins
         last = np.ones(len(order), bool)
         last[:-1] = ~repeated
         keep = order[last]
         hashes, metas = hashes[keep], metas[keep]
-    index.insert_many(hashes, metas)
+    return keep, index.insert_many(hashes, metas)
+
+
+def _aggregate_crc(folded: bytes, count: int) -> int:
+    """XOR of the CRC-32s of `count` equal-length payloads whose XOR is `folded` (see above)."""
+    even_correction = zlib.crc32(bytes(len(folded))) if count % 2 == 0 else 0
+    return zlib.crc32(folded) ^ even_correction
 
 
 def _build_index(view: FileView, chain: Chain) -> HashIndex:

@@ -110,8 +110,8 @@ class HashIndex:
                 return value
             pos += 1
 
-    def set(self, key_hash: int, value: int) -> None:
-        """Store `value` (> 0 live offset, or DELETED) for `key_hash`."""
+    def set(self, key_hash: int, value: int) -> int:
+        """Store `value` (> 0 live offset, or DELETED) for `key_hash`; returns the value it replaced."""
         keys, vals = self._keys, self._vals
         pos = key_hash >> self._shift_int
         while True:
@@ -119,16 +119,16 @@ class HashIndex:
             if old == EMPTY:
                 if pos >= len(vals) - WINDOW or self._occupied + 1 > self._capacity * MAX_LOAD:
                     self._rebuild(np.array([key_hash], np.uint64), np.array([value], np.int64))
-                    return
+                    return EMPTY
                 keys[pos] = key_hash
                 vals[pos] = value
                 self._occupied += 1
                 self._live += value > 0
-                return
+                return EMPTY
             if int(keys[pos]) == key_hash:
                 vals[pos] = value
                 self._live += (value > 0) - (old > 0)
-                return
+                return old
             pos += 1
 
     # ---- vectorised operations ----------------------------------------------------------
@@ -167,17 +167,25 @@ class HashIndex:
             pos[i], values[i] = self._probe(int(hashes[i]), int(pos[i]) + 1)
         return pos, values
 
-    def insert_many(self, hashes: np.ndarray, values: np.ndarray) -> None:
-        """Store values for *unique* hashes (the caller resolves duplicates, last write wins)."""
+    def insert_many(self, hashes: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Store values for *unique* hashes (the caller resolves duplicates, last write wins).
+
+        Returns the values they replaced (<= 0 where the key was new or deleted), in input order,
+        so the store can count the bytes that just became dead.
+        """
+        replaced = np.zeros(len(hashes), np.int64)
         if self._occupied + len(hashes) > self._capacity * MAX_LOAD:
+            replaced[:] = self.lookup(hashes)
             self._rebuild(hashes, values)
-            return
+            return replaced
         keys, vals = self._keys, self._vals
+        todo = np.arange(len(hashes))
         while len(hashes):
             slots, old = self._find_slots(hashes)
             if slots.max() >= len(vals) - WINDOW:  # would fill the empty tail: grow instead
+                replaced[todo] = old
                 self._rebuild(hashes, values)
-                return
+                return replaced
             existing = old != EMPTY
             self._live += int(np.count_nonzero(values > 0)) - int(np.count_nonzero(old > 0))
             fresh = np.flatnonzero(~existing)
@@ -189,9 +197,12 @@ class HashIndex:
             clash[order[1:]] = sorted_slots[1:] == sorted_slots[:-1]
             settled = np.ones(len(hashes), bool)
             settled[fresh[clash]] = False
+            replaced[todo[settled]] = old[settled]
+            todo = todo[~settled]
             keys[slots[settled]] = hashes[settled]
             vals[slots[settled]] = values[settled]
             self._occupied += int(np.count_nonzero(~existing & settled))
             # Undo the live count for the ones that will be retried.
             self._live -= int(np.count_nonzero(values[~settled] > 0))
             hashes, values = hashes[~settled], values[~settled]
+        return replaced

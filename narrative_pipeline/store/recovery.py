@@ -70,6 +70,9 @@ class FileView:
     def u64(self, pos: int) -> int:
         return U64.unpack_from(self.mm, pos)[0]
 
+    def u32(self, pos: int) -> int:
+        return U32.unpack_from(self.mm, pos)[0]
+
     def _word_view(self, dtype: str, residue: int) -> np.ndarray:
         """The whole map as `dtype` words starting at byte `residue` (cached)."""
         key = (dtype, residue)

@@ -12,16 +12,23 @@ import hashlib
 import os
 import struct
 
-try:  # websockets ships a C helper for XOR-masking; fall back to big-int XOR without it
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover - depends on the wheel
+import numpy as np
 
-    def apply_mask(data: bytes | memoryview, mask: bytes) -> bytes:
-        n = len(data)
+_SMALL_MASK = 512  # below this many bytes one big-int XOR beats numpy's per-call overhead
+
+
+def apply_mask(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
+    """XOR `data` with the 4-byte `mask` repeated (RFC 6455 section 5.3): 32 bits at a time."""
+    n = len(data)
+    if n < _SMALL_MASK:
         repeated = (mask * (n // 4 + 1))[:n]
         return (int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")).to_bytes(
             n, "little"
         )
+    words = n >> 2
+    head = np.frombuffer(data, "<u4", words) ^ np.frombuffer(mask, "<u4")[0]
+    tail = bytes(b ^ m for b, m in zip(bytes(data[words << 2 :]), mask, strict=False))
+    return head.tobytes() + tail if tail else head.tobytes()
 
 
 __all__ = [
@@ -42,6 +49,7 @@ __all__ = [
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+MAX_CONTROL_PAYLOAD = 125
 _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
@@ -119,6 +127,10 @@ def parse_frame(
         length, start = _LONG.unpack_from(buf, pos)[2], pos + 10
     if require_mask and (b0 & 0x70 or not b1 & 0x80):
         raise ProtocolError(1002, "protocol error: unmasked client frame or reserved bits set")
+    if b0 & 0x08 and (length > MAX_CONTROL_PAYLOAD or not b0 & 0x80):
+        # RFC 6455 5.5: control frames carry at most 125 bytes and are never fragmented, so a
+        # 50 MiB "ping" is refused from its header instead of being buffered and echoed.
+        raise ProtocolError(1002, f"control frame of {length} bytes (limit 125) or fragmented")
     if length > max_length >= 0:
         raise ProtocolError(1009, f"frame payload of {length} bytes exceeds {max_length}")
     # The temporary memoryviews below are released as soon as the expression ends (CPython

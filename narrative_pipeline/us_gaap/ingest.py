@@ -8,6 +8,12 @@ since per-file fixed costs (kernel calls, DataFrames, a transaction) outweigh th
 ~2k-fact file. With several batches, a worker process parses them (csv_process.py) while this
 process writes: the parse and the SQLite writes mostly hold the GIL, so threads overlap
 them only in part (NARRATIVE_INGEST_PROCESSES=0: threads only).
+
+Stored data is never lost to a bad file: a reader error (empty, torn, no usable filing, over a
+cap) or a write the database refuses (a file that would drop filings it supplied before, see
+db/sources.py) leaves the ticker's stored rows as they are and lists the file in
+`report.skipped_files` with the reason (the CLI exits non-zero, raw_records shows a
+failed-files table). `allow_shrink=True` lets a file replace its own earlier filings.
 """
 
 from __future__ import annotations
@@ -18,12 +24,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from narrative_pipeline.readers.landing import COMPANYFACTS_SUFFIXES, CSV_SUFFIXES
 from narrative_pipeline.us_gaap.reports import IngestReport, SkippedFile
 
 Progress = Callable[[int, int, str], None]  # (files done, files total, current path)
 PREFETCH = 4
 CSV_BATCH_FILES = 64  # files read and written together (per-file fixed costs dominate)
-COMPANYFACTS_SUFFIXES = (".json", ".json.gz", ".zip")
 
 
 def _taxonomy_filter(db: Any) -> set[str] | None:
@@ -102,6 +108,7 @@ def _load_results(
     read: Callable[[Path], Iterable[Any]],
     progress: Progress | None,
     workers: int,
+    allow_shrink: bool = False,
 ) -> None:
     """Read each changed file (results may be several tickers, e.g. a zip) into the database."""
     started = time.perf_counter()
@@ -112,14 +119,31 @@ def _load_results(
         if isinstance(outcome, Exception):
             report.skipped_files.append(SkippedFile(str(path), f"unreadable: {outcome}"))
         else:
-            _store_results(report, db, path, *outcome)
+            _store_results(report, db, path, *outcome, allow_shrink=allow_shrink)
         if progress is not None:
             progress(done, len(paths), str(path))
     report.timings["files_to_db"] = round(time.perf_counter() - started, 4)
 
 
+def _write_failure(outcome: Exception) -> str:
+    """A refused or failed write as a skipped-file reason (refusals explain themselves)."""
+    return str(outcome) if isinstance(outcome, ValueError) else f"failed while writing: {outcome}"
+
+
+def _add_notes(report: IngestReport, notes: list[Any]) -> None:
+    """Filings shared between sources and their conflicting values, into the report."""
+    for note in notes:
+        report.conflicting_facts += int(note.conflicts)
+        report.messages.append(f"{note.source}: {note.message}")
+
+
 def _store_results(
-    report: IngestReport, db: Any, path: Path, fingerprint: tuple, results: Iterable[Any]
+    report: IngestReport,
+    db: Any,
+    path: Path,
+    fingerprint: tuple,
+    results: Iterable[Any],
+    allow_shrink: bool = False,
 ) -> None:
     """Write each result of one file (a lazy iterator for a bulk zip), then record the file.
 
@@ -140,7 +164,17 @@ def _store_results(
                 report.skipped_files.append(SkippedFile(result.source or str(path), result.error))
                 continue
             state = SourceFileState(str(path), result.ticker, size, mtime, sha) if single else None
-            report.facts_written += int(db.replace_ticker(result, source_file=state))
+            notes: list[Any] = []
+            try:
+                written = db.replace_ticker(
+                    result, source_file=state, allow_shrink=allow_shrink, notes=notes
+                )
+            except ValueError as exc:  # refused: the stored data stays
+                failed = True
+                report.skipped_files.append(SkippedFile(result.source or str(path), str(exc)))
+                continue
+            _add_notes(report, notes)
+            report.facts_written += int(written)
             loaded = True
     except Exception as exc:  # noqa: BLE001 - keep what was loaded, report the file
         failed = True
@@ -152,21 +186,28 @@ def _store_results(
 
 
 def load_csv_files(
-    csv_dir: str | Path, db: Any, progress: Progress | None = None, workers: int = 2
+    csv_dir: str | Path,
+    db: Any,
+    progress: Progress | None = None,
+    workers: int = 2,
+    allow_shrink: bool = False,
 ) -> IngestReport:
-    """Every sec-fetcher CSV under `csv_dir` (recursively) -> database."""
-    from narrative_pipeline.readers import iter_csv_files
+    """Every sec-fetcher CSV under `csv_dir` (recursively) -> database (`allow_shrink`: a file
+    may drop filings it supplied before)."""
+    from narrative_pipeline.readers.landing import scan_landing
 
     csv_dir = Path(csv_dir)
     if not csv_dir.is_dir():
         raise FileNotFoundError(f"CSV folder {csv_dir} does not exist")
     report = IngestReport(source=str(csv_dir))
-    paths = list(iter_csv_files(csv_dir))
+    scan = scan_landing(csv_dir, CSV_SUFFIXES)
+    report.messages.extend(scan.messages())
+    paths = scan.files
     report.files_seen = len(paths)
     concepts = _taxonomy_filter(db)
     if concepts is None:
         report.messages.append("no US-GAAP taxonomy loaded: every concept column was taken")
-    _load_csv_batches(report, db, paths, concepts, progress, workers)
+    _load_csv_batches(report, db, paths, concepts, progress, workers, allow_shrink)
     return report
 
 
@@ -205,6 +246,7 @@ def _load_csv_batches(
     concepts: set[str] | None,
     progress: Progress | None,
     workers: int,
+    allow_shrink: bool = False,
 ) -> None:
     """CSV files -> database, CSV_BATCH_FILES at a time: one read of the whole batch, one
     transaction for its tickers (each ticker retried alone if the batch write fails)."""
@@ -217,7 +259,7 @@ def _load_csv_batches(
             for path in batch:
                 report.skipped_files.append(SkippedFile(str(path), f"unreadable: {outcome}"))
         else:
-            _store_csv_batch(report, db, batch, *outcome)
+            _store_csv_batch(report, db, batch, *outcome, allow_shrink=allow_shrink)
         for path in batch:
             done += 1
             if progress is not None:
@@ -239,7 +281,12 @@ def _read_batches(
 
 
 def _store_csv_batch(
-    report: IngestReport, db: Any, paths: list[Path], fingerprints: list[tuple], batch: Any
+    report: IngestReport,
+    db: Any,
+    paths: list[Path],
+    fingerprints: list[tuple],
+    batch: Any,
+    allow_shrink: bool = False,
 ) -> None:
     """Write one read batch: every file without error, each recorded with its ticker."""
     from narrative_pipeline.db.database import SourceFileState
@@ -253,42 +300,55 @@ def _store_csv_batch(
             report.skipped_files.append(SkippedFile(result.source or str(path), result.error))
         elif fingerprint is not None:
             states[t] = SourceFileState(str(path), result.ticker, *fingerprint)
-    outcomes = db.replace_fact_columns(batch.columns, states) if states else []
+    notes: list[Any] = []
+    outcomes = (
+        db.replace_fact_columns(batch.columns, states, allow_shrink=allow_shrink, notes=notes)
+        if states
+        else []
+    )
+    _add_notes(report, notes)
     for t, outcome in enumerate(outcomes):
         if isinstance(outcome, Exception):
             report.skipped_files.append(
-                SkippedFile(batch.columns.sources[t], f"failed while reading: {outcome}")
+                SkippedFile(batch.columns.sources[t], _write_failure(outcome))
             )
         else:
             report.facts_written += int(outcome)
             report.files_loaded += 1
 
 
-def companyfacts_files(path: str | Path) -> list[Path]:
-    """`path` itself, or the companyfacts files (.json, .json.gz, .zip) in a folder, sorted."""
+def companyfacts_files(path: str | Path, messages: list[str] | None = None) -> list[Path]:
+    """`path` itself, or the companyfacts files (.json, .json.gz, .zip) in a folder, sorted;
+    entries skipped in the folder are described in `messages`."""
+    from narrative_pipeline.readers.landing import scan_landing
+
     path = Path(path)
     if path.is_dir():
-        return sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file() and p.name.lower().endswith(COMPANYFACTS_SUFFIXES)
-        )
+        scan = scan_landing(path, COMPANYFACTS_SUFFIXES)
+        if messages is not None:
+            messages.extend(scan.messages())
+        return scan.files
     if not path.exists():
         raise FileNotFoundError(f"companyfacts path {path} does not exist")
     return [path]
 
 
 def load_companyfacts(
-    path: str | Path, db: Any, progress: Progress | None = None, workers: int = 2
+    path: str | Path,
+    db: Any,
+    progress: Progress | None = None,
+    workers: int = 2,
+    allow_shrink: bool = False,
 ) -> IngestReport:
     """SEC companyfacts documents (one file, a folder of them, or the bulk zip) -> database."""
     from narrative_pipeline.readers import read_companyfacts
 
     report = IngestReport(source=str(path))
-    paths = companyfacts_files(path)
+    paths = companyfacts_files(path, report.messages)
     report.files_seen = len(paths)
     concepts = _taxonomy_filter(db)
     if concepts is None:
         report.messages.append("no US-GAAP taxonomy loaded: every concept was taken")
-    _load_results(report, db, paths, lambda p: read_companyfacts(p, concepts), progress, workers)
+    read = lambda p: read_companyfacts(p, concepts)  # noqa: E731
+    _load_results(report, db, paths, read, progress, workers, allow_shrink)
     return report

@@ -76,8 +76,9 @@ class IngestReport:
     files_seen: int = 0
     files_loaded: int = 0
     files_unchanged: int = 0
-    skipped_files: list[SkippedFile] = field(default_factory=list)
+    skipped_files: list[SkippedFile] = field(default_factory=list)  # failed: stored data kept
     facts_written: int = 0
+    conflicting_facts: int = 0  # same filing and (concept, unit) from two sources, values differ
     skipped_cells: int = 0
     non_numeric_units: dict[str, int] = field(default_factory=dict)
     skipped_columns: int = 0

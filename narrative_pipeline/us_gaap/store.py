@@ -146,7 +146,8 @@ class UsGaapStore:
         """
         from narrative_pipeline.us_gaap.ingest import load_csv_files
 
-        report = load_csv_files(csv_dir, db, progress=options.pop("progress", None))
+        progress, shrink = options.pop("progress", None), options.pop("allow_shrink", False)
+        report = load_csv_files(csv_dir, db, progress=progress, allow_shrink=shrink)
         return self._finish_ingest(report, db, downstream, options)
 
     def ingest_companyfacts(
@@ -155,7 +156,8 @@ class UsGaapStore:
         """SEC companyfacts (`.json`, `.json.gz`, folder of them, or `companyfacts.zip`) -> db, then 2-6."""
         from narrative_pipeline.us_gaap.ingest import load_companyfacts
 
-        report = load_companyfacts(path, db, progress=options.pop("progress", None))
+        progress, shrink = options.pop("progress", None), options.pop("allow_shrink", False)
+        report = load_companyfacts(path, db, progress=progress, allow_shrink=shrink)
         return self._finish_ingest(report, db, downstream, options)
 
     def _finish_ingest(
