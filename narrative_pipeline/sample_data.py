@@ -1,10 +1,14 @@
 """Generate a small, realistic sample of sec-fetcher CSV files.
 
 The real SEC files used in development are not shipped with the project, yet `dagster dev` and
-`dagster asset materialize` must work out of the box. This module writes CSVs in exactly the
-layout sec-fetcher produces (one file per ticker, one row per filing, US-GAAP concept columns
-holding `VALUE::UNIT` cells, then `fy, fp, form, filed, accn`), using real US-GAAP concept names
-and plausible magnitudes. Output is deterministic for a given seed.
+`dagster asset materialize` must work out of the box. This module writes CSVs in the layouts
+sec-fetcher produces (one file per ticker, US-GAAP concept columns holding `VALUE::UNIT` cells),
+using real US-GAAP concept names and plausible magnitudes:
+- `current` (the default, what sec-fetcher writes today): the metadata columns `canonical_order,
+  fy, fp, period_end, filed, form, is_amendment, accn, filing_url` first, one row per (fy, fp)
+  period, newest first; one period per company's file was last filed as an amendment;
+- `older`: the concept columns, then `fy, fp, form, filed, accn`, one row per filing.
+Output is deterministic for a given seed.
 """
 
 from __future__ import annotations
@@ -17,9 +21,16 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+from narrative_pipeline.readers.landing import landing_files
+from narrative_pipeline.readers.sec_fetcher_layout import CURRENT_COLUMNS  # in sec-fetcher's order
+
 log = logging.getLogger(__name__)
 
-FILING_COLUMNS = ["fy", "fp", "form", "filed", "accn"]
+FILING_COLUMNS = ["fy", "fp", "form", "filed", "accn"]  # the older layout's, after the concepts
+# CURRENT_COLUMNS (imported): the current layout's, before the concepts
+LAYOUTS = ("current", "older")
+PERIOD_END = {"Q1": (3, 31), "Q2": (6, 30), "Q3": (9, 30), "FY": (12, 31)}  # calendar fiscal year
+AMENDMENT_DELAY_DAYS = 75
 
 
 @dataclass(frozen=True)
@@ -157,9 +168,38 @@ def _company_rows(
             fp=fp,
             form=form,
             filed=filed.isoformat(),
-            accn=f"{company.cik:010d}-{filed.year % 100:02d}-{index + 1:06d}",
+            accn=_accn(company, filed, index + 1),
         )
         rows.append(row)
+    return rows
+
+
+def _accn(company: CompanySpec, filed: date, sequence: int) -> str:
+    return f"{company.cik:010d}-{filed.year % 100:02d}-{sequence:06d}"
+
+
+def _current_layout_rows(
+    company: CompanySpec, rows: list[dict[str, str]], rng: random.Random
+) -> list[dict[str, str]]:
+    """The older rows as current-layout periods (already one per (fy, fp), newest first): one
+    period, chosen by `rng`, was last filed as an amendment (later date, own accn)."""
+    amended = rng.randrange(len(rows))
+    for index, row in enumerate(rows):
+        month, day = PERIOD_END[row["fp"]]
+        row.update(canonical_order=str(index), is_amendment="false")
+        row["period_end"] = date(int(row["fy"]), month, day).isoformat()
+        if index == amended:
+            filed = date.fromisoformat(row["filed"]) + timedelta(days=AMENDMENT_DELAY_DAYS)
+            row.update(
+                filed=filed.isoformat(),
+                is_amendment="true",
+                accn=_accn(company, filed, 900_000 + index),
+            )
+        accn = row["accn"]
+        row["filing_url"] = (
+            f"https://www.sec.gov/Archives/edgar/data/{company.cik}/"
+            f"{accn.replace('-', '')}/{accn}-index.htm"
+        )
     return rows
 
 
@@ -170,13 +210,17 @@ def generate_sample_csvs(
     filings_per_ticker: int = 8,
     seed: int = 42,
     last_year: int = 2025,
+    layout: str = "current",
 ) -> list[Path]:
-    """Write one sec-fetcher CSV per ticker into `out_dir`; returns the paths written.
+    """Write one sec-fetcher CSV per ticker into `out_dir` in `layout` ("current" or "older");
+    returns the paths written.
 
     Files are written to a temporary name and renamed, so a watcher never sees half a file.
     """
     if filings_per_ticker < 1:
         raise ValueError(f"filings_per_ticker must be >= 1, got {filings_per_ticker}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
     wanted = [c for c in COMPANIES if tickers is None or c.ticker in tickers]
     unknown = set(tickers or []) - {c.ticker for c in COMPANIES}
     if unknown:
@@ -184,11 +228,14 @@ def generate_sample_csvs(
         raise ValueError(f"unknown sample tickers {sorted(unknown)}; known: {known}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    columns = [spec.name for spec in CONCEPTS] + FILING_COLUMNS
+    concepts = [spec.name for spec in CONCEPTS]
+    columns = [*CURRENT_COLUMNS, *concepts] if layout == "current" else concepts + FILING_COLUMNS
     paths = []
     for company in wanted:
         rng = random.Random(f"{seed}:{company.ticker}")
         rows = _company_rows(company, filings_per_ticker, last_year, rng)
+        if layout == "current":
+            rows = _current_layout_rows(company, rows, rng)
         path = out / f"{company.ticker}.csv"
         tmp = path.with_suffix(".csv.tmp")
         with tmp.open("w", newline="") as handle:
@@ -202,13 +249,14 @@ def generate_sample_csvs(
 
 def csv_files_in(directory: str | Path) -> list[Path]:
     """CSV files under `directory` (recursive, sorted); empty when it does not exist."""
-    root = Path(directory)
-    return sorted(p for p in root.rglob("*.csv") if p.is_file()) if root.is_dir() else []
+    return landing_files(directory).csv
 
 
 def ensure_sample_csvs(csv_dir: str | Path, **kwargs) -> list[Path]:
-    """Generate the sample into `csv_dir` only when it holds no CSV yet; never overwrites data."""
-    if csv_files_in(csv_dir):
+    """Generate the sample into `csv_dir` only when it holds no landing file yet (a CSV or a
+    companyfacts file: readers/landing.py, a file still waiting for its marker included);
+    never overwrites data."""
+    if len(landing_files(csv_dir, marker="")):
         return []
     paths = generate_sample_csvs(csv_dir, **kwargs)
     log.info("generated %d sample CSV files in %s", len(paths), csv_dir)
@@ -218,7 +266,11 @@ def ensure_sample_csvs(csv_dir: str | Path, **kwargs) -> list[Path]:
 def _run(args: argparse.Namespace) -> int:
     tickers = args.tickers.split(",") if args.tickers else None
     paths = generate_sample_csvs(
-        args.out, tickers=tickers, filings_per_ticker=args.filings, seed=args.seed
+        args.out,
+        tickers=tickers,
+        filings_per_ticker=args.filings,
+        seed=args.seed,
+        layout=args.layout,
     )
     for path in paths:
         print(path)
@@ -238,4 +290,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--filings", type=int, default=8, help="filings per ticker (default 8)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="current",
+        help="sec-fetcher CSV layout: current (metadata columns first, one row per period; "
+        "default) or older (one row per filing, fy/fp/form/filed/accn last)",
+    )
     parser.set_defaults(func=_run)

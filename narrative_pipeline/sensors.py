@@ -1,4 +1,7 @@
-"""Re-ingestion sensor: request a pipeline run when CSV files land in (or change in) the CSV folder.
+"""Re-ingestion sensor: request a pipeline run when files land in (or change in) the landing folder.
+
+Landing files are sec-fetcher CSVs and SEC companyfacts (`.json`, `.json.gz`, `companyfacts.zip`):
+readers/landing.py, which the raw_records asset uses too.
 
 The cursor is JSON with two maps of path -> [size, mtime_ns]:
 - `ingested`: the files already handed to a run;
@@ -35,13 +38,18 @@ from typing import Any
 
 import dagster as dg
 
-from narrative_pipeline.readers.landing import landing_marker, scan_landing
+from narrative_pipeline.readers.landing import (
+    LANDING_SUFFIXES,
+    TEMPORARY_SUFFIXES,
+    landing_marker,
+    scan_landing,
+)
 from narrative_pipeline.resources import DatabaseResource, PathsResource
 
 SETTLE_SECONDS = 10.0
 TICK_SECONDS = 30
-IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp")
-WATCHED_SUFFIXES = (".csv",)
+IGNORED_SUFFIXES = TEMPORARY_SUFFIXES
+WATCHED_SUFFIXES = LANDING_SUFFIXES  # CSVs and companyfacts (.json, .json.gz, .zip)
 TRIGGER_TAG = "narrative/trigger"
 # Runs of this sensor not finished yet (queued included): no second one is requested meanwhile.
 UNFINISHED_STATUSES = (
@@ -56,15 +64,14 @@ Signature = tuple[int, int]  # (size in bytes, mtime in ns)
 
 
 def scan_csv_folder(csv_dir: str | Path, marker: str | None = None) -> dict[str, Signature]:
-    """Every CSV under `csv_dir` (recursive) that may be taken, with its size and mtime; empty if
-    the folder is absent. In marker mode only files whose marker is there (readers/landing.py)."""
+    """Every landing file (CSV or companyfacts) under `csv_dir` (recursive) that may be taken,
+    with its size and mtime; empty if the folder is absent. In marker mode only files whose
+    marker is there (readers/landing.py)."""
     root = Path(csv_dir)
     if not root.is_dir():
         return {}
     found: dict[str, Signature] = {}
     for path in scan_landing(root, WATCHED_SUFFIXES, marker).files:
-        if path.name.endswith(IGNORED_SUFFIXES):
-            continue
         try:
             stat = path.stat()
         except FileNotFoundError:  # removed between listing and stat
@@ -188,8 +195,9 @@ def _waiting(decision: FolderDecision, marker: str | None, settle: float) -> str
     minimum_interval_seconds=TICK_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Watches NARRATIVE_CSV_DIR; requests a run of the whole graph when CSV files are added or "
-        "changed and have settled (same size and mtime on two ticks, mtime older than "
+        "Watches NARRATIVE_CSV_DIR; requests a run of the whole graph when CSV or companyfacts "
+        "(.json, .json.gz, companyfacts.zip) files are added or changed and have settled (same "
+        "size and mtime on two ticks, mtime older than "
         f"{SETTLE_SECONDS:g}s; or their NARRATIVE_LANDING_MARKER exists). One run at a time: "
         "changes made while its run is queued or running wait for the next tick. Ingestion is "
         "incremental: unchanged files are skipped."
@@ -198,7 +206,7 @@ def _waiting(decision: FolderDecision, marker: str | None, settle: float) -> str
 def csv_folder_sensor(
     context: dg.SensorEvaluationContext, paths: PathsResource, database: DatabaseResource
 ):
-    """Turn settled new/changed CSV files into one run request (cursor: path -> size, mtime)."""
+    """Turn settled new/changed landing files into one run request (cursor: path -> size, mtime)."""
     marker = landing_marker()
     settle = _settle_seconds()
     current = scan_csv_folder(paths.csv_path, marker)
@@ -218,12 +226,12 @@ def csv_folder_sensor(
     if loaded and len(loaded) == len(decision.changed):
         return dg.SkipReason(f"{len(loaded)} changed file(s) already loaded by an earlier run")
     if not decision.changed:
-        reason = f"no settled new or changed CSV in {paths.csv_path}"
+        reason = f"no settled new or changed CSV or companyfacts file in {paths.csv_path}"
         if decision.pending:
             reason += _waiting(decision, marker, settle)
         return dg.SkipReason(reason)
     triggering = [p for p in decision.changed if p not in loaded]
-    context.log.info("%d new/changed CSV file(s): %s", len(triggering), ", ".join(triggering))
+    context.log.info("%d new/changed landing file(s): %s", len(triggering), ", ".join(triggering))
     return dg.RunRequest(
         run_key=decision.run_key(),
         tags={

@@ -250,9 +250,9 @@ def test_simple_quotes_take_the_fast_path(tmp_path: Path, monkeypatch: pytest.Mo
     ],
 )
 def test_complex_quotes_use_the_full_parser(tmp_path: Path, text: str) -> None:
-    from narrative_pipeline.readers.sec_fetcher_csv import _only_simple_quotes
+    from narrative_pipeline.readers.sec_fetcher_csv import only_simple_quotes
 
-    assert not _only_simple_quotes(text)
+    assert not only_simple_quotes(text)
     r = read_sec_fetcher_csv(write(tmp_path, "CQ.csv", text), None)
     assert r.error is None
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from narrative_pipeline.readers import read_sec_fetcher_csv
-from narrative_pipeline.readers import sec_fetcher_csv as reader
-from narrative_pipeline.readers.sec_fetcher_csv import read_sec_fetcher_csvs
+from narrative_pipeline.readers import sec_fetcher_batch as reader
+from narrative_pipeline.readers.sec_fetcher_batch import read_sec_fetcher_csvs
 
 FIELDS = (
     "source",
@@ -94,9 +94,8 @@ def test_bad_inputs_in_one_batch_match_the_per_file_reader(
     assert batch.columns.fact_count == sum(len(r.facts) for r in results)
 
 
-def test_clean_files_take_the_fast_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    names = ["GOOD1.csv", "GOOD2.csv", "SIMPLEQ.csv", "BOM.csv", "BADFY.csv", "BADCELLS.csv"]
-    paths = write_all(tmp_path, {n: BAD_INPUTS[n] for n in names})
+def record_per_file_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the files the batch reads one by one (a spy on the per-file reader)."""
     reread: list[str] = []
     per_file = reader.read_sec_fetcher_csv
 
@@ -105,6 +104,13 @@ def test_clean_files_take_the_fast_path(tmp_path: Path, monkeypatch: pytest.Monk
         return per_file(path, taxonomy)
 
     monkeypatch.setattr(reader, "read_sec_fetcher_csv", spy)
+    return reread
+
+
+def test_clean_files_take_the_fast_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    names = ["GOOD1.csv", "GOOD2.csv", "SIMPLEQ.csv", "BOM.csv", "BADFY.csv", "BADCELLS.csv"]
+    paths = write_all(tmp_path, {n: BAD_INPUTS[n] for n in names})
+    reread = record_per_file_reads(monkeypatch)
     batch = read_sec_fetcher_csvs(paths, None)
     assert reread == ["BADCELLS.csv"]  # skipped cells: re-read for the reader's own messages
     monkeypatch.undo()

@@ -9,7 +9,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from narrative_pipeline.core.columns import TAXONOMY_COLUMNS
+from narrative_pipeline.core.columns import (
+    FILING_COLUMNS,
+    FILING_URL_MAX_CHARS,
+    TAXONOMY_COLUMNS,
+    filing_fields,
+)
 
 if TYPE_CHECKING:
     from narrative_pipeline.db.database import (
@@ -19,7 +24,16 @@ if TYPE_CHECKING:
         resolve_url,
     )
 
-__all__ = ["TAXONOMY_COLUMNS", "DbUsGaap", "SourceFileState", "file_fingerprint", "resolve_url"]
+__all__ = [
+    "FILING_COLUMNS",
+    "FILING_URL_MAX_CHARS",
+    "filing_fields",
+    "TAXONOMY_COLUMNS",
+    "DbUsGaap",
+    "SourceFileState",
+    "file_fingerprint",
+    "resolve_url",
+]
 _LAZY = ("DbUsGaap", "SourceFileState", "file_fingerprint", "resolve_url")
 
 

@@ -13,7 +13,7 @@ import functools
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +28,14 @@ import pyarrow.csv as pacsv
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import URL, Engine, make_url
 
-from narrative_pipeline.db import TAXONOMY_COLUMNS, fact_reader, models, sources
+from narrative_pipeline.db import (
+    FILING_COLUMNS,
+    TAXONOMY_COLUMNS,
+    fact_reader,
+    migrations,
+    models,
+    sources,
+)
 from narrative_pipeline.db.fact_reader import FACT_ROW_DTYPE
 from narrative_pipeline.db.fingerprint import file_fingerprint
 from narrative_pipeline.db.schema import create_schema
@@ -160,6 +167,7 @@ class DbUsGaap:
         self._pair_ids: dict[tuple[str, str], int] = {}
         self._load_data_ok = True
         create_schema(self.engine)
+        migrations.add_missing_columns(self.engine, models.filing)  # an older database
         if self.is_sqlite:
             self._create_fact_blocks()
         self._adopt_untracked_filings()
@@ -316,10 +324,12 @@ class DbUsGaap:
         many values conflicted.
         """
         n = len(columns.tickers)
-        files = list(source_files) if source_files is not None else [None] * n
+        files: list[SourceFileState | None] = (
+            list(source_files) if source_files is not None else [None] * n
+        )
         if len(set(columns.tickers)) != n:
             raise ValueError("replace_fact_columns: a ticker appears twice in one batch")
-        options = {"allow_shrink": allow_shrink, "notes": notes}
+        options: dict[str, Any] = {"allow_shrink": allow_shrink, "notes": notes}
         unnamed = _tickers_with_unnamed_facts(columns)
         if unnamed:
             return self._write_without(columns, files, unnamed, options)
@@ -459,18 +469,14 @@ class DbUsGaap:
         p = self._ph
         pair_index, pairs = column_pairs or _column_pairs(columns)
         filing_rows = [
-            (ticker, *filing)
+            sources.filing_row(ticker, filing)
             for ticker, filings in zip(columns.tickers, columns.filings, strict=True)
             for filing in filings
         ]
         offsets = np.cumsum([0] + [len(f) for f in columns.filings])
         self._delete_tickers(cur, columns.tickers)
         if filing_rows:
-            cur.executemany(
-                "INSERT INTO filing (ticker, accn, form, fy, fp, filed) "
-                f"VALUES ({p},{p},{p},{p},{p},{p})",
-                filing_rows,
-            )
+            cur.executemany(sources.filing_insert(p), filing_rows)
         id_of = self._filing_ids(cur, columns.tickers)
         filing_ids = np.array([id_of[(r[0], r[1])] for r in filing_rows], dtype=np.int64)
         if len(columns.values):
@@ -585,14 +591,33 @@ class DbUsGaap:
     def tickers(self) -> list[str]:
         return [r[0] for r in self._query("SELECT DISTINCT ticker FROM filing ORDER BY ticker")]
 
-    def facts_frame(self, tickers: Sequence[str] | None = None) -> pd.DataFrame:
-        """DataFrame[ticker, accn, concept, unit, value] sorted by those four columns.
+    def facts_frame(
+        self, tickers: Sequence[str] | None = None, filing_columns: Sequence[str] = ()
+    ) -> pd.DataFrame:
+        """DataFrame[ticker, accn, concept, unit, value] sorted by those four columns, then
+        each of `filing_columns` (FILING_COLUMNS other than accn, e.g. `period_end`) of the
+        fact's filing.
 
         Read as three numeric columns (filing id, pair id, value) and decoded with array
         lookups against the small filing and concept_unit tables.
         """
         codes = self.fact_codes(tickers)
-        return codes.frame() if len(codes) else _empty_facts_frame()
+        frame = codes.frame() if len(codes) else _empty_facts_frame()
+        if filing_columns:
+            frame = _with_filing_columns(frame, self.filings_frame(tickers, filing_columns))
+        return frame
+
+    def filings_frame(
+        self, tickers: Sequence[str] | None = None, columns: Sequence[str] = FILING_COLUMNS[1:]
+    ) -> pd.DataFrame:
+        """DataFrame[ticker, accn, *columns] of the stored filings, sorted by ticker and accn
+        (fy as Int64, is_amendment as boolean; NULL fields as missing values)."""
+        unknown = [c for c in columns if c not in FILING_COLUMNS[1:]]
+        if unknown:
+            raise ValueError(f"unknown filing columns {unknown}; known: {FILING_COLUMNS[1:]}")
+        names = ["ticker", "accn", *columns]
+        rows = self._filing_rows(f"SELECT {', '.join(names)} FROM filing", tickers)
+        return _typed_filings(pd.DataFrame(rows, columns=names))
 
     def fact_codes(self, tickers: Sequence[str] | None = None) -> FactCodes:
         """`facts_frame`'s rows, in the same order, as positions into the (small) filing and
@@ -682,14 +707,17 @@ class DbUsGaap:
         finally:
             raw.close()
 
-    def _filings(self, tickers: Sequence[str] | None) -> pd.DataFrame:
-        sql = "SELECT id, ticker, accn FROM filing"
+    def _filing_rows(self, sql: str, tickers: Sequence[str] | None) -> list[tuple]:
+        """`sql` (a SELECT ... FROM filing) for every filing, or those of `tickers`."""
         if tickers is None:
-            rows = self._query(sql)
-        else:
-            rows = []
-            for chunk in _chunks(sorted(set(tickers)), IN_CHUNK):
-                rows += self._query(f"{sql} WHERE ticker IN ({','.join('?' * len(chunk))})", chunk)
+            return self._query(sql)
+        rows: list[tuple] = []
+        for chunk in _chunks(sorted(set(tickers)), IN_CHUNK):
+            rows += self._query(f"{sql} WHERE ticker IN ({','.join('?' * len(chunk))})", chunk)
+        return rows
+
+    def _filings(self, tickers: Sequence[str] | None) -> pd.DataFrame:
+        rows = self._filing_rows("SELECT id, ticker, accn FROM filing", tickers)
         frame = pd.DataFrame(rows, columns=["id", "ticker", "accn"])
         return frame.sort_values("id").reset_index(drop=True)
 
@@ -884,7 +912,7 @@ def _tickers_with_unnamed_facts(columns: Any) -> dict[int, Exception]:
 class _Refused(Exception):
     """Tickers of a write refused by the source rules (position in the batch -> reason)."""
 
-    def __init__(self, by_position: dict[int, Exception]) -> None:
+    def __init__(self, by_position: Mapping[int, Exception]) -> None:
         super().__init__(f"{len(by_position)} tickers refused")
         self.by_position = by_position
 
@@ -1002,6 +1030,25 @@ def _concept_rows(frame: pd.DataFrame, type_ids: dict[str, dict[str, int]]) -> l
             strict=True,
         )
     )
+
+
+def _typed_filings(frame: pd.DataFrame) -> pd.DataFrame:
+    """A filings frame with the readers' dtypes, sorted by (ticker, accn)."""
+    if "fy" in frame:
+        frame["fy"] = pd.array(_none_if_na(frame["fy"].tolist()), dtype="Int64")
+    if "is_amendment" in frame:
+        values = _none_if_na(frame["is_amendment"].tolist())
+        frame["is_amendment"] = pd.array(
+            [None if v is None else bool(v) for v in values], dtype="boolean"
+        )
+    return frame.sort_values(["ticker", "accn"], kind="stable").reset_index(drop=True)
+
+
+def _with_filing_columns(facts: pd.DataFrame, filings: pd.DataFrame) -> pd.DataFrame:
+    """`facts` (in its order) with the columns of its rows' filings appended."""
+    facts = facts.astype({"ticker": object, "accn": object})
+    filings = filings.astype({"ticker": object, "accn": object})
+    return facts.merge(filings, on=["ticker", "accn"], how="left", validate="many_to_one")
 
 
 def _empty_facts_frame() -> pd.DataFrame:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Double,
@@ -39,6 +40,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects import mysql
+
+from narrative_pipeline.core.columns import FILING_URL_MAX_CHARS
 
 
 def key_string(length: int) -> String:
@@ -104,6 +107,11 @@ filing = Table(
     Column("fy", Integer, nullable=True),
     Column("fp", String(16), nullable=True),
     Column("filed", String(32), nullable=True),
+    # sec-fetcher's current layout only (NULL otherwise); added to older databases on open
+    # (db/migrations.py), so every column after `filed` must stay nullable.
+    Column("period_end", String(10), nullable=True),
+    Column("is_amendment", Boolean, nullable=True),
+    Column("filing_url", String(FILING_URL_MAX_CHARS), nullable=True),
     UniqueConstraint("ticker", "accn", name="uq_filing_ticker_accn"),
 )
 

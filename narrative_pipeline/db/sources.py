@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from narrative_pipeline.core.columns import FILING_COLUMNS
 from narrative_pipeline.db import fact_reader
 
 SOURCE_KEY_CHARS = 500  # filing_source.source (ticker + accn + source fit InnoDB's key limit)
@@ -184,11 +185,7 @@ def write_shared(
     _delete_filings(cur, ph, is_sqlite, ticker, sorted(own_only - plan.new))
     fresh = [row for row in filings if row[0] not in plan.stored]
     if fresh:
-        cur.executemany(
-            "INSERT INTO filing (ticker, accn, form, fy, fp, filed) "
-            f"VALUES ({ph},{ph},{ph},{ph},{ph},{ph})",
-            [(ticker, *row) for row in fresh],
-        )
+        cur.executemany(filing_insert(ph), [filing_row(ticker, row) for row in fresh])
     cur.execute(f"SELECT accn, id FROM filing WHERE ticker = {ph}", (ticker,))
     id_of = dict(cur.fetchall())
     fid = np.array([id_of[row[0]] for row in filings], dtype=np.int64)[filing_index]
@@ -249,13 +246,26 @@ def _clear_shared(
     return int(conflicts)
 
 
+def filing_insert(ph: str) -> str:
+    """The INSERT of one `filing` row: ticker, then FILING_COLUMNS (both write paths)."""
+    names = ", ".join(("ticker", *FILING_COLUMNS))
+    marks = ",".join([ph] * (1 + len(FILING_COLUMNS)))
+    return f"INSERT INTO filing ({names}) VALUES ({marks})"
+
+
+def filing_row(ticker: str, filing: tuple) -> tuple:
+    """(ticker, *FILING_COLUMNS): a shorter tuple (the older five fields) is padded with NULLs."""
+    return (ticker, *filing) + (None,) * (len(FILING_COLUMNS) - len(filing))
+
+
 def _update_filing_fields(cur: Any, ph: str, ticker: str, rows: list[tuple]) -> None:
-    """form, fy, fp, filed of filings this source alone holds, as the file has them now."""
+    """The fields after accn (FILING_COLUMNS[1:]) of filings this source alone holds, as the
+    file has them now."""
     if rows:
+        assignments = ", ".join(f"{name} = {ph}" for name in FILING_COLUMNS[1:])
         cur.executemany(
-            f"UPDATE filing SET form = {ph}, fy = {ph}, fp = {ph}, filed = {ph} "
-            f"WHERE ticker = {ph} AND accn = {ph}",
-            [(*row[1:], ticker, row[0]) for row in rows],
+            f"UPDATE filing SET {assignments} WHERE ticker = {ph} AND accn = {ph}",
+            [(*filing_row(ticker, row)[2:], ticker, row[0]) for row in rows],
         )
 
 

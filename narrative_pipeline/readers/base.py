@@ -15,7 +15,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from narrative_pipeline.core.columns import FACT_COLUMNS, FILING_COLUMNS  # noqa: F401 (re-export)
+from narrative_pipeline.core.columns import (  # noqa: F401 (FACT_COLUMNS re-exported)
+    FACT_COLUMNS,
+    FILING_COLUMNS,
+    filing_fields,
+)
 
 # A plain decimal or scientific number; anything else (NaN, inf, "1,000", "abc") is non-numeric.
 NUMBER_PATTERN = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
@@ -31,6 +35,9 @@ def _empty_filings() -> pd.DataFrame:
             "fy": pd.Series([], dtype="Int64"),
             "fp": pd.Series([], dtype="str"),
             "filed": pd.Series([], dtype="str"),
+            "period_end": pd.Series([], dtype="str"),
+            "is_amendment": pd.Series([], dtype="boolean"),
+            "filing_url": pd.Series([], dtype="str"),
         }
     )
 
@@ -126,6 +133,14 @@ class FileReport:
         out.messages, out.taxonomy_applied = report.messages, report.taxonomy_applied
         out.duplicate_facts = report.duplicate_facts
         return out
+
+
+def typed_filing_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """fy as Int64 and is_amendment as boolean, in place (filings are few); returns `frame`."""
+    frame["fy"] = pd.array(frame["fy"].tolist(), dtype="Int64")
+    if "is_amendment" in frame:
+        frame["is_amendment"] = pd.array(frame["is_amendment"].tolist(), dtype="boolean")
+    return frame
 
 
 def failed(source: str, ticker: str, error: str) -> ReadResult:
@@ -271,7 +286,7 @@ class FactColumns:
     """Facts of several tickers as flat arrays: the batched write path (one DataFrame per file
     costs more than the database insert of its ~2k facts).
 
-    `filings[t]` lists ticker t's filings as (accn, form, fy, fp, filed); each fact points at
+    `filings[t]` lists ticker t's filings as FILING_COLUMNS tuples; each fact points at
     one of them by (`ticker_index`, `filing_index`). Concept and unit are codes into the
     `concepts` and `units` lists (a name may appear more than once in those lists).
     """
@@ -326,7 +341,7 @@ class FactColumns:
             result.duplicate_facts = report.duplicate_facts
         rows = self.filings[t]
         frame = pd.DataFrame(rows, columns=list(FILING_COLUMNS)) if rows else empty_filings()
-        frame["fy"] = pd.array(frame["fy"].tolist(), dtype="Int64")
+        typed_filing_columns(frame)
         result.filings = frame
         sel = np.flatnonzero(self.ticker_index == t)
         accns = [r[0] for r in rows]
@@ -396,13 +411,13 @@ def fact_columns_from_result(result: ReadResult) -> FactColumns:
         else [None] * len(filings)
         for n in FILING_COLUMNS
     ]
-    for accn, form, fy, fp, filed in zip(*cols, strict=True):
+    for accn, *rest in zip(*cols, strict=True):
         if accn is not None and accn == accn:
-            records[str(accn)] = (form, None if fy is None else int(fy), fp, filed)
+            records[str(accn)] = filing_fields(rest)
     facts = result.facts
     accn_codes, accn_names = _factorize(facts["accn"])
     for accn in accn_names:
-        records.setdefault(accn, (None, None, None, None))
+        records.setdefault(accn, (None,) * (len(FILING_COLUMNS) - 1))
     accns = list(records)
     position = {a: i for i, a in enumerate(accns)}
     remap = np.array([position[a] for a in accn_names] + [-1], dtype=np.int64)

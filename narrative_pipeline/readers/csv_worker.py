@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from narrative_pipeline.pipe_worker import child_main, requests, send
-from narrative_pipeline.readers.sec_fetcher_csv import read_sec_fetcher_csvs
+from narrative_pipeline.readers.sec_fetcher_batch import read_sec_fetcher_csvs
 
 
 def file_fingerprints(paths: list[Path]) -> list[Any]:

@@ -1,4 +1,14 @@
-"""Which files of a landing folder are ingested, and why the others are skipped.
+"""What the landing folder (NARRATIVE_CSV_DIR) takes, which kind each file is, and why the
+other entries are skipped.
+
+The folder, searched recursively, takes:
+- sec-fetcher CSVs, `*.csv` (either layout; read by sec_fetcher_csv.py);
+- SEC companyfacts, `*.json` and `*.json.gz` (one company each) and `*.zip` (the bulk
+  `companyfacts.zip`, read member by member, never extracted; companyfacts.py).
+Temporary names (TEMPORARY_SUFFIXES, e.g. `X.csv.part`) never end with a landing suffix, so a
+writer that writes then renames is seen once complete. The raw_records asset, the sensor, the
+readers and the "is the folder empty?" test of the sample generator all ask this module, so
+they agree.
 
 The folder is walked without following links to folders. An entry with a wanted suffix is
 taken when it is a regular file (or a link to one inside the folder); otherwise it is skipped
@@ -25,6 +35,31 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+CSV_SUFFIXES = (".csv",)
+COMPANYFACTS_SUFFIXES = (".json", ".json.gz", ".zip")
+LANDING_SUFFIXES = CSV_SUFFIXES + COMPANYFACTS_SUFFIXES
+TEMPORARY_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp")
+
+
+def _usable(name: str) -> bool:
+    lower = name.lower()
+    return not name.startswith(".") and not lower.endswith(TEMPORARY_SUFFIXES)
+
+
+def is_csv_name(name: str) -> bool:
+    """A sec-fetcher CSV the landing folder takes (by name)."""
+    return _usable(name) and name.lower().endswith(CSV_SUFFIXES)
+
+
+def is_companyfacts_name(name: str) -> bool:
+    """A companyfacts document or bulk archive the landing folder takes (by name)."""
+    return _usable(name) and name.lower().endswith(COMPANYFACTS_SUFFIXES)
+
+
+def is_landing_name(name: str) -> bool:
+    """Any file the landing folder takes (by name)."""
+    return is_csv_name(name) or is_companyfacts_name(name)
+
 
 @dataclass
 class LandingScan:
@@ -35,6 +70,21 @@ class LandingScan:
 
     def messages(self) -> list[str]:
         return [f"skipped {path}: {reason}" for path, reason in self.skipped]
+
+
+@dataclass
+class LandingFiles:
+    """The landing files under a folder, by kind (each list sorted), and the skipped entries."""
+
+    csv: list[Path] = field(default_factory=list)
+    companyfacts: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.csv) + len(self.companyfacts)
+
+    def messages(self) -> list[str]:
+        return LandingScan(skipped=self.skipped).messages()
 
 
 def landing_marker() -> str | None:
@@ -92,10 +142,10 @@ def scan_landing(
 ) -> LandingScan:
     """Entries under `root` (recursive, links to folders not followed) whose name ends with
     one of `suffixes` (case-insensitive): the regular files, and the others with a reason.
-    `root` itself may be a single file. `marker`: see the module docstring (default
-    NARRATIVE_LANDING_MARKER)."""
+    `root` itself may be a single file. `marker`: see the module docstring (None: the
+    NARRATIVE_LANDING_MARKER setting; "": no marker mode)."""
     root = Path(root)
-    marker = marker or landing_marker()
+    marker = landing_marker() if marker is None else (marker or None)
     scan = LandingScan()
     if root.is_file():
         scan.files.append(root)
@@ -117,3 +167,17 @@ def scan_landing(
     scan.files.sort()
     scan.skipped.sort()
     return scan
+
+
+def landing_files(folder: str | Path, marker: str | None = None) -> LandingFiles:
+    """The landing files under `folder` (recursive) by kind, with the skipped entries; none
+    when it does not exist. `marker`: as scan_landing."""
+    root = Path(folder)
+    found = LandingFiles()
+    if not root.is_dir():
+        return found
+    scan = scan_landing(root, LANDING_SUFFIXES, marker)
+    for path in scan.files:
+        (found.csv if is_csv_name(path.name) else found.companyfacts).append(path)
+    found.skipped = scan.skipped
+    return found

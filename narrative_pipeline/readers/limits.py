@@ -18,7 +18,7 @@ stays near the cap whatever the compression ratio; the error names the file and 
 from __future__ import annotations
 
 import os
-from typing import BinaryIO
+from typing import Protocol
 
 import numpy as np
 
@@ -65,7 +65,13 @@ def too_large(source: str, limit: int) -> InputTooLarge:
     )
 
 
-def read_stream_capped(stream: BinaryIO, source: str, limit: int | None = None) -> bytes:
+class Readable(Protocol):
+    """A binary stream: a file, a GzipFile, a zip member."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def read_stream_capped(stream: Readable, source: str, limit: int | None = None) -> bytes:
     """The whole stream, read in chunks; InputTooLarge as soon as it passes `limit` bytes
     (so a decompression bomb costs at most `limit` plus one chunk)."""
     limit = max_document_bytes() if limit is None else limit

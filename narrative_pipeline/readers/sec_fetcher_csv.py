@@ -1,4 +1,8 @@
-"""sec-fetcher CSVs (one file per ticker, one row per filing, `VALUE::UNIT` cells) -> ReadResult.
+"""sec-fetcher CSVs (one file per ticker, `VALUE::UNIT` cells) -> ReadResult.
+
+Both sec-fetcher layouts are read, detected per file from the header (the older one: one row
+per filing; the current one: one row per period, metadata columns first); what differs is in
+sec_fetcher_layout.py.
 
 Vectorised: the whole file becomes one Arrow string array of cells (row-major) plus row and
 column indices, and every step after that is an Arrow/numpy column operation; no Python
@@ -13,10 +17,13 @@ Decisions on bad input (each reported in `messages`; the good part of the file s
 - no usable filing (header only, every row skipped, no numeric fact), a torn last line, an
   unbalanced quote, a file or line over its cap (readers/limits.py): `error` (held back).
 - not UTF-8, unparsable quoting, no `accn` column: `error` (the file is unusable).
-- missing `form`/`fy`/`fp`/`filed` column: loaded with that field NULL.
+- missing `form`/`fy`/`fp`/`filed` column (or, in the current layout, another metadata
+  column): loaded with that field NULL.
 - duplicated column name: the first copy is used, later copies are ignored.
 - a row with the wrong number of fields, or an empty `accn`: that row is skipped.
-- a filing (accn) repeated in several rows: the last row wins per (concept, unit).
+- a filing (accn) repeated in several rows: the last row wins per (concept, unit); in the
+  current layout such rows are kept apart by their period (sec_fetcher_layout.row_keys).
+- bad current-layout metadata: see sec_fetcher_layout.py.
 """
 
 from __future__ import annotations
@@ -34,24 +41,29 @@ import pyarrow.csv as pacsv
 
 from narrative_pipeline.readers.base import (
     FILING_COLUMNS,
-    FactColumns,
-    FileReport,
     ReadResult,
-    concat_fact_columns,
     drop_duplicate_facts,
-    fact_columns_from_result,
     failed,
     fy_column,
     no_usable_filing,
     parse_value_unit_cells,
     ticker_from_name,
+    typed_filing_columns,
 )
 from narrative_pipeline.readers.landing import scan_landing
 from narrative_pipeline.readers.limits import InputTooLarge, held_back_reason, read_file_capped
+from narrative_pipeline.readers.sec_fetcher_layout import (
+    CURRENT_COLUMNS,
+    METADATA_COLUMNS,
+    OLDER_COLUMNS,
+    RowPlaces,
+    check_current_rows,
+    is_current_layout,
+)
 
 log = logging.getLogger(__name__)
 MAX_ROW_MESSAGES = 5
-_FILING_SET = frozenset(FILING_COLUMNS)
+_OLDER_SET = frozenset(OLDER_COLUMNS)
 
 
 @dataclass
@@ -63,6 +75,7 @@ class Grid:
     cells: pa.Array  # trimmed, non-empty cell texts
     row: np.ndarray  # data-row index of each cell
     col: np.ndarray  # column index of each cell
+    places: RowPlaces  # where each data row sits in the file
 
 
 def iter_csv_files(root: str | Path) -> list[Path]:
@@ -71,7 +84,9 @@ def iter_csv_files(root: str | Path) -> list[Path]:
     return scan_landing(root, (".csv",)).files
 
 
-def _non_empty(cells: pa.Array, row: np.ndarray, col: np.ndarray) -> tuple:
+def _non_empty(
+    cells: pa.Array, row: np.ndarray, col: np.ndarray
+) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     cells = pc.utf8_trim_whitespace(cells.cast(pa.string()))
     filled = pc.fill_null(pc.greater(pc.binary_length(cells), 0), False)
     idx = np.flatnonzero(filled.to_numpy(zero_copy_only=False))
@@ -81,7 +96,7 @@ def _non_empty(cells: pa.Array, row: np.ndarray, col: np.ndarray) -> tuple:
 _QUOTED = re.compile(r'"([^"]*)"')
 
 
-def _only_simple_quotes(text: str) -> bool:
+def only_simple_quotes(text: str) -> bool:
     """True when every quote pair wraps a whole field holding no comma, newline or quote
     (e.g. `""` or `"accn"`), so splitting on commas and then dropping the quotes is exact."""
     last_end = -1
@@ -127,7 +142,9 @@ def _split_plain(text: str, messages: list[str], unquote: bool = False) -> Grid:
         cells = pc.utf8_trim(pc.utf8_trim_whitespace(cells), characters='"')
     row = np.repeat(np.arange(n_rows), len(header))
     col = np.tile(np.arange(len(header)), n_rows)
-    return Grid(header, n_rows, *_non_empty(cells, row, col))
+    position = np.flatnonzero(good)
+    places = RowPlaces(position, line_no[1 + position])
+    return Grid(header, n_rows, *_non_empty(cells, row, col), places)
 
 
 def _split_quoted(data: bytes, messages: list[str]) -> Grid:
@@ -158,7 +175,7 @@ def _split_quoted(data: bytes, messages: list[str]) -> Grid:
     cells = pa.concat_arrays(columns) if columns else pa.array([], pa.string())
     col = np.repeat(np.arange(len(columns)), n_rows)
     row = np.tile(np.arange(n_rows), len(columns))
-    return Grid(header, n_rows, *_non_empty(cells, row, col))
+    return Grid(header, n_rows, *_non_empty(cells, row, col), RowPlaces(np.arange(n_rows)))
 
 
 def _first_copies(header: list[str], messages: list[str]) -> np.ndarray:
@@ -196,7 +213,7 @@ def _concept_columns(
     for i, name in enumerate(header):
         if not take[i]:
             continue
-        if name in FILING_COLUMNS:
+        if name in METADATA_COLUMNS:
             take[i] = False
         elif not name:
             take[i] = False
@@ -236,7 +253,7 @@ def _grid_from_bytes(data: bytes, result: ReadResult) -> Grid | None:
     try:
         if '"' not in text:
             return _split_plain(text, result.messages)
-        if _only_simple_quotes(text):
+        if only_simple_quotes(text):
             return _split_plain(text, result.messages, unquote=True)
         return _split_quoted(data, result.messages)
     except pa.ArrowInvalid as exc:
@@ -245,16 +262,24 @@ def _grid_from_bytes(data: bytes, result: ReadResult) -> Grid | None:
 
 
 def _filing_rows(grid: Grid, index: dict[str, int], result: ReadResult) -> dict[str, list] | None:
-    """Per-row filing fields as lists (rows are few); None (with result.error) when there is
-    no accn column."""
+    """Per-row filing fields as lists (rows are few), the current layout's checked and keyed
+    (sec_fetcher_layout.py); None (with result.error) when there is no accn column."""
     if "accn" not in index:
         result.error = "no 'accn' column: facts cannot be attached to filings"
         return None
-    for name in ("form", "fy", "fp", "filed"):
-        if name not in index:
+    current = is_current_layout(index)
+    for name in CURRENT_COLUMNS if current else OLDER_COLUMNS:
+        if name == "canonical_order" and name not in index:
+            result.messages.append("no 'canonical_order' column: the row order is not checked")
+        elif name not in index:
             result.messages.append(f"no {name!r} column: loaded with {name} empty (NULL)")
     fields = {name: _filing_field(grid, index.get(name)) for name in FILING_COLUMNS}
     fields["fy"] = fy_column(pa.array(fields["fy"], pa.string())).to_pylist()
+    if current:
+        order = (
+            _filing_field(grid, index["canonical_order"]) if "canonical_order" in index else None
+        )
+        check_current_rows(fields, order, grid.places, result.messages)
     return fields
 
 
@@ -345,8 +370,7 @@ def _filings_frame(rows: dict[str, list], accns: dict[str, int]) -> pd.DataFrame
     last_row = {a: i for i, a in enumerate(rows["accn"]) if a is not None}
     picked = [last_row[a] for a in accns]
     frame = pd.DataFrame({name: [rows[name][i] for i in picked] for name in FILING_COLUMNS})
-    frame["fy"] = pd.array(frame["fy"].tolist(), dtype="Int64")
-    return frame
+    return typed_filing_columns(frame)
 
 
 def _finish(result: ReadResult) -> ReadResult:
@@ -359,237 +383,3 @@ def _finish(result: ReadResult) -> ReadResult:
         ok.skipped_columns = result.skipped_columns
         return ok
     return result
-
-
-# ------------------------------------------------------------------------ batched reading
-@dataclass
-class CsvBatch:
-    """Several sec-fetcher CSVs read together.
-
-    `reports[i]` is file i's FileReport: a ReadResult without its frames (source, ticker,
-    error, counts and messages exactly as `read_sec_fetcher_csv` gives them); the facts and
-    filings of every file without `error` are in `columns` (in file order). `results()` rebuilds the full
-    per-file ReadResults (slower; for callers that want the frames).
-    """
-
-    reports: list[FileReport]
-    columns: FactColumns
-    column_of_file: list[int]  # file i -> its ticker position in `columns`, -1 when error
-
-    def results(self) -> list[ReadResult]:
-        out = []
-        for report, t in zip(self.reports, self.column_of_file, strict=True):
-            out.append(report.as_result() if t < 0 else self.columns.ticker_result(t, report))
-        return out
-
-
-@dataclass
-class _PlainFile:
-    """A file that passed the per-file checks of the batched fast path."""
-
-    index: int  # position in the batch
-    path: Path
-    header: list[str]
-    lines: list[str]  # data lines (non-empty, `\r` trimmed)
-    result: FileReport  # messages/skipped columns so far
-    unquote: bool  # simply quoted fields (`""`, `"accn"`): quotes are dropped
-
-
-def read_sec_fetcher_csvs(
-    paths: list[str | Path], taxonomy_concepts: set[str] | None = None
-) -> CsvBatch:
-    """Read many CSVs with one set of Arrow kernels for all of them (per-file kernel calls cost
-    more than the work on a ~2k-cell file). Gives the same results as `read_sec_fetcher_csv`
-    on each file: a file the fast path cannot take exactly as it is (quotes, ragged rows,
-    duplicated or missing columns, rows without or with repeated accn, any skipped cell) is
-    read again by `read_sec_fetcher_csv`, so its messages are that reader's own.
-    """
-    paths = [Path(p) for p in paths]
-    reports: list[ReadResult | FileReport | None] = [None] * len(paths)
-    plain: list[_PlainFile] = []
-    for i, path in enumerate(paths):
-        candidate = _plain_candidate(i, path, taxonomy_concepts)
-        if candidate is None:
-            reports[i] = read_sec_fetcher_csv(path, taxonomy_concepts)
-        else:
-            plain.append(candidate)
-    fast, slow = _read_plain_files(plain)
-    for i in slow:
-        reports[i] = read_sec_fetcher_csv(paths[i], taxonomy_concepts)
-    parts: list[FactColumns] = []
-    order: list[int] = []  # file index of each ticker in `parts` order
-    if fast is not None:
-        parts.append(fast[0])
-        order += fast[1]
-        for pf in plain:
-            if pf.index in fast[2]:
-                reports[pf.index] = pf.result
-    taken = set(order)
-    for i, report in enumerate(reports):
-        if i not in taken and isinstance(report, ReadResult) and not report.error:
-            parts.append(fact_columns_from_result(report))
-            order.append(i)
-    columns = concat_fact_columns(parts) if parts else _no_columns()
-    column_of_file = [-1] * len(paths)
-    for t, i in enumerate(order):
-        column_of_file[i] = t
-    return CsvBatch([FileReport.of(r) for r in reports if r is not None], columns, column_of_file)
-
-
-def _no_columns() -> FactColumns:
-    empty = np.zeros(0, np.int64)
-    return FactColumns([], [], [], empty, empty, [], empty, [], empty, np.zeros(0, np.float64))
-
-
-def _plain_candidate(index: int, path: Path, taxonomy: set[str] | None) -> _PlainFile | None:
-    """The file split into header and data lines when the fast path can take it, else None.
-    Only whole lines become Python strings here, never cells."""
-    try:
-        data = read_file_capped(path)
-    except (OSError, InputTooLarge):
-        return None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    if held_back_reason(data, str(path)):
-        return None  # the per-file reader reports it
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    unquote = '"' in text
-    if unquote and not _only_simple_quotes(text):
-        return None
-    lines = [line for line in (raw.rstrip("\r") for raw in text.split("\n")) if line]
-    if len(lines) < 2:
-        return None  # empty or header-only: the per-file reader's messages
-    header = [h.strip().strip('"') if unquote else h.strip() for h in lines[0].split(",")]
-    names = set(header)
-    if len(names) != len(header) or "" in names or not names.issuperset(FILING_COLUMNS):
-        return None
-    commas = len(header) - 1
-    if any(line.count(",") != commas for line in lines[1:]):
-        return None
-    result = FileReport(source=str(path), ticker=ticker_from_name(path.name))
-    take = _plain_concept_columns(header, taxonomy, result)
-    return _PlainFile(
-        index,
-        path,
-        [h if t or h in _FILING_SET else "" for h, t in zip(header, take, strict=True)],
-        lines[1:],
-        result,
-        unquote,
-    )
-
-
-def _plain_concept_columns(
-    header: list[str], taxonomy: set[str] | None, result: FileReport
-) -> list[bool]:
-    """`_concept_columns` for a header with unique, non-empty names that holds every filing
-    column (what `_plain_candidate` checked): the same flags and messages, fewer steps."""
-    if taxonomy is None:
-        result.taxonomy_applied = False
-        result.messages.append(
-            f"no taxonomy: all {len(header) - len(FILING_COLUMNS)} concept columns taken, "
-            "balance and period types unknown"
-        )
-        return [name not in FILING_COLUMNS for name in header]
-    take = [name not in FILING_COLUMNS and name in taxonomy for name in header]
-    result.skipped_columns = [
-        name for name, t in zip(header, take, strict=True) if not t and name not in FILING_COLUMNS
-    ]
-    if result.skipped_columns:
-        result.messages.append(
-            f"{len(result.skipped_columns)} columns outside the US-GAAP taxonomy skipped"
-        )
-    return take
-
-
-def _read_plain_files(
-    plain: list[_PlainFile],
-) -> tuple[tuple[FactColumns, list[int], set[int]] | None, list[int]]:
-    """The fast path for `plain` files: (FactColumns, file index per ticker, those indices)
-    for the files it took, and the indices of those to read again one by one."""
-    if not plain:
-        return None, []
-    lines = [line for pf in plain for line in pf.lines]
-    n_lines = np.array([len(pf.lines) for pf in plain], dtype=np.int64)
-    n_cols = np.array([len(pf.header) for pf in plain], dtype=np.int64)
-    file_of_line = np.repeat(np.arange(len(plain)), n_lines)
-    row_of_line = np.arange(len(lines)) - np.repeat(np.cumsum(n_lines) - n_lines, n_lines)
-    rows = pc.split_pattern(pa.array(lines, pa.string()), ",")
-    cells = pc.utf8_trim_whitespace(pc.list_flatten(rows))
-    if any(pf.unquote for pf in plain):
-        # As `_split_plain(unquote=True)`; a no-op on the cells of files without quotes.
-        cells = pc.utf8_trim_whitespace(pc.utf8_trim(cells, characters='"'))
-    line_of_cell = pc.list_parent_indices(rows).to_numpy()
-    col = np.arange(len(cells)) - rows.offsets.to_numpy()[:-1][line_of_cell]
-    col_base = np.cumsum(n_cols) - n_cols
-    gcol = col_base[file_of_line[line_of_cell]] + col
-    # Global column tables: concept name code per column (-1: not taken), filing role.
-    all_names = pa.array([name for pf in plain for name in pf.header], pa.string())
-    role_of_col = pc.fill_null(
-        pc.index_in(all_names, value_set=pa.array(FILING_COLUMNS)), -1
-    ).to_numpy(zero_copy_only=False)
-    encoded = all_names.dictionary_encode()
-    concept_of_col = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    not_taken = (role_of_col >= 0) | (pc.binary_length(all_names).to_numpy() == 0)
-    concept_of_col[not_taken] = -1
-    names = encoded.dictionary.to_pylist()
-    filled = pc.greater(pc.binary_length(cells), 0).to_numpy(zero_copy_only=False)
-    # Filing fields (5 per row): few enough for Python lists.
-    fsel = np.flatnonzero(filled & (role_of_col[gcol] >= 0))
-    fields = [[None] * len(FILING_COLUMNS) for _ in range(len(lines))]
-    for line, k, text in zip(
-        line_of_cell[fsel].tolist(),
-        role_of_col[gcol[fsel]].tolist(),
-        pc.take(cells, fsel).to_pylist(),
-        strict=True,
-    ):
-        fields[line][k] = text
-    fy = fy_column(pa.array([f[2] for f in fields], pa.string())).to_pylist()
-    bad_file = np.zeros(len(plain), dtype=bool)
-    starts = (np.cumsum(n_lines) - n_lines).tolist()
-    for f in range(len(plain)):
-        start = starts[f]
-        accns = [fields[line][0] for line in range(start, start + int(n_lines[f]))]
-        if None in accns or len(set(accns)) != len(accns):
-            bad_file[f] = True
-    # Concept cells of every file at once.
-    csel = np.flatnonzero(filled & (concept_of_col[gcol] >= 0))
-    parsed = parse_value_unit_cells(pc.take(cells, csel))
-    skipped = np.ones(len(csel), dtype=bool)
-    skipped[parsed.keep] = False
-    bad_file[np.unique(file_of_line[line_of_cell[csel[skipped]]])] = True
-    kept = csel[parsed.keep]
-    fact_file = file_of_line[line_of_cell[kept]]
-    bad_file |= np.bincount(fact_file, minlength=len(plain)) == 0  # no fact: the reader's error
-    good = ~bad_file[fact_file]
-    kept, fact_file = kept[good], fact_file[good]
-    units = pc.take(parsed.units, np.flatnonzero(good)).dictionary_encode()
-    taken = np.flatnonzero(~bad_file)
-    ticker_of_file = np.full(len(plain), -1, dtype=np.int64)
-    ticker_of_file[taken] = np.arange(len(taken))
-    filings = []
-    for f in taken.tolist():
-        start = starts[f]
-        filings.append(
-            [
-                (*fields[line][:2], fy[line], *fields[line][3:])
-                for line in range(start, start + int(n_lines[f]))
-            ]
-        )
-    columns = FactColumns(
-        sources=[plain[f].result.source for f in taken.tolist()],
-        tickers=[plain[f].result.ticker for f in taken.tolist()],
-        filings=filings,
-        ticker_index=ticker_of_file[fact_file],
-        filing_index=row_of_line[line_of_cell[kept]],
-        concepts=names,
-        concept_code=concept_of_col[gcol[kept]],
-        units=units.dictionary.to_pylist(),
-        unit_code=units.indices.to_numpy(zero_copy_only=False).astype(np.int64),
-        values=parsed.values[good],
-    )
-    taken_files = [plain[f].index for f in taken.tolist()]
-    slow = [plain[f].index for f in np.flatnonzero(bad_file).tolist()]
-    return (columns, taken_files, set(taken_files)), slow

@@ -24,12 +24,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from narrative_pipeline.readers.landing import COMPANYFACTS_SUFFIXES, CSV_SUFFIXES
 from narrative_pipeline.us_gaap.reports import IngestReport, SkippedFile
 
 Progress = Callable[[int, int, str], None]  # (files done, files total, current path)
 PREFETCH = 4
 CSV_BATCH_FILES = 64  # files read and written together (per-file fixed costs dominate)
-COMPANYFACTS_SUFFIXES = (".json", ".json.gz", ".zip")
 
 
 def _taxonomy_filter(db: Any) -> set[str] | None:
@@ -200,7 +200,7 @@ def load_csv_files(
     if not csv_dir.is_dir():
         raise FileNotFoundError(f"CSV folder {csv_dir} does not exist")
     report = IngestReport(source=str(csv_dir))
-    scan = scan_landing(csv_dir, (".csv",))
+    scan = scan_landing(csv_dir, CSV_SUFFIXES)
     report.messages.extend(scan.messages())
     paths = scan.files
     report.files_seen = len(paths)
