@@ -20,19 +20,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from narrative_pipeline.db.protocol import IngestTarget
+from narrative_pipeline.us_gaap.read_ahead import prefetched, read_csv_batch
 from narrative_pipeline.us_gaap.reports import IngestReport, SkippedFile
 
 Progress = Callable[[int, int, str], None]  # (files done, files total, current path)
-PREFETCH = 4
 CSV_BATCH_FILES = 64  # files read and written together (per-file fixed costs dominate)
 COMPANYFACTS_SUFFIXES = (".json", ".json.gz", ".zip")
 
 
-def _taxonomy_filter(db: Any) -> set[str] | None:
+def _taxonomy_filter(db: IngestTarget) -> set[str] | None:
     """The taxonomy's concept names, or None (take every concept column) when none is loaded."""
     concepts = db.taxonomy_concepts()
     return set(concepts) if concepts else None
@@ -59,41 +59,7 @@ def _merge_result(report: IngestReport, result: Any) -> None:
     report.messages.extend(f"{result.source}: {m}" for m in result.messages)
 
 
-def _prefetched(
-    items: list[Path], read: Callable[[Path], Any], workers: int
-) -> Iterator[tuple[Path, Any]]:
-    """(path, read(path)) in order, with up to PREFETCH reads running ahead in threads.
-
-    `read` returns a list (parsed in the thread) or a lazy iterator (consumed by the caller).
-    """
-    if workers <= 1:
-        for path in items:
-            yield path, _capture(read, path)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: list[tuple[Path, Future]] = []
-        queue = iter(items)
-        for path in queue:
-            pending.append((path, pool.submit(_capture, read, path)))
-            if len(pending) >= PREFETCH:
-                break
-        while pending:
-            path, future = pending.pop(0)
-            nxt = next(queue, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(_capture, read, nxt)))
-            yield path, future.result()
-
-
-def _capture(read: Callable[[Path], Any], path: Path) -> Any:
-    """read(path), or the exception it raised (readers report bad content; this catches bugs/IO)."""
-    try:
-        return read(path)
-    except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the run
-        return exc
-
-
-def _changed_files(report: IngestReport, db: Any, paths: list[Path]) -> list[Path]:
+def _changed_files(report: IngestReport, db: IngestTarget, paths: list[Path]) -> list[Path]:
     """The files the database does not hold unchanged; the others are counted in the report."""
     many = getattr(db, "unchanged_source_files", None)
     unchanged = many(paths) if many else [db.source_file_unchanged(p) for p in paths]
@@ -103,7 +69,7 @@ def _changed_files(report: IngestReport, db: Any, paths: list[Path]) -> list[Pat
 
 def _load_results(
     report: IngestReport,
-    db: Any,
+    db: IngestTarget,
     paths: list[Path],
     read: Callable[[Path], Iterable[Any]],
     progress: Progress | None,
@@ -114,12 +80,13 @@ def _load_results(
     started = time.perf_counter()
     todo = _changed_files(report, db, paths)
     done = report.files_unchanged
-    for path, outcome in _prefetched(todo, _fingerprinted(read), workers):
+    for path, outcome in prefetched(todo, _fingerprinted(read), workers):
         done += 1
         if isinstance(outcome, Exception):
             report.skipped_files.append(SkippedFile(str(path), f"unreadable: {outcome}"))
         else:
-            _store_results(report, db, path, *outcome, allow_shrink=allow_shrink)
+            fingerprint, results = outcome
+            _store_results(report, db, path, fingerprint, results, allow_shrink=allow_shrink)
         if progress is not None:
             progress(done, len(paths), str(path))
     report.timings["files_to_db"] = round(time.perf_counter() - started, 4)
@@ -139,7 +106,7 @@ def _add_notes(report: IngestReport, notes: list[Any]) -> None:
 
 def _store_results(
     report: IngestReport,
-    db: Any,
+    db: IngestTarget,
     path: Path,
     fingerprint: tuple,
     results: Iterable[Any],
@@ -187,7 +154,7 @@ def _store_results(
 
 def load_csv_files(
     csv_dir: str | Path,
-    db: Any,
+    db: IngestTarget,
     progress: Progress | None = None,
     workers: int = 2,
     allow_shrink: bool = False,
@@ -232,16 +199,9 @@ def csv_batches(paths: list[Path], size: int | None = None) -> list[list[Path]]:
     return batches
 
 
-def _read_csv_batch(paths: list[Path], concepts: set[str] | None) -> tuple[list[tuple], Any]:
-    """Fingerprints, then the files read together (the same code as the worker process)."""
-    from narrative_pipeline.readers.csv_worker import read_csv_batch
-
-    return read_csv_batch(paths, concepts)
-
-
 def _load_csv_batches(
     report: IngestReport,
-    db: Any,
+    db: IngestTarget,
     paths: list[Path],
     concepts: set[str] | None,
     progress: Progress | None,
@@ -259,7 +219,8 @@ def _load_csv_batches(
             for path in batch:
                 report.skipped_files.append(SkippedFile(str(path), f"unreadable: {outcome}"))
         else:
-            _store_csv_batch(report, db, batch, *outcome, allow_shrink=allow_shrink)
+            fingerprints, read = outcome
+            _store_csv_batch(report, db, batch, fingerprints, read, allow_shrink=allow_shrink)
         for path in batch:
             done += 1
             if progress is not None:
@@ -276,13 +237,12 @@ def _read_batches(
 
     if workers >= 2 and csv_process.use_worker_process(len(batches)):
         return csv_process.read_batches_in_worker(batches, concepts)
-    read = lambda batch: _read_csv_batch(batch, concepts)  # noqa: E731
-    return _prefetched(batches, read, workers)  # type: ignore[arg-type]
+    return prefetched(batches, lambda batch: read_csv_batch(batch, concepts), workers)
 
 
 def _store_csv_batch(
     report: IngestReport,
-    db: Any,
+    db: IngestTarget,
     paths: list[Path],
     fingerprints: list[tuple],
     batch: Any,
@@ -335,7 +295,7 @@ def companyfacts_files(path: str | Path, messages: list[str] | None = None) -> l
 
 def load_companyfacts(
     path: str | Path,
-    db: Any,
+    db: IngestTarget,
     progress: Progress | None = None,
     workers: int = 2,
     allow_shrink: bool = False,
