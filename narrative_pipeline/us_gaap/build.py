@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from math import ceil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,9 @@ from narrative_pipeline.db.protocol import FactSource
 from narrative_pipeline.store.protocol import KeyValueStore
 from narrative_pipeline.us_gaap import layout
 from narrative_pipeline.us_gaap.chunk_table import ChunkTable
+
+if TYPE_CHECKING:
+    from narrative_pipeline.db.database import FactCodes
 
 FACT_FRAME_ROWS = 262_144  # target rows per database read
 MAX_TICKERS_PER_QUERY = 500  # keeps IN (...) lists well under SQL parameter limits
@@ -132,7 +135,7 @@ def _factorize_two(first: pd.Series, second: pd.Series) -> tuple[np.ndarray, tup
     )
 
 
-def cell_keys_from_codes(codes: Any) -> np.ndarray:
+def cell_keys_from_codes(codes: FactCodes) -> np.ndarray:
     """`cell_keys` of DbUsGaap.fact_codes rows: one hash per filing and per pair of its
     (small) tables, combined per fact by position."""
     filing_hash = _hash_texts(codes.filing_ticker.to_pylist(), codes.filing_accn.to_pylist())
@@ -160,7 +163,7 @@ class PairAssigner:
         ]
         return self._ids_of(pairs)[codes]
 
-    def assign_codes(self, codes: Any) -> np.ndarray:
+    def assign_codes(self, codes: FactCodes) -> np.ndarray:
         """`assign` for DbUsGaap.fact_codes rows: pairs are factorized by their table
         position (one per (concept, unit)), so the ids are the same as `assign`'s."""
         pair_codes, combos = pd.factorize(codes.pair_pos)

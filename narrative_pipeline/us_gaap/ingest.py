@@ -21,11 +21,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from narrative_pipeline.db.protocol import IngestTarget
 from narrative_pipeline.us_gaap.read_ahead import prefetched, read_csv_batch
 from narrative_pipeline.us_gaap.reports import IngestReport, SkippedFile
+
+if TYPE_CHECKING:  # the readers and the database are imported when a load starts
+    from narrative_pipeline.db.database import SourceFileState
+    from narrative_pipeline.db.sources import SourceNote
+    from narrative_pipeline.readers.base import FileReport, ReadResult
+    from narrative_pipeline.readers.sec_fetcher_csv import CsvBatch
 
 Progress = Callable[[int, int, str], None]  # (files done, files total, current path)
 CSV_BATCH_FILES = 64  # files read and written together (per-file fixed costs dominate)
@@ -50,7 +56,7 @@ def _fingerprinted(read: Callable[[Path], Any]) -> Callable[[Path], tuple[tuple,
     return run
 
 
-def _merge_result(report: IngestReport, result: Any) -> None:
+def _merge_result(report: IngestReport, result: ReadResult | FileReport) -> None:
     """Add one ReadResult's counts and messages to the report."""
     report.skipped_cells += int(result.skipped_cells)
     for unit, count in result.non_numeric_units.items():
@@ -97,7 +103,7 @@ def _write_failure(outcome: Exception) -> str:
     return str(outcome) if isinstance(outcome, ValueError) else f"failed while writing: {outcome}"
 
 
-def _add_notes(report: IngestReport, notes: list[Any]) -> None:
+def _add_notes(report: IngestReport, notes: list[SourceNote]) -> None:
     """Filings shared between sources and their conflicting values, into the report."""
     for note in notes:
         report.conflicting_facts += int(note.conflicts)
@@ -109,7 +115,7 @@ def _store_results(
     db: IngestTarget,
     path: Path,
     fingerprint: tuple,
-    results: Iterable[Any],
+    results: Iterable[ReadResult],
     allow_shrink: bool = False,
 ) -> None:
     """Write each result of one file (a lazy iterator for a bulk zip), then record the file.
@@ -131,7 +137,7 @@ def _store_results(
                 report.skipped_files.append(SkippedFile(result.source or str(path), result.error))
                 continue
             state = SourceFileState(str(path), result.ticker, size, mtime, sha) if single else None
-            notes: list[Any] = []
+            notes: list[SourceNote] = []
             try:
                 written = db.replace_ticker(
                     result, source_file=state, allow_shrink=allow_shrink, notes=notes
@@ -245,13 +251,13 @@ def _store_csv_batch(
     db: IngestTarget,
     paths: list[Path],
     fingerprints: list[tuple],
-    batch: Any,
+    batch: CsvBatch,
     allow_shrink: bool = False,
 ) -> None:
     """Write one read batch: every file without error, each recorded with its ticker."""
     from narrative_pipeline.db.database import SourceFileState
 
-    states: list[Any] = [None] * len(batch.columns.tickers)
+    states: list[SourceFileState | None] = [None] * len(batch.columns.tickers)
     for path, fingerprint, result, t in zip(
         paths, fingerprints, batch.reports, batch.column_of_file, strict=True
     ):
@@ -260,7 +266,7 @@ def _store_csv_batch(
             report.skipped_files.append(SkippedFile(result.source or str(path), result.error))
         elif fingerprint is not None:
             states[t] = SourceFileState(str(path), result.ticker, *fingerprint)
-    notes: list[Any] = []
+    notes: list[SourceNote] = []
     outcomes = (
         db.replace_fact_columns(batch.columns, states, allow_shrink=allow_shrink, notes=notes)
         if states
