@@ -10,12 +10,16 @@ The store checks attach to `triplets`: steps 2-5 build a pending store generatio
 # No `from __future__ import annotations`: Dagster reads the Config/resource annotations at runtime.
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import numpy as np
 
 from narrative_pipeline.resources import DatabaseResource, StoreResource
+
+if TYPE_CHECKING:  # string annotations below: the checks import the store lazily
+    from narrative_pipeline.db.protocol import FactSource
+    from narrative_pipeline.us_gaap import UsGaapStore
 
 ROUND_TRIP_SAMPLE = 500  # cells checked one by one, exactly as the original test did
 FINITE_CHUNK = 1 << 20  # cells read per chunk when scanning every triplet
@@ -23,7 +27,7 @@ SAMPLE_SEED = 0
 
 
 def evaluate_scaler_round_trip(
-    us_gaap_store: Any, sample_size: int = ROUND_TRIP_SAMPLE, seed: int = SAMPLE_SEED
+    us_gaap_store: "UsGaapStore", sample_size: int = ROUND_TRIP_SAMPLE, seed: int = SAMPLE_SEED
 ) -> dg.AssetCheckResult:
     """`scaler.transform([[unscaled]])[0][0] == scaled` exactly, on a seeded sample of cells."""
     count = int(us_gaap_store.get_triplet_count())
@@ -59,7 +63,9 @@ def evaluate_scaler_round_trip(
     return dg.AssetCheckResult(passed=not mismatches, metadata=metadata)
 
 
-def evaluate_triplets_finite(us_gaap_store: Any, chunk: int = FINITE_CHUNK) -> dg.AssetCheckResult:
+def evaluate_triplets_finite(
+    us_gaap_store: "UsGaapStore", chunk: int = FINITE_CHUNK
+) -> dg.AssetCheckResult:
     """No NaN or infinity among the unscaled and scaled values of every stored cell."""
     count = int(us_gaap_store.get_triplet_count())
     bad_unscaled = bad_scaled = 0
@@ -84,7 +90,7 @@ def evaluate_triplets_finite(us_gaap_store: Any, chunk: int = FINITE_CHUNK) -> d
     )
 
 
-def evaluate_triplet_count(us_gaap_store: Any, db: Any) -> dg.AssetCheckResult:
+def evaluate_triplet_count(us_gaap_store: "UsGaapStore", db: "FactSource") -> dg.AssetCheckResult:
     """The store holds exactly one triplet per numeric fact in the database."""
     triplets = int(us_gaap_store.get_triplet_count())
     facts = int(db.fact_count())
@@ -98,7 +104,7 @@ def evaluate_triplet_count(us_gaap_store: Any, db: Any) -> dg.AssetCheckResult:
     )
 
 
-def evaluate_pairs_complete(us_gaap_store: Any) -> dg.AssetCheckResult:
+def evaluate_pairs_complete(us_gaap_store: "UsGaapStore") -> dg.AssetCheckResult:
     """Every (concept, unit) pair has a finite PCA embedding and a fitted scaler."""
     pair_count = int(us_gaap_store.get_pair_count())
     matrix, pairs = us_gaap_store.get_embedding_matrix()

@@ -13,9 +13,14 @@ import importlib.util
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import dagster as dg
+
+if TYPE_CHECKING:  # imported lazily at run time: loading definitions stays cheap
+    from narrative_pipeline.db import DbUsGaap
+    from narrative_pipeline.store.protocol import KeyValueStore
+    from narrative_pipeline.us_gaap import UsGaapStore
 
 DEFAULT_DATA_DIR = "data"
 STORE_FILE_NAME = "narrative_store.bin"
@@ -74,7 +79,7 @@ class DatabaseResource(dg.ConfigurableResource):
         data_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{(data_dir / 'narrative.sqlite').resolve()}"
 
-    def get_db(self) -> Any:
+    def get_db(self) -> DbUsGaap:
         """A `DbUsGaap` on the resolved URL (creates the schema when missing)."""
         from narrative_pipeline.db import DbUsGaap
 
@@ -146,7 +151,7 @@ class StoreResource(dg.ConfigurableResource):
             return f"ws://{address[0]}:{address[1]} ({self.client} client)"
         return f"embedded file {self.embedded_path()}"
 
-    def connect(self, read_only: bool = False) -> Any:
+    def connect(self, read_only: bool = False) -> KeyValueStore:
         """A new store handle (DataStore or a WebSocket client); the caller closes it."""
         address = self.server_address()
         if address:
@@ -158,7 +163,7 @@ class StoreResource(dg.ConfigurableResource):
         return DataStore(path, read_only=read_only)
 
     @contextlib.contextmanager
-    def open(self, read_only: bool = False) -> Iterator[Any]:
+    def open(self, read_only: bool = False) -> Iterator[KeyValueStore]:
         """Open the store for the duration of a step and close it after (if it can close)."""
         handle = self.connect(read_only=read_only)
         try:
@@ -169,14 +174,14 @@ class StoreResource(dg.ConfigurableResource):
                 close()
 
     @contextlib.contextmanager
-    def us_gaap_store(self, read_only: bool = False) -> Iterator[Any]:
+    def us_gaap_store(self, read_only: bool = False) -> Iterator[UsGaapStore]:
         """A `UsGaapStore` over a freshly opened store, closed after the block."""
         from narrative_pipeline.us_gaap_store import UsGaapStore
 
         with self.open(read_only=read_only) as handle:
             yield UsGaapStore(handle)
 
-    def us_gaap_store_factory(self) -> Callable[[], Any]:
+    def us_gaap_store_factory(self) -> Callable[[], UsGaapStore]:
         """A picklable-enough factory opening a read-only `UsGaapStore` (one per DataLoader worker)."""
         return _UsGaapStoreFactory(self.server_address(), self.client, str(self.embedded_path()))
 
@@ -189,7 +194,7 @@ class _UsGaapStoreFactory:
         self.client = client
         self.path = path
 
-    def __call__(self) -> Any:
+    def __call__(self) -> UsGaapStore:
         from narrative_pipeline.us_gaap_store import UsGaapStore
 
         if self.address:
@@ -212,7 +217,7 @@ def _env_port() -> int:
         raise ValueError(f"SIMD_R_DRIVE_SERVER_PORT must be an integer, got {raw!r}") from None
 
 
-def _ws_client(client: str, host: str, port: int) -> Any:
+def _ws_client(client: str, host: str, port: int) -> KeyValueStore:
     if client == "official":
         if importlib.util.find_spec("simd_r_drive_ws_client") is None:
             raise RuntimeError(

@@ -113,9 +113,9 @@ def test_add_change_remove_one_ticker_matches_a_full_build(corpus) -> None:
     _check_against_full_build(store, db, tmp_path / "full_add.bin")
 
     generate_sample_csvs(csv_dir, tickers=["MSFT"], filings_per_ticker=4, seed=7)
-    store.ingest_us_gaap_csvs(
-        csv_dir, db, downstream=False, allow_shrink=True
-    )  # a deliberate replacement: 4 filings where there were 6
+    # 4 filings where there were 6: a deliberate shrink (refused without allow_shrink)
+    report = store.ingest_us_gaap_csvs(csv_dir, db, downstream=False, allow_shrink=True)
+    assert report.files_loaded == 1 and not report.skipped_files
     report = store.update_from_db(db, **OPTIONS)
     assert report.messages[-1] == "incremental: 1 tickers added or changed, 0 removed"
     _check_against_full_build(store, db, tmp_path / "full_change.bin")

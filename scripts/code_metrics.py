@@ -46,6 +46,7 @@ def _is_any(annotation: ast.expr | None) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--seams", action="store_true", help="list the Any-typed seams")
     args = parser.parse_args()
 
     files = sorted(PACKAGE.rglob("*.py"))
@@ -72,6 +73,8 @@ def main() -> None:
     for n, where in sorted(functions, reverse=True)[: args.top]:
         print(f"  {n:5d}  {where}")
     print(f"db/store/data_store parameters typed Any: {len(any_seams)}")
+    if args.seams:
+        print("\n".join(f"  {where}" for where in any_seams))
 
     arch = _architecture_module()
     graph = arch.import_graph()

@@ -5,6 +5,7 @@ implements no more than the caller calls:
 
 - `FactSource`: the store build and the Dagster assets read facts and the taxonomy back.
 - `IngestTarget`: ingestion writes facts and remembers which source files it has loaded.
+- `FactSourceAndTarget`: both of the above (ingest files, then build the store from them).
 - `TaxonomyWriter`: `narrative-pipeline taxonomy load` replaces the taxonomy.
 - `FactsDatabase`: all of the above (what `DatabaseResource.get_db()` returns).
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from narrative_pipeline.db.database import FactCodes, SourceFileState
+    from narrative_pipeline.db.sources import SourceNote
     from narrative_pipeline.readers.base import FactColumns, ReadResult
 
 
@@ -35,6 +37,10 @@ class FactSource(Protocol):
 
     def facts_frame(self, tickers: Sequence[str] | None = None) -> pd.DataFrame:
         """DataFrame[ticker, accn, concept, unit, value], sorted in that order."""
+        ...
+
+    def fact_codes(self, tickers: Sequence[str] | None = None) -> FactCodes:
+        """The facts of `tickers` (all when None) as codes (no string object per fact)."""
         ...
 
     def iter_fact_codes(self, target_rows: int = ...) -> Iterator[FactCodes]:
@@ -64,14 +70,27 @@ class IngestTarget(Protocol):
     ) -> object: ...
 
     def replace_ticker(
-        self, result: ReadResult, source_file: SourceFileState | None = None
+        self,
+        result: ReadResult,
+        source_file: SourceFileState | None = None,
+        *,
+        allow_shrink: bool = ...,
+        notes: list[SourceNote] | None = ...,
     ) -> int: ...
 
     def replace_fact_columns(
         self,
         columns: FactColumns,
         source_files: Sequence[SourceFileState | None] | None = None,
+        *,
+        allow_shrink: bool = ...,
+        notes: list[SourceNote] | None = ...,
     ) -> list[int | Exception]: ...
+
+
+@runtime_checkable
+class FactSourceAndTarget(FactSource, IngestTarget, Protocol):
+    """Ingestion followed by the store build over what it wrote (`UsGaapStore.ingest_*`)."""
 
 
 @runtime_checkable
@@ -95,4 +114,4 @@ if TYPE_CHECKING:
         return db  # mypy checks here that DbUsGaap satisfies every Protocol above
 
 
-__all__ = ["FactSource", "FactsDatabase", "IngestTarget", "TaxonomyWriter"]
+__all__ = ["FactSource", "FactSourceAndTarget", "FactsDatabase", "IngestTarget", "TaxonomyWriter"]

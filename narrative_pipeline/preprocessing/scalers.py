@@ -25,6 +25,7 @@ non-zero value onto itself, fall back to the robust rule above (reported by the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from sklearn.preprocessing import QuantileTransformer, RobustScaler
@@ -156,6 +157,12 @@ def fit_quantile_scaler(values: np.ndarray) -> QuantileTransformer | None:
     return scaler
 
 
-def transform_column(scaler: object, values: np.ndarray) -> np.ndarray:
+class FittedScaler(Protocol):
+    """What the store needs of a fitted sklearn scaler (RobustScaler, QuantileTransformer)."""
+
+    def transform(self, X: np.ndarray) -> np.ndarray: ...
+
+
+def transform_column(scaler: FittedScaler, values: np.ndarray) -> np.ndarray:
     """`scaler.transform` on a column of one pair's values; element-wise equal to one-cell calls."""
     return scaler.transform(np.asarray(values, dtype=np.float64).reshape(-1, 1))[:, 0]

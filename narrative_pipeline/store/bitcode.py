@@ -85,7 +85,7 @@ class Reader:
         self.data = data
         self.pos = pos
 
-    def take(self, n: int) -> bytes | memoryview:
+    def take(self, n: int) -> bytes | bytearray | memoryview:
         end = self.pos + n
         if n < 0 or end > len(self.data):
             raise BitcodeError(
@@ -134,7 +134,7 @@ def _pack_digits(values: bytes, base: int) -> bytes:
     return (padded.reshape(-1, k) * powers).sum(axis=1).astype(np.uint8).tobytes()
 
 
-def _unpack_digits(packed: bytes | memoryview, n: int, base: int) -> bytes:
+def _unpack_digits(packed: bytes | bytearray | memoryview, n: int, base: int) -> bytes:
     """Inverse of `_pack_digits`: `n` values out of ceil(n / k) packed bytes."""
     k = _PER_BYTE[base]
     if n < _SMALL:
@@ -183,7 +183,7 @@ def encode_byte_column(values: bytes) -> bytes:
     return header + _pack_digits(values, base)
 
 
-def decode_byte_column(reader: Reader, n: int) -> bytes | memoryview:
+def decode_byte_column(reader: Reader, n: int) -> bytes | bytearray | memoryview:
     """Read `n` u8 values written by `encode_byte_column` (or by Rust bitcode)."""
     if n <= 2:
         return reader.take(n)
@@ -268,6 +268,7 @@ def encode_lengths(lengths: list[int] | np.ndarray) -> bytes:
     if isinstance(lengths, list) and (not lengths or max(lengths) < 255):
         return encode_byte_column(bytes(lengths))  # no long items: no u64 column follows
     arr = np.asarray(lengths, dtype=np.uint64)
+    large: list[int] | np.ndarray
     if len(arr) < _SMALL:
         small = bytes(min(int(v), 255) for v in arr)
         large = [int(v) for v in arr if v >= 255]
@@ -321,7 +322,7 @@ def decode_bool_column(reader: Reader, n: int) -> np.ndarray | list[bool]:
 # ---------------------------------------------------------------------------- byte vectors
 
 
-def _split(data: bytes | memoryview, lengths: np.ndarray | list[int]) -> list[bytes]:
+def _split(data: bytes | bytearray | memoryview, lengths: np.ndarray | list[int]) -> list[bytes]:
     """Cut `data` into consecutive pieces of the given lengths."""
     n = len(lengths)
     if n == 0:

@@ -47,7 +47,7 @@ import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from xxhash import xxh3_64_intdigest
@@ -322,7 +322,7 @@ class DataStore:
             os.close(old_fd)
             return True
 
-    def _append(self, parts: list[bytes | memoryview]) -> None:
+    def _append(self, parts: list[bytes | bytearray | memoryview]) -> None:
         """Write `parts` at the tail; on any failure cut the file back so it stays valid."""
         start = self._tail
         total = sum(len(p) for p in parts)
@@ -409,7 +409,7 @@ class DataStore:
                 mm[s:e] for s, e in zip(starts.tolist(), metas.tolist(), strict=True)
             ]
             if self._verify_reads:
-                self._verify_batch(view, starts, metas, values)
+                self._verify_batch(view, starts, metas, cast("list[bytes]", values))  # all hits
         if all_found:
             return values
         out: list[bytes | None] = [None] * count

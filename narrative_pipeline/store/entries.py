@@ -48,9 +48,12 @@ def validate_items(items: Iterable[tuple[bytes, bytes]]) -> tuple[list[bytes], l
     return keys, payloads
 
 
+Parts = list[bytes | bytearray | memoryview]  # written to the file in order, unjoined
+
+
 def encode_entries(
     hashes: np.ndarray, payloads: list[bytes], checksums: np.ndarray | None, tail: int
-) -> tuple[list[bytes | memoryview], np.ndarray]:
+) -> tuple[Parts, np.ndarray]:
     """Bytes for appending entries at `tail`, and each entry's metadata offset.
 
     `checksums=None` computes the CRC-32s here (vectorised for small equal-size payloads).
@@ -81,7 +84,7 @@ def encode_entries(
 
 def encode_fixed_size(
     hashes: np.ndarray, payloads: list[bytes], checksums: np.ndarray | None, tail: int, length: int
-) -> tuple[list[bytes | memoryview], np.ndarray]:
+) -> tuple[Parts, np.ndarray]:
     """Vectorised encoding when all payloads have one size: every entry has the same stride."""
     count = len(payloads)
     stride = -(-(length + METADATA_SIZE) // ALIGNMENT) * ALIGNMENT
@@ -102,6 +105,6 @@ def encode_fixed_size(
     meta["prev"][1:] = metas[:-1] + METADATA_SIZE
     meta["crc"] = checksums
     records[:, length : length + METADATA_SIZE] = meta.view(np.uint8).reshape(count, METADATA_SIZE)
-    body = memoryview(records.reshape(-1))[: (count - 1) * stride + length + METADATA_SIZE]
-    parts: list[bytes | memoryview] = [_ZEROS[:lead], body] if lead else [body]
+    body = records.reshape(-1).data[: (count - 1) * stride + length + METADATA_SIZE]
+    parts: Parts = [_ZEROS[:lead], body] if lead else [body]
     return parts, metas

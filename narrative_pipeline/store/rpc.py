@@ -8,6 +8,7 @@ definitions compute them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from narrative_pipeline.store import bitcode
 from narrative_pipeline.store.bitcode import Reader
@@ -32,21 +33,24 @@ NO_ARG_METHODS = ("len", "is_empty", "file_size")  # request is an empty struct
 
 
 def encode_request(method: str, *args: object) -> bytes:
-    """The bitcode bytes of a method's request struct (the official client's byte layout)."""
+    """The bitcode bytes of a method's request struct (the official client's byte layout).
+
+    `args` are the method's arguments as the client API takes them (their types follow from
+    `method`: bytes keys and payloads, a list of (key, payload) pairs, a list of keys)."""
     if method == "write":
-        key, payload = args
+        key, payload = cast("tuple[bytes, bytes]", args)
         return bitcode.encode_byte_vecs([key]) + bitcode.encode_byte_vecs([payload])
     if method in KEY_METHODS:
-        return bitcode.encode_byte_vecs([args[0]])
+        return bitcode.encode_byte_vecs([cast(bytes, args[0])])
     if method == "batch_write":
-        entries = args[0]
+        entries = cast("list[tuple[bytes, bytes]]", args[0])
         return (
             bitcode.encode_lengths([len(entries)])
             + bitcode.encode_byte_vecs([k for k, _ in entries])
             + bitcode.encode_byte_vecs([v for _, v in entries])
         )
     if method == "batch_read":
-        keys = args[0]
+        keys = cast("list[bytes]", args[0])
         return bitcode.encode_lengths([len(keys)]) + bitcode.encode_byte_vecs(keys)
     if method in NO_ARG_METHODS:
         return b""
@@ -92,13 +96,14 @@ def _outer_length(reader: Reader) -> int:
 
 
 def encode_response(method: str, result: object) -> bytes:
-    """The bitcode bytes of a method's response struct."""
+    """The bitcode bytes of a method's response struct (`result`'s type follows from `method`,
+    as `decode_response` gives it back)."""
     if method in ("write", "batch_write", "delete", "len", "file_size"):
-        return bitcode.encode_u64_column([int(result)])
+        return bitcode.encode_u64_column([int(cast(int, result))])
     if method == "read":
-        return bitcode.encode_option_byte_vecs([result])
+        return bitcode.encode_option_byte_vecs([cast("bytes | None", result)])
     if method == "batch_read":
-        items: Sequence[bytes | None] = result  # type: ignore[assignment]
+        items = cast("Sequence[bytes | None]", result)
         return bitcode.encode_lengths([len(items)]) + bitcode.encode_option_byte_vecs(list(items))
     if method in ("exists", "is_empty"):
         return bitcode.encode_bool_column([bool(result)])

@@ -37,7 +37,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from narrative_pipeline.store import muxio, rpc
 from narrative_pipeline.store.bitcode import BitcodeError
@@ -46,6 +46,10 @@ from narrative_pipeline.store.errors import CorruptStoreError, ReadOnlyStoreErro
 from narrative_pipeline.store.handshake import WS_PATH
 from narrative_pipeline.store.limits import MAX_MESSAGE_SIZE, MemoryBudget, QuietLog, ServerLimits
 from narrative_pipeline.store.muxio import FrameError
+from narrative_pipeline.store.protocol import KeyValueStore
+
+if TYPE_CHECKING:
+    from narrative_pipeline.store.datastore import DataStore  # what serve.py passes
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +69,7 @@ class CallError(Exception):
         self.status = status
 
 
-def execute(store: Any, method: str, args: tuple) -> object:
+def execute(store: KeyValueStore, method: str, args: tuple) -> object:
     """Run one RPC method on the store; returns the value the response struct carries."""
     if method == "write":
         key, payload = args
@@ -89,7 +93,7 @@ def execute(store: Any, method: str, args: tuple) -> object:
     raise CallError(muxio.STATUS_METHOD_NOT_FOUND, f"method {method!r} not implemented")
 
 
-def _tail_offset(store: Any, returned: object) -> int:
+def _tail_offset(store: KeyValueStore, returned: object) -> int:
     """simd-r-drive answers writes with the new tail offset; use the engine's, else the size."""
     return returned if isinstance(returned, int) else store.file_size()
 
@@ -124,7 +128,7 @@ class StoreServer:
 
     def __init__(
         self,
-        store: Any,
+        store: DataStore,
         host: str = "127.0.0.1",
         port: int = 0,
         *,
@@ -329,7 +333,7 @@ class StoreServer:
 
 
 def run_server(
-    store: Any,
+    store: DataStore,
     host: str,
     port: int,
     *,

@@ -228,8 +228,8 @@ class DataStoreWsClient:
         self, data: dict[Any, bytes] | list[dict[Any, bytes]]
     ) -> dict[Any, bytes | None] | list[dict[Any, bytes | None]]:
         """Read every value of a dict (or list of dicts) in one batch; same shape back."""
+        dicts = [data] if isinstance(data, dict) else data
         single = isinstance(data, dict)
-        dicts = [data] if single else data
         for d in dicts:
             if not isinstance(d, dict):
                 raise TypeError("All items in the list must be dictionaries.")

@@ -11,17 +11,22 @@ bucket a pass over the stored pair_id/unscaled columns.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from math import ceil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from xxhash import xxh3_64_intdigest
 
+from narrative_pipeline.db.protocol import FactSource
+from narrative_pipeline.store.protocol import KeyValueStore
 from narrative_pipeline.us_gaap import layout
 from narrative_pipeline.us_gaap.chunk_table import ChunkTable
+
+if TYPE_CHECKING:
+    from narrative_pipeline.db.database import FactCodes
 
 FACT_FRAME_ROWS = 262_144  # target rows per database read
 MAX_TICKERS_PER_QUERY = 500  # keeps IN (...) lists well under SQL parameter limits
@@ -30,7 +35,7 @@ WRITE_BATCH_BYTES = 8 << 20  # bytes per batch_write of per-pair index entries
 CHUNKS_PER_READ = 8
 
 
-def iter_fact_frames(db: Any, target_rows: int | None = None) -> Iterator[pd.DataFrame]:
+def iter_fact_frames(db: FactSource, target_rows: int | None = None) -> Iterator[pd.DataFrame]:
     """The database's facts in (ticker, accn, concept, unit) order, a few tickers per frame.
 
     The group size adapts to the facts per ticker seen so far so each frame holds about
@@ -39,7 +44,7 @@ def iter_fact_frames(db: Any, target_rows: int | None = None) -> Iterator[pd.Dat
     yield from _iter_groups(db, db.facts_frame, target_rows)
 
 
-def _iter_groups(db: Any, read: Any, target_rows: int | None) -> Iterator[Any]:
+def _iter_groups(db: FactSource, read: Any, target_rows: int | None) -> Iterator[Any]:
     """read(tickers=group) for groups of the sorted tickers, the next group read in a
     background thread while the caller works on the current one (the database driver
     releases the GIL while it steps; at most two groups are held)."""
@@ -49,7 +54,7 @@ def _iter_groups(db: Any, read: Any, target_rows: int | None) -> Iterator[Any]:
         return
     with ThreadPoolExecutor(max_workers=1) as pool:
         batch = tickers[:1]
-        pending = pool.submit(read, tickers=batch)
+        pending: Future[Any] | None = pool.submit(read, tickers=batch)
         i = len(batch)
         while pending is not None:
             frame = pending.result()
@@ -130,7 +135,7 @@ def _factorize_two(first: pd.Series, second: pd.Series) -> tuple[np.ndarray, tup
     )
 
 
-def cell_keys_from_codes(codes: Any) -> np.ndarray:
+def cell_keys_from_codes(codes: FactCodes) -> np.ndarray:
     """`cell_keys` of DbUsGaap.fact_codes rows: one hash per filing and per pair of its
     (small) tables, combined per fact by position."""
     filing_hash = _hash_texts(codes.filing_ticker.to_pylist(), codes.filing_accn.to_pylist())
@@ -143,7 +148,7 @@ class PairAssigner:
     after the `known` pairs (an incremental update keeps every existing id)."""
 
     def __init__(self, known: list[tuple[str, str]] | None = None) -> None:
-        self.pairs: list[tuple[str, str]] = [tuple(p) for p in known or []]
+        self.pairs: list[tuple[str, str]] = [(c, u) for c, u in known or []]
         self.ids: dict[tuple[str, str], int] = {p: i for i, p in enumerate(self.pairs)}
 
     def assign(self, concept: pd.Series, unit: pd.Series) -> np.ndarray:
@@ -158,7 +163,7 @@ class PairAssigner:
         ]
         return self._ids_of(pairs)[codes]
 
-    def assign_codes(self, codes: Any) -> np.ndarray:
+    def assign_codes(self, codes: FactCodes) -> np.ndarray:
         """`assign` for DbUsGaap.fact_codes rows: pairs are factorized by their table
         position (one per (concept, unit)), so the ids are the same as `assign`'s."""
         pair_codes, combos = pd.factorize(codes.pair_pos)
@@ -208,7 +213,7 @@ class CellChunkWriter:
 
     COLUMNS = layout.STORED_COLUMNS
 
-    def __init__(self, store: Any, generation: int, first_chunk: int = 0) -> None:
+    def __init__(self, store: KeyValueStore, generation: int, first_chunk: int = 0) -> None:
         self.store = store
         self.generation = generation
         self.buffers: dict[str, list[np.ndarray]] = {c: [] for c in self.COLUMNS}
@@ -233,23 +238,23 @@ class CellChunkWriter:
 
     def _write_chunk(self, size: int) -> None:
         entries = []
-        tickers = None
+        heads: dict[str, np.ndarray] = {}  # each column's first `size` values: this chunk
         for name in self.COLUMNS:
             joined = (
                 np.concatenate(self.buffers[name])
                 if len(self.buffers[name]) > 1
                 else self.buffers[name][0]
             )
+            heads[name] = joined[:size]
             entries.append(
                 (
                     layout.cell_column_key(self.generation, name, self.next_chunk),
-                    joined[:size].tobytes(),
+                    heads[name].tobytes(),
                 )
             )
-            if name == "ticker_id":
-                tickers = joined[:size]
             self.buffers[name] = [joined[size:]] if len(joined) > size else []
         self.store.batch_write(entries)
+        tickers = heads["ticker_id"]
         self.rows.append(
             (self.generation, self.next_chunk, size, int(tickers.min()), int(tickers.max()))
         )
@@ -259,7 +264,7 @@ class CellChunkWriter:
 
 
 def read_columns(
-    store: Any, refs: list[tuple[int, int]], columns: tuple[str, ...]
+    store: KeyValueStore, refs: list[tuple[int, int]], columns: tuple[str, ...]
 ) -> list[dict[str, np.ndarray]]:
     """Decoded columns of several (generation, chunk) in one batch_read; raises if any is missing."""
     keys = [layout.cell_column_key(g, c, k) for g, k in refs for c in columns]
@@ -280,7 +285,10 @@ def read_columns(
 
 
 def iter_chunk_columns(
-    store: Any, table: ChunkTable, columns: tuple[str, ...], positions: list[int] | None = None
+    store: KeyValueStore,
+    table: ChunkTable,
+    columns: tuple[str, ...],
+    positions: list[int] | None = None,
 ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """(table position, columns) for every chunk (or those at `positions`), a few per read."""
     wanted = list(range(len(table))) if positions is None else list(positions)
@@ -290,7 +298,7 @@ def iter_chunk_columns(
         yield from zip(batch, read_columns(store, refs, columns), strict=True)
 
 
-def build_pair_index(store: Any, generation: int, table: ChunkTable) -> None:
+def build_pair_index(store: KeyValueStore, generation: int, table: ChunkTable) -> None:
     """Write each pair's values sorted ascending with their locators (ties in i_cell order)."""
     n_buckets = max(1, ceil(table.n_cells / BUCKET_CELLS))
     for bucket in range(n_buckets):
@@ -327,7 +335,11 @@ def _sort_by_pair_then_value(pair_ids: np.ndarray, values: np.ndarray) -> np.nda
 
 
 def write_pair_indexes(
-    store: Any, generation: int, pair_ids: np.ndarray, values: np.ndarray, locators: np.ndarray
+    store: KeyValueStore,
+    generation: int,
+    pair_ids: np.ndarray,
+    values: np.ndarray,
+    locators: np.ndarray,
 ) -> None:
     """The index of every pair in `pair_ids` (cells given in i_cell order: the stable sort
     leaves equal values in that order)."""

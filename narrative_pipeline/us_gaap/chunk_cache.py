@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
+from narrative_pipeline.store.protocol import KeyValueStore
 from narrative_pipeline.us_gaap import build, layout
 from narrative_pipeline.us_gaap.chunk_table import ChunkTable
 
@@ -32,9 +32,10 @@ class ChunkCache:
         self.columns: dict[str, np.ndarray] | None = None
         self.slots: OrderedDict[int, int] = OrderedDict()  # table position -> slot, oldest first
 
-    def _reset_for(self, owner: tuple, n_chunks: int) -> None:
+    def _reset_for(self, owner: tuple, n_chunks: int) -> dict[str, np.ndarray]:
+        """The slot arrays for `owner`'s chunks (new, empty ones when the owner changed)."""
         if self.owner == owner and self.columns is not None:
-            return
+            return self.columns
         n_slots = min(self.capacity, max(1, n_chunks))
         self.columns = {
             name: np.empty((n_slots, layout.CHUNK_CELLS), dtype=dtype)
@@ -42,19 +43,32 @@ class ChunkCache:
         }
         self.slots = OrderedDict()
         self.owner = owner
+        return self.columns
+
+    @property
+    def loaded(self) -> dict[str, np.ndarray]:
+        """The slot arrays, for reading the slots `slots_for` returned (which allocates them)."""
+        if self.columns is None:
+            raise RuntimeError("chunk cache read before slots_for allocated its slots")
+        return self.columns
 
     @property
     def n_slots(self) -> int:
         return 0 if self.columns is None else len(self.columns["pair_id"])
 
     def slots_for(
-        self, store: Any, owner: tuple, table: ChunkTable, positions: list[int], scale: ScaleChunk
+        self,
+        store: KeyValueStore,
+        owner: tuple,
+        table: ChunkTable,
+        positions: list[int],
+        scale: ScaleChunk,
     ) -> list[int]:
         """Slot of each chunk (loading the missing ones); at most `n_slots` positions.
 
         `owner` names the generation and scalers the cached chunks belong to.
         """
-        self._reset_for(owner, len(table))
+        columns = self._reset_for(owner, len(table))
         if len(positions) > self.n_slots:
             raise ValueError(f"{len(positions)} chunks requested, cache holds {self.n_slots}")
         missing = [p for p in positions if p not in self.slots]
@@ -64,9 +78,9 @@ class ChunkCache:
             for pos, cols in build.iter_chunk_columns(store, table, layout.STORED_COLUMNS, batch):
                 slot = self._free_slot(wanted)
                 for name, values in cols.items():
-                    self.columns[name][slot, : len(values)] = values
+                    columns[name][slot, : len(values)] = values
                 n = len(cols["pair_id"])
-                self.columns["scaled"][slot, :n] = scale(cols["pair_id"], cols["unscaled"])
+                columns["scaled"][slot, :n] = scale(cols["pair_id"], cols["unscaled"])
                 self.slots[pos] = slot
         for pos in positions:
             self.slots.move_to_end(pos)

@@ -43,7 +43,9 @@ class ChunkTable:
 
     @classmethod
     def from_rows(cls, rows: list[tuple[int, int, int, int, int]]) -> ChunkTable:
-        cols = list(zip(*rows, strict=True)) if rows else [[] for _ in _FIELDS]
+        cols: list[tuple[int, ...]] = (
+            list(zip(*rows, strict=True)) if rows else [() for _ in _FIELDS]
+        )
         return cls(
             np.asarray(cols[0], np.uint32),
             np.asarray(cols[1], np.uint32),

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from narrative_pipeline.pipe_worker import PipeWorker, WorkerGone, processes_enabled
+from narrative_pipeline.us_gaap.read_ahead import capture, read_csv_batch
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +55,14 @@ class CsvWorker(PipeWorker):
 def read_batches_in_worker(
     batches: list[list[Path]], concepts: set[str] | None
 ) -> Iterator[tuple[list[Path], Any]]:
-    """(batch, outcome) in order, the outcome as `ingest._read_csv_batch` gives it (or the
+    """(batch, outcome) in order, the outcome as `read_ahead.read_csv_batch` gives it (or the
     exception the read raised). This process reads the first HEAD_START batches while the
     worker starts, then one more each time it had to wait for the worker (parsing a batch
     takes the worker a little longer than writing one takes this process); the worker
     parses the rest, BATCHES_AHEAD at a time."""
-    from narrative_pipeline.us_gaap.ingest import _capture, _read_csv_batch
 
     def read_here(batch: list[Path]) -> Any:
-        return _capture(lambda b: _read_csv_batch(b, concepts), batch)
+        return capture(lambda b: read_csv_batch(b, concepts), batch)
 
     worker = CsvWorker(concepts)
     plan = _Plan(worker, batches)
@@ -102,7 +102,7 @@ class _Plan:
             self.next += 1
 
     def receive(self) -> Any:
-        """The next batch's outcome from the worker, as `ingest._read_csv_batch` gives it."""
+        """The next batch's outcome from the worker, as `read_ahead.read_csv_batch` gives it."""
         started = time.perf_counter()
         answer = self.worker.receive()
         self.take_one = time.perf_counter() - started > WAITED_S

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from narrative_pipeline.preprocessing import scalers as scaler_fns
+from narrative_pipeline.store.protocol import KeyValueStore
 from narrative_pipeline.us_gaap import layout
 from narrative_pipeline.us_gaap.cells import ConceptUnitPair
 from narrative_pipeline.us_gaap.chunk_cache import ChunkCache
@@ -31,7 +32,7 @@ class StaleTripletsError(RuntimeError):
     """The live scaled values were computed with other scalers than the stored ones."""
 
 
-def compact_if_worthwhile(data_store: Any) -> None:
+def compact_if_worthwhile(data_store: KeyValueStore) -> None:
     """Give dead bytes back after a generation switch deleted the replaced keys.
 
     SINGLE CALL SITE for the store's compaction: `DataStore.compact_if_needed()` (helper 12s,
@@ -47,7 +48,7 @@ def compact_if_worthwhile(data_store: Any) -> None:
 class StoreState:
     """The manifest of one store, its records' decoded tables, and the chunk cache."""
 
-    def __init__(self, data_store: Any, cache_chunks: int) -> None:
+    def __init__(self, data_store: KeyValueStore, cache_chunks: int) -> None:
         self.data_store = data_store
         self.cache = ChunkCache(cache_chunks)
         self._manifest: dict | None = None

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from narrative_pipeline.db.protocol import FactSource
 from narrative_pipeline.us_gaap import build, layout, model_steps, pairs_step
 from narrative_pipeline.us_gaap.chunk_table import ChunkTable
 from narrative_pipeline.us_gaap.generations import StoreState
@@ -48,13 +49,13 @@ _REPORT_FIELDS = {
 
 # ---------------------------------------------------------------------- full build
 def build_if_needed(
-    state: StoreState, report: IngestReport, db: Any, force: bool, options: dict
+    state: StoreState, report: IngestReport, db: FactSource, force: bool, options: dict
 ) -> None:
     if force or not is_up_to_date(state, db):
         run_full_build(state, report, db, options)
 
 
-def is_up_to_date(state: StoreState, db: Any) -> bool:
+def is_up_to_date(state: StoreState, db: FactSource) -> bool:
     """True when the live triplets are complete and cover exactly the database's facts."""
     manifest = state.manifest()
     live = manifest["live"]
@@ -76,7 +77,7 @@ def fill_totals(state: StoreState, report: IngestReport) -> None:
         report.triplets_per_second = report.triplets / total
 
 
-def run_full_build(state: StoreState, report: IngestReport, db: Any, options: dict) -> None:
+def run_full_build(state: StoreState, report: IngestReport, db: FactSource, options: dict) -> None:
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("pairs", lambda: pairs_step.build_concept_unit_pairs(state, db)),
         ("embeddings", lambda: _embeddings(state, db, options)),
@@ -87,7 +88,7 @@ def run_full_build(state: StoreState, report: IngestReport, db: Any, options: di
     _run_steps(report, steps)
 
 
-def _embeddings(state: StoreState, db: Any, options: dict) -> Any:
+def _embeddings(state: StoreState, db: FactSource, options: dict) -> Any:
     return model_steps.generate_embeddings(
         state,
         db,
@@ -132,7 +133,9 @@ class TickerChanges:
     full_build_reason: str | None = None
 
 
-def plan_update(state: StoreState, db: Any, force: bool, scaler_kind: str | None) -> TickerChanges:
+def plan_update(
+    state: StoreState, db: FactSource, force: bool, scaler_kind: str | None
+) -> TickerChanges:
     """Tickers whose fingerprint differs from the live generation's (db/ticker_state.py)."""
     from narrative_pipeline.db.ticker_state import ticker_fact_counts
 
@@ -160,7 +163,11 @@ def plan_update(state: StoreState, db: Any, force: bool, scaler_kind: str | None
 
 
 def update_from_db(
-    state: StoreState, db: Any, force: bool, options: dict, report: IngestReport | None = None
+    state: StoreState,
+    db: FactSource,
+    force: bool,
+    options: dict,
+    report: IngestReport | None = None,
 ) -> IngestReport:
     """See the module docstring: the steps 2-6, incremental unless a full build is needed
     (into `report` when given: an ingest's own report)."""
@@ -203,10 +210,12 @@ def update_from_db(
     return report
 
 
-def build_incremental_pairs(state: StoreState, db: Any, changes: TickerChanges) -> PairsReport:
+def build_incremental_pairs(
+    state: StoreState, db: FactSource, changes: TickerChanges
+) -> PairsReport:
     """Step 2 for the changed tickers only: a pending generation sharing the live chunks."""
     started = time.perf_counter()
-    live = state.live()
+    live = state.require_live()  # plan_update found one (else it asks for a full build)
     generation = state.begin_generation(known_pairs=live["n_pairs"])
     update = TickerUpdate(state, db, live, generation)
     try:
@@ -229,7 +238,7 @@ def build_incremental_pairs(state: StoreState, db: Any, changes: TickerChanges) 
     )
 
 
-def pairs_step_for(state: StoreState, db: Any, incremental: bool) -> PairsReport:
+def pairs_step_for(state: StoreState, db: FactSource, incremental: bool) -> PairsReport:
     """Step 2 as the Dagster asset runs it: incremental when asked and possible, else full."""
     if incremental:
         changes = plan_update(state, db, force=False, scaler_kind=None)
@@ -240,8 +249,8 @@ def pairs_step_for(state: StoreState, db: Any, incremental: bool) -> PairsReport
 
 def scalers_step_for(state: StoreState, kind: str) -> ScalerReport:
     """Step 4: only the changed pairs after an incremental step 2 (same kind), else all."""
-    update = state.working().get("update")
-    if update is not None and state.live() and state.live()["scalers"]["kind"] == kind:
+    update, live = state.working().get("update"), state.live()
+    if update is not None and live and live["scalers"]["kind"] == kind:
         return refit_changed_scalers(state)
     return model_steps.fit_scalers(state, kind)
 
@@ -361,7 +370,7 @@ def project_pca(
 class TickerUpdate:
     """One incremental update: the new generation's chunks, tables and value indexes."""
 
-    def __init__(self, state: StoreState, db: Any, live: dict, generation: int) -> None:
+    def __init__(self, state: StoreState, db: FactSource, live: dict, generation: int) -> None:
         self.state, self.db, self.live, self.generation = state, db, live, generation
         self.value_changed: set[int] = set()
 
@@ -369,7 +378,7 @@ class TickerUpdate:
         state, live = self.state, self.live
         table = state.chunk_table(live)
         tickers = build.TickerAssigner(state.ticker_table(live)["tickers"])
-        pairs = build.PairAssigner([tuple(p) for p in state.pairs(live)])
+        pairs = build.PairAssigner([(c, u) for c, u in state.pairs(live)])
         counts = state.pair_counts(live).copy()
         gone = np.array([tickers.ids[t] for t in changed + removed if t in tickers.ids], np.uint32)
         rows, written, dropped, moved_cells, moved = self._drop_tickers(table, gone, counts)
@@ -429,15 +438,18 @@ class TickerUpdate:
         dropped: set[int] = set()
         moved_cells: list[tuple] = []
         moved: set[int] = set()
-        affected = {}
-        for pos, cols in build.iter_chunk_columns(
-            self.state.data_store, table, layout.STORED_COLUMNS, sorted(positions)
-        ):
-            affected[pos] = cols
+        affected: dict[int, dict[str, np.ndarray]] = dict(
+            build.iter_chunk_columns(
+                self.state.data_store, table, layout.STORED_COLUMNS, sorted(positions)
+            )
+        )
         for pos, row in enumerate(table.rows()):
             cols = affected.get(pos)
-            gone_mask = None if cols is None else np.isin(cols["ticker_id"], gone)
-            if cols is None or not gone_mask.any():
+            if cols is None:
+                kept_rows.append(row)
+                continue
+            gone_mask = np.isin(cols["ticker_id"], gone)
+            if not gone_mask.any():
                 kept_rows.append(row)
                 continue
             dropped.add(layout.chunk_ref(row[0], row[1]))
@@ -501,8 +513,9 @@ class TickerUpdate:
             for p in group:
                 lo, hi = np.searchsorted(pid, [p, p + 1])
                 vals, locs = values[lo:hi], locators[lo:hi]
-                if old.get(p) is not None:
-                    old_vals, old_locs = layout.decode_pair_index(old[p])
+                previous = old.get(p)
+                if previous is not None:
+                    old_vals, old_locs = layout.decode_pair_index(previous)
                     keep = ~np.isin(layout.locator_chunks(old_locs), dropped_refs)
                     vals = np.concatenate([old_vals[keep], vals])
                     locs = np.concatenate([old_locs[keep], locs])

@@ -20,19 +20,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from narrative_pipeline.db.protocol import IngestTarget
 from narrative_pipeline.readers.landing import COMPANYFACTS_SUFFIXES, CSV_SUFFIXES
+from narrative_pipeline.us_gaap.read_ahead import prefetched, read_csv_batch
 from narrative_pipeline.us_gaap.reports import IngestReport, SkippedFile
 
+if TYPE_CHECKING:  # the readers and the database are imported when a load starts
+    from narrative_pipeline.db.database import SourceFileState
+    from narrative_pipeline.db.sources import SourceNote
+    from narrative_pipeline.readers.base import FileReport, ReadResult
+    from narrative_pipeline.readers.sec_fetcher_csv import CsvBatch
+
 Progress = Callable[[int, int, str], None]  # (files done, files total, current path)
-PREFETCH = 4
 CSV_BATCH_FILES = 64  # files read and written together (per-file fixed costs dominate)
 
 
-def _taxonomy_filter(db: Any) -> set[str] | None:
+def _taxonomy_filter(db: IngestTarget) -> set[str] | None:
     """The taxonomy's concept names, or None (take every concept column) when none is loaded."""
     concepts = db.taxonomy_concepts()
     return set(concepts) if concepts else None
@@ -50,7 +56,7 @@ def _fingerprinted(read: Callable[[Path], Any]) -> Callable[[Path], tuple[tuple,
     return run
 
 
-def _merge_result(report: IngestReport, result: Any) -> None:
+def _merge_result(report: IngestReport, result: ReadResult | FileReport) -> None:
     """Add one ReadResult's counts and messages to the report."""
     report.skipped_cells += int(result.skipped_cells)
     for unit, count in result.non_numeric_units.items():
@@ -59,41 +65,7 @@ def _merge_result(report: IngestReport, result: Any) -> None:
     report.messages.extend(f"{result.source}: {m}" for m in result.messages)
 
 
-def _prefetched(
-    items: list[Path], read: Callable[[Path], Any], workers: int
-) -> Iterator[tuple[Path, Any]]:
-    """(path, read(path)) in order, with up to PREFETCH reads running ahead in threads.
-
-    `read` returns a list (parsed in the thread) or a lazy iterator (consumed by the caller).
-    """
-    if workers <= 1:
-        for path in items:
-            yield path, _capture(read, path)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: list[tuple[Path, Future]] = []
-        queue = iter(items)
-        for path in queue:
-            pending.append((path, pool.submit(_capture, read, path)))
-            if len(pending) >= PREFETCH:
-                break
-        while pending:
-            path, future = pending.pop(0)
-            nxt = next(queue, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(_capture, read, nxt)))
-            yield path, future.result()
-
-
-def _capture(read: Callable[[Path], Any], path: Path) -> Any:
-    """read(path), or the exception it raised (readers report bad content; this catches bugs/IO)."""
-    try:
-        return read(path)
-    except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the run
-        return exc
-
-
-def _changed_files(report: IngestReport, db: Any, paths: list[Path]) -> list[Path]:
+def _changed_files(report: IngestReport, db: IngestTarget, paths: list[Path]) -> list[Path]:
     """The files the database does not hold unchanged; the others are counted in the report."""
     many = getattr(db, "unchanged_source_files", None)
     unchanged = many(paths) if many else [db.source_file_unchanged(p) for p in paths]
@@ -103,7 +75,7 @@ def _changed_files(report: IngestReport, db: Any, paths: list[Path]) -> list[Pat
 
 def _load_results(
     report: IngestReport,
-    db: Any,
+    db: IngestTarget,
     paths: list[Path],
     read: Callable[[Path], Iterable[Any]],
     progress: Progress | None,
@@ -114,12 +86,13 @@ def _load_results(
     started = time.perf_counter()
     todo = _changed_files(report, db, paths)
     done = report.files_unchanged
-    for path, outcome in _prefetched(todo, _fingerprinted(read), workers):
+    for path, outcome in prefetched(todo, _fingerprinted(read), workers):
         done += 1
         if isinstance(outcome, Exception):
             report.skipped_files.append(SkippedFile(str(path), f"unreadable: {outcome}"))
         else:
-            _store_results(report, db, path, *outcome, allow_shrink=allow_shrink)
+            fingerprint, results = outcome
+            _store_results(report, db, path, fingerprint, results, allow_shrink=allow_shrink)
         if progress is not None:
             progress(done, len(paths), str(path))
     report.timings["files_to_db"] = round(time.perf_counter() - started, 4)
@@ -130,7 +103,7 @@ def _write_failure(outcome: Exception) -> str:
     return str(outcome) if isinstance(outcome, ValueError) else f"failed while writing: {outcome}"
 
 
-def _add_notes(report: IngestReport, notes: list[Any]) -> None:
+def _add_notes(report: IngestReport, notes: list[SourceNote]) -> None:
     """Filings shared between sources and their conflicting values, into the report."""
     for note in notes:
         report.conflicting_facts += int(note.conflicts)
@@ -139,10 +112,10 @@ def _add_notes(report: IngestReport, notes: list[Any]) -> None:
 
 def _store_results(
     report: IngestReport,
-    db: Any,
+    db: IngestTarget,
     path: Path,
     fingerprint: tuple,
-    results: Iterable[Any],
+    results: Iterable[ReadResult],
     allow_shrink: bool = False,
 ) -> None:
     """Write each result of one file (a lazy iterator for a bulk zip), then record the file.
@@ -164,7 +137,7 @@ def _store_results(
                 report.skipped_files.append(SkippedFile(result.source or str(path), result.error))
                 continue
             state = SourceFileState(str(path), result.ticker, size, mtime, sha) if single else None
-            notes: list[Any] = []
+            notes: list[SourceNote] = []
             try:
                 written = db.replace_ticker(
                     result, source_file=state, allow_shrink=allow_shrink, notes=notes
@@ -187,7 +160,7 @@ def _store_results(
 
 def load_csv_files(
     csv_dir: str | Path,
-    db: Any,
+    db: IngestTarget,
     progress: Progress | None = None,
     workers: int = 2,
     allow_shrink: bool = False,
@@ -232,16 +205,9 @@ def csv_batches(paths: list[Path], size: int | None = None) -> list[list[Path]]:
     return batches
 
 
-def _read_csv_batch(paths: list[Path], concepts: set[str] | None) -> tuple[list[tuple], Any]:
-    """Fingerprints, then the files read together (the same code as the worker process)."""
-    from narrative_pipeline.readers.csv_worker import read_csv_batch
-
-    return read_csv_batch(paths, concepts)
-
-
 def _load_csv_batches(
     report: IngestReport,
-    db: Any,
+    db: IngestTarget,
     paths: list[Path],
     concepts: set[str] | None,
     progress: Progress | None,
@@ -259,7 +225,8 @@ def _load_csv_batches(
             for path in batch:
                 report.skipped_files.append(SkippedFile(str(path), f"unreadable: {outcome}"))
         else:
-            _store_csv_batch(report, db, batch, *outcome, allow_shrink=allow_shrink)
+            fingerprints, read = outcome
+            _store_csv_batch(report, db, batch, fingerprints, read, allow_shrink=allow_shrink)
         for path in batch:
             done += 1
             if progress is not None:
@@ -276,22 +243,21 @@ def _read_batches(
 
     if workers >= 2 and csv_process.use_worker_process(len(batches)):
         return csv_process.read_batches_in_worker(batches, concepts)
-    read = lambda batch: _read_csv_batch(batch, concepts)  # noqa: E731
-    return _prefetched(batches, read, workers)  # type: ignore[arg-type]
+    return prefetched(batches, lambda batch: read_csv_batch(batch, concepts), workers)
 
 
 def _store_csv_batch(
     report: IngestReport,
-    db: Any,
+    db: IngestTarget,
     paths: list[Path],
     fingerprints: list[tuple],
-    batch: Any,
+    batch: CsvBatch,
     allow_shrink: bool = False,
 ) -> None:
     """Write one read batch: every file without error, each recorded with its ticker."""
     from narrative_pipeline.db.database import SourceFileState
 
-    states: list[Any] = [None] * len(batch.columns.tickers)
+    states: list[SourceFileState | None] = [None] * len(batch.columns.tickers)
     for path, fingerprint, result, t in zip(
         paths, fingerprints, batch.reports, batch.column_of_file, strict=True
     ):
@@ -300,7 +266,7 @@ def _store_csv_batch(
             report.skipped_files.append(SkippedFile(result.source or str(path), result.error))
         elif fingerprint is not None:
             states[t] = SourceFileState(str(path), result.ticker, *fingerprint)
-    notes: list[Any] = []
+    notes: list[SourceNote] = []
     outcomes = (
         db.replace_fact_columns(batch.columns, states, allow_shrink=allow_shrink, notes=notes)
         if states
@@ -335,7 +301,7 @@ def companyfacts_files(path: str | Path, messages: list[str] | None = None) -> l
 
 def load_companyfacts(
     path: str | Path,
-    db: Any,
+    db: IngestTarget,
     progress: Progress | None = None,
     workers: int = 2,
     allow_shrink: bool = False,

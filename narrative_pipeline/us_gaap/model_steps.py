@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from xxhash import xxh3_64_hexdigest
 
+from narrative_pipeline.db.protocol import FactSource
 from narrative_pipeline.preprocessing import scalers as scaler_fns
 from narrative_pipeline.preprocessing.embeddings import (
     ModelChoice,
@@ -41,7 +42,7 @@ Embedder = Callable[[Sequence[str]], np.ndarray]
 # ---------------------------------------------------------------------- step 3: embeddings
 def generate_embeddings(
     state: StoreState,
-    db: Any,
+    db: FactSource | None,
     model_name_or_path: str | None,
     embedder: Embedder | None,
     model_id: str | None,
@@ -111,11 +112,12 @@ def raw_embeddings(
     if rows is not None:
         texts = [texts[i] for i in rows]
     payloads = state.batch_read([layout.embedding_cache_key(info["model"], t) for t in texts])
-    if any(p is None for p in payloads):
+    found = [p for p in payloads if p is not None]
+    if len(found) < len(payloads):
         raise LookupError("embedding cache entries are missing: run generate_embeddings() again")
     return (
-        np.vstack([np.frombuffer(p, dtype=np.float32) for p in payloads])
-        if payloads
+        np.vstack([np.frombuffer(p, dtype=np.float32) for p in found])
+        if found
         else np.zeros((0, info["dim"]), np.float32)
     )
 
@@ -324,7 +326,7 @@ def write_triplets(state: StoreState) -> TripletReport:
     )
 
 
-def taxonomy_texts(db: Any) -> dict[str, tuple[str | None, str | None]]:
+def taxonomy_texts(db: FactSource | None) -> dict[str, tuple[str | None, str | None]]:
     """concept name -> (label, documentation) from the database's taxonomy, if it has one."""
     if db is None:
         return {}

@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from narrative_pipeline.db.protocol import FactSource
 from narrative_pipeline.us_gaap import build
 from narrative_pipeline.us_gaap.chunk_table import ChunkTable
 from narrative_pipeline.us_gaap.generations import StoreState
 from narrative_pipeline.us_gaap.reports import PairsReport
 
 
-def build_concept_unit_pairs(state: StoreState, db: Any) -> PairsReport:
+def build_concept_unit_pairs(state: StoreState, db: FactSource) -> PairsReport:
     """Stream the database's facts into a new generation of cell chunks and pair ids."""
     started = time.perf_counter()
     generation = state.begin_generation()
@@ -43,7 +44,7 @@ def build_concept_unit_pairs(state: StoreState, db: Any) -> PairsReport:
 
 
 def _write_generation(
-    state: StoreState, db: Any, generation: int, live: dict | None
+    state: StoreState, db: FactSource, generation: int, live: dict | None
 ) -> tuple[dict, int]:
     pairs = build.PairAssigner()
     tickers = build.TickerAssigner()
@@ -93,7 +94,7 @@ def pair_table(pairs: list[tuple[str, str]], counts: np.ndarray) -> dict:
     }
 
 
-def ticker_fingerprints(db: Any) -> dict[str, str] | None:
+def ticker_fingerprints(db: FactSource) -> dict[str, str] | None:
     """What says a ticker's facts changed (db/ticker_state.py); None for a database that is
     not a DbUsGaap (a test fake): then every update is a full build."""
     from narrative_pipeline.db.ticker_state import ticker_fingerprints as fingerprints
@@ -109,7 +110,7 @@ def add_counts(counts: np.ndarray, pair_id: np.ndarray, n_pairs: int) -> np.ndar
 
 
 def fact_batches(
-    db: Any,
+    db: FactSource,
     pairs: build.PairAssigner,
     tickers: build.TickerAssigner,
     only: list[str] | None = None,
@@ -133,12 +134,12 @@ def fact_batches(
     for frame in frames:
         if not len(frame):
             continue
-        codes, names = _factorize(frame["ticker"])
+        ticker_codes, names = _factorize(frame["ticker"])
         yield {
             "pair_id": pairs.assign(frame["concept"], frame["unit"]),
             "unscaled": np.asarray(frame["value"], dtype=np.float64),
             "cell_key": build.cell_keys(frame),
-            "ticker_id": tickers.assign(names, codes),
+            "ticker_id": tickers.assign(names, ticker_codes),
         }
 
 

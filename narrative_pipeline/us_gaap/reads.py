@@ -53,7 +53,7 @@ def read_cell_range(state: StoreState, start: int, stop: int) -> CellArrays:
             base = int(table.starts[pos])
             lo, hi = max(start, base), min(stop, int(table.starts[pos + 1]))
             for name in layout.CELL_COLUMNS:
-                out[name][lo - start : hi - start] = state.cache.columns[name][
+                out[name][lo - start : hi - start] = state.cache.loaded[name][
                     slot, lo - base : hi - base
                 ]
     return CellArrays(i_cell=np.arange(start, stop, dtype=np.int64), **out)
@@ -98,13 +98,13 @@ def _gather(
     slot_of_chunk = np.zeros(int(chunk_ids[-1]) + 1, dtype=np.int64)
     slot_of_chunk[chunk_ids] = slots
     flat = slot_of_chunk[chunk_of] * layout.CHUNK_CELLS + offset
-    return {name: state.cache.columns[name].reshape(-1)[flat] for name in layout.CELL_COLUMNS}
+    return {name: state.cache.loaded[name].reshape(-1)[flat] for name in layout.CELL_COLUMNS}
 
 
 def batch_lookup_by_indices(state: StoreState, indices: Sequence[int] | np.ndarray) -> list[Cell]:
     """One `Cell` per index: arrays are fetched for all indices at once, then objects built."""
     cells = read_cells(state, indices)
-    live = state.live()
+    live = state.require_live()  # read_cells required fresh triplets of it
     pairs = state.pairs(live)
     scalers = state.scalers(live)
     rows = embedding_rows(state, live)
@@ -157,7 +157,7 @@ def get_embedding_matrix(state: StoreState) -> tuple[np.ndarray, list[tuple[str,
         raise RuntimeError(
             "no PCA embeddings for the live pairs: run generate_embeddings() and fit_pca()"
         )
-    return state.reduced(live), [tuple(p) for p in state.pairs(live)]
+    return state.reduced(live), [(c, u) for c, u in state.pairs(live)]
 
 
 def get_tickers(state: StoreState) -> list[str]:

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from narrative_pipeline.db.protocol import FactSource, FactSourceAndTarget
+from narrative_pipeline.store.protocol import KeyValueStore
 from narrative_pipeline.us_gaap import incremental as steps
 from narrative_pipeline.us_gaap import model_steps, reads
 from narrative_pipeline.us_gaap.cells import Cell, CellArrays, ConceptUnitPair
@@ -50,7 +52,7 @@ __all__ = ["StaleTripletsError", "UsGaapStore"]
 class UsGaapStore:
     """Facade over a simd-r-drive style key/value store (see module docstring)."""
 
-    def __init__(self, data_store: Any, *, cache_chunks: int = 32) -> None:
+    def __init__(self, data_store: KeyValueStore, *, cache_chunks: int = 32) -> None:
         self.data_store = data_store
         self._state = StoreState(data_store, cache_chunks)
 
@@ -60,7 +62,12 @@ class UsGaapStore:
 
     # ------------------------------------------------------------------ step 1: files
     def ingest_us_gaap_csvs(
-        self, csv_dir: str | Path, db: Any, *, downstream: bool = True, **options: Any
+        self,
+        csv_dir: str | Path,
+        db: FactSourceAndTarget,
+        *,
+        downstream: bool = True,
+        **options: Any,
     ) -> IngestReport:
         """sec-fetcher CSVs under `csv_dir` -> database (unchanged files skipped), then steps 2-6.
 
@@ -76,7 +83,7 @@ class UsGaapStore:
         return self._finish_ingest(report, db, downstream, options)
 
     def ingest_companyfacts(
-        self, path: str | Path, db: Any, *, downstream: bool = True, **options: Any
+        self, path: str | Path, db: FactSourceAndTarget, *, downstream: bool = True, **options: Any
     ) -> IngestReport:
         """SEC companyfacts (`.json`, `.json.gz`, folder of them, or `companyfacts.zip`) -> db, then 2-6."""
         from narrative_pipeline.us_gaap.ingest import load_companyfacts
@@ -86,7 +93,7 @@ class UsGaapStore:
         return self._finish_ingest(report, db, downstream, options)
 
     def _finish_ingest(
-        self, report: IngestReport, db: Any, downstream: bool, options: dict
+        self, report: IngestReport, db: FactSource, downstream: bool, options: dict
     ) -> IngestReport:
         """Steps 2-6 after files were loaded: incremental when files changed (a full build
         when nothing is live or the change is large), else only if the store lags the db."""
@@ -97,7 +104,7 @@ class UsGaapStore:
         steps.fill_totals(self._state, report)
         return report
 
-    def build_from_db(self, db: Any, *, force: bool = False, **options: Any) -> IngestReport:
+    def build_from_db(self, db: FactSource, *, force: bool = False, **options: Any) -> IngestReport:
         """Steps 2-6 over the database's facts (a full build), unless the live triplets
         already match it. Options as for `ingest_us_gaap_csvs`."""
         report = IngestReport(source="database")
@@ -105,7 +112,9 @@ class UsGaapStore:
         steps.fill_totals(self._state, report)
         return report
 
-    def update_from_db(self, db: Any, *, force: bool = False, **options: Any) -> IngestReport:
+    def update_from_db(
+        self, db: FactSource, *, force: bool = False, **options: Any
+    ) -> IngestReport:
         """Re-materialise only the tickers whose facts changed since the live generation
         (added, changed, removed), through triplets; a full build when there is no live
         generation, when `force`, or when the change is too large (incremental.py). Extra
@@ -114,7 +123,7 @@ class UsGaapStore:
         return steps.update_from_db(self._state, db, force=force, options=options)
 
     # ------------------------------------------------------------------ steps 2-6
-    def build_concept_unit_pairs(self, db: Any, *, incremental: bool = False) -> PairsReport:
+    def build_concept_unit_pairs(self, db: FactSource, *, incremental: bool = False) -> PairsReport:
         """Stream the database's facts into a new generation of cell chunks and pair ids.
 
         `incremental=True`: only the tickers changed since the live generation are re-read
@@ -124,7 +133,7 @@ class UsGaapStore:
 
     def generate_embeddings(
         self,
-        db: Any = None,
+        db: FactSource | None = None,
         model_name_or_path: str | None = None,
         *,
         embedder: Callable[[Sequence[str]], np.ndarray] | None = None,
