@@ -46,7 +46,7 @@ def fast_frames(lists: Sequence[UnitList], result: ReadResult) -> bool:
         values = _values(items, column)
     except NotFastPathable:
         return False
-    _fill(result, items, column, values, units[unit_codes], concept_codes, unit_codes, concepts)
+    _fill(result, items, column, values, concept_codes, unit_codes, concepts, units)
     return True
 
 
@@ -125,47 +125,56 @@ def _fill(
     items: list,
     column: pa.StructArray,
     values: np.ndarray,
-    unit_texts: np.ndarray,
     concept_codes: np.ndarray,
     unit_codes: np.ndarray,
     concepts: np.ndarray,
+    units: np.ndarray,
 ) -> None:
     """Skipped counts, one fact per (accn, concept, unit) (latest end, then start, then the
     last listed), and the filings, as the reference computes them."""
     bad_value = ~np.isfinite(values)
     no_accn = column.field("accn").is_null().to_numpy(zero_copy_only=False)
-    _count_skipped(result, bad_value, no_accn, unit_texts)
+    _count_skipped(result, bad_value, no_accn, units, unit_codes)
     kept = np.flatnonzero(~bad_value & ~no_accn)
-    accn = column.field("accn").take(pa.array(kept))
+    accn = column.field("accn").take(kept)
     accn_codes = _text_codes(accn)
-    end = _text_codes(column.field("end").take(pa.array(kept)))
-    start = _text_codes(column.field("start").take(pa.array(kept)))
+    end = _text_codes(column.field("end").take(kept))
+    start = _text_codes(column.field("start").take(kept))
     c, u = concept_codes[kept], unit_codes[kept]
     order = np.lexsort((start, end, u, c, accn_codes))  # stable: ties keep document order
     g_accn, g_c, g_u = accn_codes[order], c[order], u[order]
     last = np.ones(len(order), dtype=bool)
     last[:-1] = (g_accn[1:] != g_accn[:-1]) | (g_c[1:] != g_c[:-1]) | (g_u[1:] != g_u[:-1])
     rows = order[last]
-    facts = pd.DataFrame(
+    result.facts = pd.DataFrame(
         {
-            "accn": accn.take(pa.array(rows)).to_pandas(),
-            "concept": pd.Series(concepts[c[rows]], dtype="str"),
-            "unit": pd.Series(unit_texts[kept[rows]], dtype="str"),
-            "value": values[kept[rows]].astype("float64"),
-        }
+            "accn": accn.take(rows).to_pandas(),
+            "concept": _texts(concepts, c[rows]),
+            "unit": _texts(units, u[rows]),
+            "value": values[kept[rows]],
+        },
+        copy=False,
     )
-    result.facts = facts
     result.duplicate_facts = int(len(order) - len(rows))
     result.filings = _filings(items, accn, accn_codes, kept)
 
 
+def _texts(vocabulary: np.ndarray, codes: np.ndarray) -> pd.Series:
+    """vocabulary[codes] as a pandas text Series (via Arrow: no Python object per row)."""
+    return pa.array(vocabulary, pa.string()).take(codes).to_pandas()
+
+
 def _count_skipped(
-    result: ReadResult, bad_value: np.ndarray, no_accn: np.ndarray, units: np.ndarray
+    result: ReadResult,
+    bad_value: np.ndarray,
+    no_accn: np.ndarray,
+    units: np.ndarray,
+    unit_codes: np.ndarray,
 ) -> None:
     """The reference's counts and messages for non-numeric values and facts without accn."""
     if bad_value.any():
         result.skipped_cells += int(bad_value.sum())
-        counts = pd.Series(units[bad_value], dtype="str").value_counts()
+        counts = pd.Series(units[unit_codes[bad_value]], dtype="str").value_counts()
         for unit, n in counts.items():
             key = str(unit)
             result.non_numeric_units[key] = result.non_numeric_units.get(key, 0) + int(n)
@@ -184,17 +193,29 @@ def _as_text(values: list) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
+def _fiscal_years(values: list) -> pd.Series:
+    """`fy` as the reference reads it (text, then an integer of at most 9 digits, else null):
+    plain ints directly, anything else through the reference's `fy_column`."""
+    if all(type(v) is int or v is None for v in values):
+        years = [
+            v if v is not None and -1_000_000_000 < v < 1_000_000_000 else None for v in values
+        ]
+        return pd.Series(pd.array(years, dtype="Int64"))
+    return pd.Series(fy_column(_as_text(values)).to_pandas()).astype("Int64")
+
+
 def _filings(items: list, accn: pa.Array, accn_codes: np.ndarray, kept: np.ndarray) -> pd.DataFrame:
     """One row per accn (its first kept fact's form, fy, fp, filed), sorted by accn."""
     _, first = np.unique(accn_codes, return_index=True)  # unique codes ascend: accn order
     facts = [items[i] for i in kept[first]]
-    table = pa.table(
+    columns = {name: _as_text([f.get(name) for f in facts]).to_pandas() for name in FILING_FIELDS}
+    return pd.DataFrame(
         {
-            "accn": accn.take(pa.array(first)),
-            **{name: _as_text([f.get(name) for f in facts]) for name in FILING_FIELDS},
-        }
+            "accn": accn.take(first).to_pandas(),
+            "form": columns["form"],
+            "fy": _fiscal_years([f.get("fy") for f in facts]),
+            "fp": columns["fp"],
+            "filed": columns["filed"],
+        },
+        copy=False,
     )
-    table = table.append_column("fy", fy_column(_as_text([f.get("fy") for f in facts])))
-    frame = table.to_pandas()
-    frame["fy"] = frame["fy"].astype("Int64")
-    return frame[["accn", "form", "fy", "fp", "filed"]].reset_index(drop=True)
