@@ -91,26 +91,41 @@ def read_companyfacts(
 
 
 def _read_zip(path: Path, taxonomy: set[str] | None) -> Iterator[ReadResult]:
+    """Each `.json`/`.json.gz` member in name order; with many members, a helper process
+    parses some of them (companyfacts_worker.py) while this one parses or writes others."""
     try:
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as exc:
         yield failed(str(path), ticker_from_name(path.name), f"not a readable zip: {exc}")
         return
     with archive:
-        for info in sorted(archive.infolist(), key=lambda i: i.filename):
-            if info.is_dir() or not info.filename.lower().endswith((".json", ".json.gz")):
-                continue
-            source = f"{path}!{info.filename}"
-            ticker = ticker_from_name(info.filename)
-            try:
-                data = _read_member(archive, info, source)
-            except InputTooLarge as exc:
-                yield failed(source, ticker, str(exc))
-                continue
-            except (OSError, zipfile.BadZipFile, EOFError, gzip.BadGzipFile) as exc:
-                yield failed(source, ticker, f"cannot read archive member: {exc}")
-                continue
-            yield read_companyfacts_stream(io.BytesIO(data), source, ticker, taxonomy)
+        members = [
+            info
+            for info in sorted(archive.infolist(), key=lambda i: i.filename)
+            if not info.is_dir() and info.filename.lower().endswith((".json", ".json.gz"))
+        ]
+        from narrative_pipeline.readers import companyfacts_worker as worker
+
+        if worker.use_member_worker(len(members)):
+            yield from worker.read_members(path, archive, members, taxonomy)
+            return
+        for info in members:
+            yield read_zip_member(archive, info, path, taxonomy)
+
+
+def read_zip_member(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, taxonomy: set[str] | None
+) -> ReadResult:
+    """One member of the bulk zip (source `zip!member`, ticker from the member's name)."""
+    source = f"{path}!{info.filename}"
+    ticker = ticker_from_name(info.filename)
+    try:
+        data = _read_member(archive, info, source)
+    except InputTooLarge as exc:
+        return failed(source, ticker, str(exc))
+    except (OSError, zipfile.BadZipFile, EOFError, gzip.BadGzipFile) as exc:
+        return failed(source, ticker, f"cannot read archive member: {exc}")
+    return read_companyfacts_stream(io.BytesIO(data), source, ticker, taxonomy)
 
 
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> bytes:
