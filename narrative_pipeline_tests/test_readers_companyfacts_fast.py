@@ -213,9 +213,8 @@ def test_random_documents_read_the_same(monkeypatch: pytest.MonkeyPatch) -> None
         assert_same(fast, reference)
 
 
-def test_zip_members_read_in_a_helper_process_match(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def bulk_zip(tmp_path: Path) -> tuple[Path, int]:
+    """A zip with enough members for the helper process, some of them bad."""
     rng = random.Random(7)
     archive = tmp_path / "companyfacts.zip"
     n = companyfacts_worker.MIN_MEMBERS + 6
@@ -224,6 +223,13 @@ def test_zip_members_read_in_a_helper_process_match(
             data = random_document(rng) if i % 7 else b"not json"
             zf.writestr(f"CIK{i:010d}.json", data)
         zf.writestr("CIK9999999999.json.gz", b"not gzip")
+    return archive, n
+
+
+def test_zip_members_read_in_a_helper_process_match(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive, n = bulk_zip(tmp_path)
     monkeypatch.setenv("NARRATIVE_INGEST_PROCESSES", "1")
     assert companyfacts_worker.use_member_worker(n + 1)
     with_child = list(companyfacts.read_companyfacts(archive))
@@ -232,4 +238,18 @@ def test_zip_members_read_in_a_helper_process_match(
     assert [r.source for r in with_child] == [r.source for r in here]
     assert len(here) == n + 1 and sum(bool(r.error) for r in here) >= 6
     for a, b in zip(with_child, here, strict=True):
+        assert_same(a, b)
+
+
+def test_a_dead_helper_process_leaves_every_member_read_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive, n = bulk_zip(tmp_path)
+    monkeypatch.setenv("NARRATIVE_INGEST_PROCESSES", "0")
+    here = list(companyfacts.read_companyfacts(archive))
+    monkeypatch.setenv("NARRATIVE_INGEST_PROCESSES", "1")
+    monkeypatch.setattr(companyfacts_worker, "CHILD_MODULE", "narrative_pipeline.no_such_module")
+    fallback = list(companyfacts.read_companyfacts(archive))
+    assert [r.source for r in fallback] == [r.source for r in here] and len(here) == n + 1
+    for a, b in zip(fallback, here, strict=True):
         assert_same(a, b)

@@ -40,6 +40,7 @@ MIN_MEMBERS = 24  # fewer: the child's start (~0.5 s) is not paid back
 HEAD_START = 4  # members read here while the child starts
 AHEAD = 2  # members asked of the child at once
 WAITED_S = 0.02  # waited longer for the child: the next member is read here
+CHILD_MODULE = "narrative_pipeline.readers.companyfacts_worker"  # tests swap it for a dead one
 
 
 def use_member_worker(n_members: int) -> bool:
@@ -54,7 +55,7 @@ def read_members(
     from narrative_pipeline.readers.companyfacts import read_zip_member
 
     child = PipeWorker(
-        "narrative_pipeline.readers.companyfacts_worker",
+        CHILD_MODULE,
         {"zip": str(path), "taxonomy": taxonomy},
         "companyfacts worker",
     )
