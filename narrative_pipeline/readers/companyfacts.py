@@ -45,6 +45,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
+from narrative_pipeline.readers import companyfacts_worker as worker
 from narrative_pipeline.readers.base import (
     ReadResult,
     drop_duplicate_facts,
@@ -104,10 +105,8 @@ def _read_zip(path: Path, taxonomy: set[str] | None) -> Iterator[ReadResult]:
             for info in sorted(archive.infolist(), key=lambda i: i.filename)
             if not info.is_dir() and info.filename.lower().endswith((".json", ".json.gz"))
         ]
-        from narrative_pipeline.readers import companyfacts_worker as worker
-
         if worker.use_member_worker(len(members)):
-            yield from worker.read_members(path, archive, members, taxonomy)
+            yield from worker.read_members(path, archive, members, taxonomy, read_zip_member)
             return
         for info in members:
             yield read_zip_member(archive, info, path, taxonomy)

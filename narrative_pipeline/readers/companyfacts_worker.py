@@ -15,12 +15,13 @@ member order and none is lost or read twice. NARRATIVE_INGEST_PROCESSES=0 turns 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import pickle
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -35,6 +36,9 @@ from narrative_pipeline.pipe_worker import (
 from narrative_pipeline.readers.base import ReadResult
 
 log = logging.getLogger(__name__)
+# read_member(archive, info, zip path, taxonomy): companyfacts.read_zip_member, passed in (and
+# named to the child) rather than imported, so the two modules do not import each other.
+ReadMember = Callable[[zipfile.ZipFile, zipfile.ZipInfo, Path, "set[str] | None"], ReadResult]
 
 MIN_MEMBERS = 24  # fewer: the child's start (~0.5 s) is not paid back
 HEAD_START = 4  # members read here while the child starts
@@ -49,14 +53,20 @@ def use_member_worker(n_members: int) -> bool:
 
 
 def read_members(
-    path: Path, archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], taxonomy: set[str] | None
+    path: Path,
+    archive: zipfile.ZipFile,
+    members: list[zipfile.ZipInfo],
+    taxonomy: set[str] | None,
+    read_zip_member: ReadMember,
 ) -> Iterator[ReadResult]:
     """Each member's ReadResult, in order, some parsed by the child process."""
-    from narrative_pipeline.readers.companyfacts import read_zip_member
-
     child = PipeWorker(
         CHILD_MODULE,
-        {"zip": str(path), "taxonomy": taxonomy},
+        {
+            "zip": str(path),
+            "taxonomy": taxonomy,
+            "read": (read_zip_member.__module__, read_zip_member.__name__),
+        },
         "companyfacts worker",
     )
     asked = 0  # members [i, asked) not read here are the child's, asked in order
@@ -99,10 +109,10 @@ def _answer(answer: Any) -> ReadResult:
 
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
     """In the child: answer member names until None or end of input."""
-    from narrative_pipeline.readers.companyfacts import read_zip_member
-
     init = pickle.load(inp)
     path, taxonomy = Path(init["zip"]), init["taxonomy"]
+    module, name = init["read"]
+    read_zip_member = getattr(importlib.import_module(module), name)
     with zipfile.ZipFile(path) as archive:
         send(out, "ready")
         for name in requests(inp):
