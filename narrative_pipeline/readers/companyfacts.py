@@ -21,8 +21,12 @@ NARRATIVE_MAX_DOCUMENT_MB and refused past it (a `.json.gz` bomb costs the cap, 
 decompressed size). A document with no usable filing (e.g. `{"facts": {}}`) is an error, so the
 ticker's stored data is kept.
 
-JSON parsing makes Python objects by nature; columns are built with one comprehension per
-field per (concept, unit) list, and all later steps are vectorised.
+Speed (whole-SEC ingestion was bound by this reader): documents are parsed with orjson (the
+stdlib parser only when orjson refuses a document, so errors and the stdlib's extensions such
+as NaN read as before) and turned into frames by companyfacts_fast.py without a Python object
+per fact. Documents holding values whose meaning that path would change go through the
+reference path here (`_reference_frames`: one comprehension per field per (concept, unit)
+list, then pandas), which defines the behaviour; tests compare the two.
 """
 
 from __future__ import annotations
@@ -37,9 +41,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+import orjson
 import pandas as pd
 import pyarrow as pa
 
+from narrative_pipeline.readers import companyfacts_worker as worker
 from narrative_pipeline.readers.base import (
     ReadResult,
     drop_duplicate_facts,
@@ -47,6 +53,7 @@ from narrative_pipeline.readers.base import (
     fy_column,
     ticker_from_name,
 )
+from narrative_pipeline.readers.companyfacts_fast import UnitList, fast_frames
 from narrative_pipeline.readers.limits import (
     InputTooLarge,
     max_document_bytes,
@@ -85,26 +92,39 @@ def read_companyfacts(
 
 
 def _read_zip(path: Path, taxonomy: set[str] | None) -> Iterator[ReadResult]:
+    """Each `.json`/`.json.gz` member in name order; with many members, a helper process
+    parses some of them (companyfacts_worker.py) while this one parses or writes others."""
     try:
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as exc:
         yield failed(str(path), ticker_from_name(path.name), f"not a readable zip: {exc}")
         return
     with archive:
-        for info in sorted(archive.infolist(), key=lambda i: i.filename):
-            if info.is_dir() or not info.filename.lower().endswith((".json", ".json.gz")):
-                continue
-            source = f"{path}!{info.filename}"
-            ticker = ticker_from_name(info.filename)
-            try:
-                data = _read_member(archive, info, source)
-            except InputTooLarge as exc:
-                yield failed(source, ticker, str(exc))
-                continue
-            except (OSError, zipfile.BadZipFile, EOFError, gzip.BadGzipFile) as exc:
-                yield failed(source, ticker, f"cannot read archive member: {exc}")
-                continue
-            yield read_companyfacts_stream(io.BytesIO(data), source, ticker, taxonomy)
+        members = [
+            info
+            for info in sorted(archive.infolist(), key=lambda i: i.filename)
+            if not info.is_dir() and info.filename.lower().endswith((".json", ".json.gz"))
+        ]
+        if worker.use_member_worker(len(members)):
+            yield from worker.read_members(path, archive, members, taxonomy, read_zip_member)
+            return
+        for info in members:
+            yield read_zip_member(archive, info, path, taxonomy)
+
+
+def read_zip_member(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, taxonomy: set[str] | None
+) -> ReadResult:
+    """One member of the bulk zip (source `zip!member`, ticker from the member's name)."""
+    source = f"{path}!{info.filename}"
+    ticker = ticker_from_name(info.filename)
+    try:
+        data = _read_member(archive, info, source)
+    except InputTooLarge as exc:
+        return failed(source, ticker, str(exc))
+    except (OSError, zipfile.BadZipFile, EOFError, gzip.BadGzipFile) as exc:
+        return failed(source, ticker, f"cannot read archive member: {exc}")
+    return read_companyfacts_stream(io.BytesIO(data), source, ticker, taxonomy)
 
 
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> bytes:
@@ -125,7 +145,7 @@ def read_companyfacts_stream(
 ) -> ReadResult:
     """Parse one companyfacts document from an open binary stream."""
     try:
-        doc = json.loads(read_stream_capped(fh, source))
+        doc = parse_json(read_stream_capped(fh, source))
     except InputTooLarge as exc:
         return failed(source, ticker, str(exc))
     except (ValueError, EOFError, OSError) as exc:
@@ -133,10 +153,9 @@ def read_companyfacts_stream(
     if not isinstance(doc, dict) or not isinstance(doc.get("facts"), dict):
         return failed(source, ticker, "no 'facts' object: not a companyfacts document")
     result = ReadResult(source=source, ticker=ticker)
-    columns = _collect(doc["facts"], taxonomy, result)
-    if columns is None:
-        return result
-    _build_frames(columns, result)
+    lists = _unit_lists(doc["facts"], taxonomy, result)
+    if not fast_frames(lists, result):
+        _reference_frames(lists, result)
     if not len(result.facts):
         out = failed(
             source,
@@ -154,8 +173,18 @@ def read_companyfacts_stream(
     return result
 
 
-def _collect(facts: dict, taxonomy: set[str] | None, result: ReadResult) -> dict | None:
-    """Flatten the nested facts into column lists (one comprehension per field per unit)."""
+def parse_json(data: bytes) -> Any:
+    """The document, parsed by orjson; when orjson refuses it, by the stdlib (which raises the
+    error reported, or reads what only it accepts: NaN, Infinity, UTF-16 text, huge ints)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
+def _unit_lists(facts: dict, taxonomy: set[str] | None, result: ReadResult) -> list[UnitList]:
+    """(concept, unit, fact list) of each read concept, in document order; the skipped
+    namespaces and concepts go to the result's messages."""
     other = [ns for ns in facts if ns not in NAMESPACES]
     if other:
         n = sum(len(facts[ns]) for ns in other if isinstance(facts[ns], dict))
@@ -163,7 +192,7 @@ def _collect(facts: dict, taxonomy: set[str] | None, result: ReadResult) -> dict
     if taxonomy is None:
         result.taxonomy_applied = False
         result.messages.append("no taxonomy: every concept taken, balance/period types unknown")
-    cols: dict[str, list] = {k: [] for k in (*FIELDS, "concept", "unit", "val")}
+    lists: list[UnitList] = []
     for ns in NAMESPACES:
         for concept, body in (facts.get(ns) or {}).items():
             if taxonomy is not None and concept not in taxonomy:
@@ -173,13 +202,20 @@ def _collect(facts: dict, taxonomy: set[str] | None, result: ReadResult) -> dict
             if not isinstance(units, dict):
                 result.messages.append(f"concept {concept!r} has no units; skipped")
                 continue
-            for unit, items in units.items():
-                _append_unit(cols, concept, unit, items)
+            lists.extend((concept, unit, items) for unit, items in units.items())
     if taxonomy is not None and result.skipped_columns:
         result.messages.append(
             f"{len(result.skipped_columns)} concepts outside the US-GAAP taxonomy skipped"
         )
-    return cols
+    return lists
+
+
+def _reference_frames(lists: list[UnitList], result: ReadResult) -> None:
+    """The reference path (defines the behaviour): column lists, then pandas."""
+    cols: dict[str, list] = {k: [] for k in (*FIELDS, "concept", "unit", "val")}
+    for concept, unit, items in lists:
+        _append_unit(cols, concept, unit, items)
+    _build_frames(cols, result)
 
 
 def _append_unit(cols: dict[str, list], concept: str, unit: str, items: Any) -> None:
