@@ -8,6 +8,10 @@ implements no more than the caller calls:
 - `TaxonomyWriter`: `narrative-pipeline taxonomy load` replaces the taxonomy.
 - `FactsDatabase`: all of the above (what `DatabaseResource.get_db()` returns).
 
+And what the database needs from the readers' objects, so db/ names no higher layer:
+- `FactBatch`: a batch of facts to write (readers.base.FactColumns satisfies it).
+- `WritableResult`: one reader result that can turn itself into a FactBatch (ReadResult).
+
 Types from higher layers (`FactColumns`, `ReadResult`) are named for the type checker only;
 at run time this module imports nothing of the project.
 """
@@ -19,10 +23,45 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
-    from narrative_pipeline.db.database import FactCodes, SourceFileState
+    from narrative_pipeline.db.fact_readback import FactCodes
+    from narrative_pipeline.db.source_files import SourceFileState
     from narrative_pipeline.readers.base import FactColumns, ReadResult
+
+
+class FactBatch(Protocol):
+    """Facts of several tickers as flat arrays (readers.base.FactColumns is the one in use).
+
+    `filings[t]` lists ticker t's filings as FILING_COLUMNS tuples; each fact points at one of
+    them by (`ticker_index`, `filing_index`); concept and unit are codes into `concepts` and
+    `units`.
+    """
+
+    sources: list[str]
+    tickers: list[str]
+    filings: list[list[tuple]]
+    ticker_index: np.ndarray
+    filing_index: np.ndarray
+    concepts: list[str]
+    concept_code: np.ndarray
+    units: list[str]
+    unit_code: np.ndarray
+    values: np.ndarray
+
+    def fact_counts(self) -> np.ndarray: ...
+
+    def select(self, keep: list[int]) -> FactBatch: ...
+
+
+class WritableResult(Protocol):
+    """One reader result as `DbUsGaap.replace_ticker` writes it (readers.base.ReadResult)."""
+
+    source: str
+    error: str | None
+
+    def fact_columns(self) -> FactBatch: ...
 
 
 @runtime_checkable
@@ -95,4 +134,11 @@ if TYPE_CHECKING:
         return db  # mypy checks here that DbUsGaap satisfies every Protocol above
 
 
-__all__ = ["FactSource", "FactsDatabase", "IngestTarget", "TaxonomyWriter"]
+__all__ = [
+    "FactBatch",
+    "FactSource",
+    "FactsDatabase",
+    "IngestTarget",
+    "TaxonomyWriter",
+    "WritableResult",
+]
