@@ -12,6 +12,8 @@ And what the database needs from the readers' objects, so db/ names no higher la
 - `FactBatch`: a batch of facts to write (readers.base.FactColumns satisfies it).
 - `WritableResult`: one reader result that can turn itself into a FactBatch (ReadResult).
 
+And `RawQueries`: the SQL the db/ modules next to `DbUsGaap` run on it (db/ticker_state.py).
+
 Types from higher layers (`FactColumns`, `ReadResult`) are named for the type checker only;
 at run time this module imports nothing of the project.
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -62,6 +64,19 @@ class WritableResult(Protocol):
     error: str | None
 
     def fact_columns(self) -> FactBatch: ...
+
+
+class RawQueries(Protocol):
+    """A database that runs one SELECT (`?` placeholders) and says whether it is SQLite.
+
+    For db/ modules only (the method is DbUsGaap's private one): layers above use the
+    Protocols below.
+    """
+
+    @property
+    def is_sqlite(self) -> bool: ...
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]: ...
 
 
 @runtime_checkable
@@ -133,12 +148,16 @@ if TYPE_CHECKING:
     def _conforms(db: DbUsGaap) -> FactsDatabase:
         return db  # mypy checks here that DbUsGaap satisfies every Protocol above
 
+    def _runs_raw_queries(db: DbUsGaap) -> RawQueries:
+        return db
+
 
 __all__ = [
     "FactBatch",
     "FactSource",
     "FactsDatabase",
     "IngestTarget",
+    "RawQueries",
     "TaxonomyWriter",
     "WritableResult",
 ]
