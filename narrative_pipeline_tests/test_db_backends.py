@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from narrative_pipeline.db import DbUsGaap, resolve_url
 from narrative_pipeline.db.taxonomy import load_taxonomy
 from narrative_pipeline.readers import ReadResult, iter_csv_files, read_sec_fetcher_csv
+from narrative_pipeline.readers.base import concat_fact_columns
 
 SESSION_TAG = f"np_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
@@ -46,6 +47,13 @@ def db(db_url: str) -> Iterator[DbUsGaap]:
     database = DbUsGaap(db_url)
     yield database
     database.close()
+
+
+def write_batch(db: DbUsGaap, results: list[ReadResult], **options) -> list[int | Exception]:
+    """Several results through the production write path (one `replace_fact_columns`)."""
+    return db.replace_fact_columns(
+        concat_fact_columns([r.fact_columns() for r in results]), **options
+    )
 
 
 def result(ticker: str, rows: list[tuple[str, str, str, float]], forms=None) -> ReadResult:
@@ -99,7 +107,9 @@ def test_failed_replace_keeps_old_data(db: DbUsGaap, monkeypatch: pytest.MonkeyP
     def boom(*_args, **_kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(db, "_ensure_pairs", boom)  # fails after the delete, mid-transaction
+    monkeypatch.setattr(
+        db._writer, "_ensure_pairs", boom
+    )  # fails after the delete, mid-transaction
     with pytest.raises(RuntimeError):
         db.replace_ticker(result("AAA", [("A9", "Other", "USD", 9.0)]), allow_shrink=True)
     monkeypatch.undo()
@@ -221,12 +231,12 @@ def test_bulk_path_falls_back_when_local_infile_is_refused(
 ) -> None:
     import pymysql
 
-    from narrative_pipeline.db import database
+    from narrative_pipeline.db import fact_writer
 
     def refused(*_args):
         raise pymysql.err.OperationalError(1148, "The used command is not allowed")
 
-    monkeypatch.setattr(database, "_load_data_local", refused)
+    monkeypatch.setattr(fact_writer, "_load_data_local", refused)
     rows = [("A1", f"C{i}", "USD", float(i)) for i in range(3000)]
     assert db.replace_ticker(result("AAA", rows)) == 3000
     assert db.facts_frame()["value"].sum() == sum(range(3000))
@@ -251,7 +261,7 @@ def test_invalid_facts_are_refused_before_touching_data(
 
 
 # ------------------------------------------------------------------ batched writes
-def test_replace_tickers_matches_one_by_one(db: DbUsGaap, db_url: str, tmp_path: Path) -> None:
+def test_batch_write_matches_one_by_one(db: DbUsGaap, db_url: str, tmp_path: Path) -> None:
     batch = [
         result("AAA", [("A1", "Assets", "USD", 1.5), ("A2", "EPS", "USD/SHARES", -0.25)]),
         result("BBB", [("B1", "Assets", "USD", 3.0), ("B1", "Assets", "EUR", 4.0)]),
@@ -259,8 +269,8 @@ def test_replace_tickers_matches_one_by_one(db: DbUsGaap, db_url: str, tmp_path:
     ]
     db.replace_ticker(result("AAA", [("OLD", "Old", "USD", 9.0)]))
     db.replace_ticker(result("ZZZ", [("Z1", "Assets", "USD", 7.0)]))
-    assert db.replace_tickers(batch, allow_shrink=True) == [2, 2, 0]
-    assert db.replace_tickers(batch) == [2, 2, 0]  # idempotent
+    assert write_batch(db, batch, allow_shrink=True) == [2, 2, 0]
+    assert write_batch(db, batch) == [2, 2, 0]  # idempotent
     assert db.facts_frame().values.tolist() == [
         ["AAA", "A1", "Assets", "USD", 1.5],
         ["AAA", "A2", "EPS", "USD/SHARES", -0.25],
@@ -271,20 +281,21 @@ def test_replace_tickers_matches_one_by_one(db: DbUsGaap, db_url: str, tmp_path:
     assert db.filing_count() == 4
 
 
-def test_replace_tickers_refuses_bad_results_and_keeps_the_rest(db: DbUsGaap) -> None:
+def test_batch_write_refuses_bad_tickers_and_keeps_the_rest(db: DbUsGaap) -> None:
     db.replace_ticker(result("BAD", [("X0", "Assets", "USD", 1.0)]))
-    outcomes = db.replace_tickers(
+    outcomes = write_batch(
+        db,
         [
             result("AAA", [("A1", "Assets", "USD", 1.0)]),
             result("BAD", [("X1", "Assets", "USD", float("nan"))]),
-            ReadResult(source="ERR.csv", ticker="ERR", error="empty file"),
             result("CCC", [("C1", "Assets", "USD", 2.0), ("C1", "Assets", "USD", 3.0)]),
-        ]
+        ],
     )
     assert outcomes[0] == 1
     assert isinstance(outcomes[1], ValueError) and "non-finite" in str(outcomes[1])
-    assert isinstance(outcomes[2], ValueError) and "unusable" in str(outcomes[2])
-    assert isinstance(outcomes[3], ValueError) and "repeated" in str(outcomes[3])
+    assert isinstance(outcomes[2], ValueError) and "repeated" in str(outcomes[2])
+    with pytest.raises(ValueError, match="unusable"):
+        db.replace_ticker(ReadResult(source="ERR.csv", ticker="ERR", error="empty file"))
     assert db.facts_frame()[["ticker", "accn"]].values.tolist() == [["AAA", "A1"], ["BAD", "X0"]]
 
 
@@ -292,7 +303,7 @@ def test_failed_batch_retries_each_ticker_alone(
     db: DbUsGaap, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db.replace_ticker(result("BBB", [("B0", "Assets", "USD", 1.0)]))
-    real = db._ensure_pairs
+    real = db._writer._ensure_pairs
     calls: list[int] = []
 
     def poisoned(cur, pairs):
@@ -301,8 +312,9 @@ def test_failed_batch_retries_each_ticker_alone(
             raise RuntimeError("disk full")
         return real(cur, pairs)
 
-    monkeypatch.setattr(db, "_ensure_pairs", poisoned)
-    outcomes = db.replace_tickers(
+    monkeypatch.setattr(db._writer, "_ensure_pairs", poisoned)
+    outcomes = write_batch(
+        db,
         [
             result("AAA", [("A1", "Assets", "USD", 1.0)]),
             result("BBB", [("B1", "Poison", "USD", 2.0)]),
@@ -346,7 +358,7 @@ def test_many_facts_use_multi_row_inserts_exactly(db: DbUsGaap) -> None:
     rng = np.random.default_rng(7)
     values = rng.normal(0, 1e9, 1234) * 10.0 ** rng.integers(-12, 12, 1234)
     rows = [(f"A{i % 7}", f"C{i // 7}", "USD", float(v)) for i, v in enumerate(values)]
-    assert db.replace_tickers([result("AAA", rows)]) == [1234]
+    assert write_batch(db, [result("AAA", rows)]) == [1234]
     frame = db.facts_frame()
     got = dict(zip(zip(frame["accn"], frame["concept"], strict=True), frame["value"], strict=True))
     assert got == {(a, c): v for a, c, _, v in rows}
@@ -358,13 +370,13 @@ def test_fact_reader_helpers_read_what_the_database_holds(
     """Helper processes (db/fact_reader.py) open this back end themselves (SQLite file or
     MySQL server) and give the same facts, in the same order, as the in-process read."""
     from narrative_pipeline import pipe_worker
-    from narrative_pipeline.db import database, fact_reader
+    from narrative_pipeline.db import fact_readback, fact_reader
     from narrative_pipeline.sample_data import generate_sample_csvs
     from narrative_pipeline.us_gaap import ingest
 
     generate_sample_csvs(tmp_path / "csvs", filings_per_ticker=3)
     ingest.load_csv_files(tmp_path / "csvs", db, workers=1)
-    monkeypatch.setattr(database, "HELPER_MIN_ROW_FACTS", 0)  # helpers even for a small table
+    monkeypatch.setattr(fact_readback, "HELPER_MIN_ROW_FACTS", 0)  # helpers even for a small table
     started: list[dict] = []
     real_init = fact_reader._Helper.__init__
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from narrative_pipeline import pipe_worker
-from narrative_pipeline.db import DbUsGaap, database, fact_reader
+from narrative_pipeline.db import DbUsGaap, fact_readback, fact_reader
 from narrative_pipeline.sample_data import generate_sample_csvs
 from narrative_pipeline.us_gaap import ingest
 
@@ -27,7 +27,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> DbUsGaap:
 @pytest.fixture(autouse=True)
 def helpers_always(monkeypatch: pytest.MonkeyPatch) -> None:
     """Helpers even for these small tables (they pay from 500k facts read row by row)."""
-    monkeypatch.setattr(database, "HELPER_MIN_ROW_FACTS", 0)
+    monkeypatch.setattr(fact_readback, "HELPER_MIN_ROW_FACTS", 0)
 
 
 def _codes(db: DbUsGaap, target_rows: int) -> list[tuple[list, int]]:

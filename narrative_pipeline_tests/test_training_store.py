@@ -15,7 +15,7 @@ from narrative_pipeline.training import IterableConceptValueDataset, TrainConfig
 from narrative_pipeline.training.cli import StoreOpener
 from narrative_pipeline.training.dataset import split_mask
 from narrative_pipeline.training.inference import encode
-from narrative_pipeline_tests.test_us_gaap_store_fakes import CountingEmbedder, FakeFactsDb
+from narrative_pipeline_tests.test_us_gaap_store_fakes import CountingEmbedder, sqlite_facts_db
 
 TINY = dict(
     batch_size=128, learning_rate=3e-3, latent_dim=8, hidden_dim=32, internal_batch_size=512,
@@ -43,13 +43,14 @@ def store_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("store") / "cells.store"
     data_store = DataStore(str(path))
     store = UsGaapStore(data_store)
-    db = FakeFactsDb(generated_facts())
+    db = sqlite_facts_db(generated_facts(), tmp_path_factory.mktemp("db") / "facts.sqlite")
     store.build_concept_unit_pairs(db)
     store.generate_embeddings(db, embedder=CountingEmbedder(dim=24), model_id="test-hash-24")
     store.fit_scalers("robust")
     store.fit_pca(None, 8)
     store.write_triplets()
     data_store.close()
+    db.close()
     return path
 
 

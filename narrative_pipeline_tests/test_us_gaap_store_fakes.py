@@ -3,16 +3,21 @@
 `FakeDictStore` has exactly the simd-r-drive client API the facade may use and enforces the
 store's payload rules (never empty, never b"\\x00"), so a facade bug that would corrupt a real
 store fails here. `FakeFactsDb` serves a facts DataFrame through the DbUsGaap methods the facade
-calls. Neither is used outside tests.
+calls. Neither is used outside tests. `sqlite_facts_db` is the real alternative to `FakeFactsDb`:
+the same facts written into a SQLite `DbUsGaap` through the production write path.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from narrative_pipeline.db import TAXONOMY_COLUMNS
+from narrative_pipeline.db import TAXONOMY_COLUMNS, DbUsGaap
+from narrative_pipeline.readers import ReadResult
+from narrative_pipeline.readers.base import concat_fact_columns
 
 
 class FakeDictStore:
@@ -90,6 +95,30 @@ class FakeFactsDb:
         return self.taxonomy
 
 
+def sqlite_facts_db(
+    facts: pd.DataFrame, path: Path, taxonomy: pd.DataFrame | None = None
+) -> DbUsGaap:
+    """A SQLite DbUsGaap at `path` holding `facts` (DataFrame[ticker, accn, concept, unit,
+    value]) and `taxonomy`, written with `replace_fact_columns` like ingestion writes."""
+    db = DbUsGaap(f"sqlite:///{path}")
+    results = [
+        ReadResult(
+            source=f"{ticker}.csv",
+            ticker=str(ticker),
+            filings=pd.DataFrame({"accn": sorted(set(group["accn"]))}),
+            facts=group[["accn", "concept", "unit", "value"]].reset_index(drop=True),
+        )
+        for ticker, group in facts.groupby("ticker", sort=True)
+    ]
+    outcomes = db.replace_fact_columns(concat_fact_columns([r.fact_columns() for r in results]))
+    refused = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+    if refused:
+        raise refused[0]
+    if taxonomy is not None:
+        db.replace_taxonomy(taxonomy)
+    return db
+
+
 class CountingEmbedder:
     """Test fake embedder: deterministic vectors from a text hash; counts texts it embedded."""
 
@@ -148,6 +177,22 @@ def test_fake_store_rejects_what_simd_r_drive_rejects() -> None:
     with pytest.raises(ValueError):
         store.batch_write([(b"a", b"ok"), (b"b", b"\x00")])
     assert store.read(b"a") is None  # the bad batch wrote nothing
+
+
+def test_sqlite_facts_db_serves_the_facts_the_fake_serves(tmp_path: Path) -> None:
+    facts = synthetic_facts()
+    db = sqlite_facts_db(facts, tmp_path / "facts.sqlite")
+    try:
+        expected = FakeFactsDb(facts)
+        assert db.tickers() == expected.tickers() and db.fact_count() == expected.fact_count()
+        pd.testing.assert_frame_equal(
+            db.facts_frame().astype({c: object for c in ("ticker", "accn", "concept", "unit")}),
+            expected.facts_frame().astype(
+                {c: object for c in ("ticker", "accn", "concept", "unit")}
+            ),
+        )
+    finally:
+        db.close()
 
 
 def assert_exact_round_trip(store, whole) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ import pytest
 from narrative_pipeline.us_gaap import layout
 from narrative_pipeline.us_gaap_store import UsGaapStore
 from narrative_pipeline_tests import ws_fixtures
-from narrative_pipeline_tests.test_us_gaap_store_fakes import CountingEmbedder, FakeFactsDb
+from narrative_pipeline_tests.test_us_gaap_store_fakes import CountingEmbedder, sqlite_facts_db
 
 store_server = ws_fixtures.store_server  # the store tests' reusable fixture
 
@@ -27,7 +28,7 @@ def _client(kind: str, host: str, port: int):
 
 
 @pytest.mark.parametrize("client", ["ours", "official"])
-def test_build_rebuild_and_reads_over_websocket(store_server, client: str) -> None:
+def test_build_rebuild_and_reads_over_websocket(store_server, client: str, tmp_path: Path) -> None:
     n = layout.CHUNK_CELLS + 4464  # two chunks
     rng = np.random.default_rng(0)
     facts = pd.DataFrame(
@@ -41,7 +42,8 @@ def test_build_rebuild_and_reads_over_websocket(store_server, client: str) -> No
     )
     handle = _client(client, store_server.host, store_server.port)
     store = UsGaapStore(handle)
-    store.build_from_db(FakeFactsDb(facts), embedder=CountingEmbedder(), make_plots=False)
+    db = sqlite_facts_db(facts, tmp_path / "all.sqlite")
+    store.build_from_db(db, embedder=CountingEmbedder(), make_plots=False)
     assert store.get_triplet_count() == n
     cells = store.batch_lookup_by_indices(np.arange(0, n, 97))
     for cell in cells:
@@ -52,14 +54,13 @@ def test_build_rebuild_and_reads_over_websocket(store_server, client: str) -> No
         == first.unscaled_value
     )
 
-    store.build_from_db(
-        FakeFactsDb(facts.head(1000)), force=True, embedder=CountingEmbedder(), make_plots=False
-    )
+    smaller = sqlite_facts_db(facts.head(1000), tmp_path / "head.sqlite")
+    store.build_from_db(smaller, force=True, embedder=CountingEmbedder(), make_plots=False)
     fresh = UsGaapStore(handle)  # another reader sees the new generation
     assert fresh.get_triplet_count() == 1000
     np.testing.assert_array_equal(
         fresh.read_cell_range(0, 1000).unscaled,
-        FakeFactsDb(facts.head(1000)).facts_frame()["value"].to_numpy(),
+        smaller.facts_frame()["value"].to_numpy(),
     )
     assert (
         handle.read(layout.cell_column_key(1, "unscaled", 1)) is None

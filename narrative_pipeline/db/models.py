@@ -7,7 +7,8 @@ Layout choices (measured, see benchmarks/bench_db.py):
   text concept/unit columns and a separate unique index). Concept and unit text live once in
   `concept_unit`.
 - `fact.filing_id` is not a declared foreign key: InnoDB would check it per inserted row; the
-  only writer (`DbUsGaap.replace_ticker`) deletes facts before their filings in one transaction.
+  only writer (`db/fact_writer.py`, behind `DbUsGaap.replace_ticker`/`replace_fact_columns`)
+  deletes facts before their filings in one transaction.
 - SQLite only: `fact_block` holds each filing's facts once more as two packed arrays
   (concept_unit ids int64, values float64, primary-key order), written in the same transaction
   as the rows. The store build reads them (~11k blobs instead of 2M rows: turning a SQLite row

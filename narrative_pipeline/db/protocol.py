@@ -9,6 +9,12 @@ implements no more than the caller calls:
 - `TaxonomyWriter`: `narrative-pipeline taxonomy load` replaces the taxonomy.
 - `FactsDatabase`: all of the above (what `DatabaseResource.get_db()` returns).
 
+And what the database needs from the readers' objects, so db/ names no higher layer:
+- `FactBatch`: a batch of facts to write (readers.base.FactColumns satisfies it).
+- `WritableResult`: one reader result that can turn itself into a FactBatch (ReadResult).
+
+And `RawQueries`: the SQL the db/ modules next to `DbUsGaap` run on it (db/ticker_state.py).
+
 Types from higher layers (`FactColumns`, `ReadResult`) are named for the type checker only;
 at run time this module imports nothing of the project.
 """
@@ -17,14 +23,62 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
-    from narrative_pipeline.db.database import FactCodes, SourceFileState
+    from narrative_pipeline.db.fact_readback import FactCodes
+    from narrative_pipeline.db.source_files import SourceFileState
     from narrative_pipeline.db.sources import SourceNote
     from narrative_pipeline.readers.base import FactColumns, ReadResult
+
+
+class FactBatch(Protocol):
+    """Facts of several tickers as flat arrays (readers.base.FactColumns is the one in use).
+
+    `filings[t]` lists ticker t's filings as FILING_COLUMNS tuples; each fact points at one of
+    them by (`ticker_index`, `filing_index`); concept and unit are codes into `concepts` and
+    `units`.
+    """
+
+    sources: list[str]
+    tickers: list[str]
+    filings: list[list[tuple]]
+    ticker_index: np.ndarray
+    filing_index: np.ndarray
+    concepts: list[str]
+    concept_code: np.ndarray
+    units: list[str]
+    unit_code: np.ndarray
+    values: np.ndarray
+
+    def fact_counts(self) -> np.ndarray: ...
+
+    def select(self, keep: list[int]) -> FactBatch: ...
+
+
+class WritableResult(Protocol):
+    """One reader result as `DbUsGaap.replace_ticker` writes it (readers.base.ReadResult)."""
+
+    source: str
+    error: str | None
+
+    def fact_columns(self) -> FactBatch: ...
+
+
+class RawQueries(Protocol):
+    """A database that runs one SELECT (`?` placeholders) and says whether it is SQLite.
+
+    For db/ modules only (the method is DbUsGaap's private one): layers above use the
+    Protocols below.
+    """
+
+    @property
+    def is_sqlite(self) -> bool: ...
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]: ...
 
 
 @runtime_checkable
@@ -113,5 +167,17 @@ if TYPE_CHECKING:
     def _conforms(db: DbUsGaap) -> FactsDatabase:
         return db  # mypy checks here that DbUsGaap satisfies every Protocol above
 
+    def _runs_raw_queries(db: DbUsGaap) -> RawQueries:
+        return db
 
-__all__ = ["FactSource", "FactSourceAndTarget", "FactsDatabase", "IngestTarget", "TaxonomyWriter"]
+
+__all__ = [
+    "FactBatch",
+    "FactSource",
+    "FactSourceAndTarget",
+    "FactsDatabase",
+    "IngestTarget",
+    "RawQueries",
+    "TaxonomyWriter",
+    "WritableResult",
+]

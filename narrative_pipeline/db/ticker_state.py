@@ -16,12 +16,13 @@ large enough to fall back to a full rebuild.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
 from xxhash import xxh3_64_hexdigest
 
+from narrative_pipeline.db.protocol import RawQueries
 
-def ticker_fingerprints(db: Any) -> dict[str, str]:
+
+def ticker_fingerprints(db: RawQueries) -> dict[str, str]:
     """ticker -> fingerprint (hex) of its filings, fact counts and source files."""
     parts: dict[str, list[str]] = defaultdict(list)
     for ticker, n, lo, hi, total in db._query(
@@ -43,7 +44,7 @@ def ticker_fingerprints(db: Any) -> dict[str, str]:
     return {ticker: xxh3_64_hexdigest("|".join(p).encode()) for ticker, p in parts.items()}
 
 
-def ticker_fact_counts(db: Any, tickers: list[str]) -> int:
+def ticker_fact_counts(db: RawQueries, tickers: list[str]) -> int:
     """Facts held by `tickers` (what an incremental update will read back)."""
     total = 0
     for first in range(0, len(tickers), 500):

@@ -90,6 +90,10 @@ class ReadResult:
     def fact_count(self) -> int:
         return len(self.facts)
 
+    def fact_columns(self) -> FactColumns:
+        """This result as the database's write batch (`fact_columns_from_result`)."""
+        return fact_columns_from_result(self)
+
 
 @dataclass
 class FileReport:

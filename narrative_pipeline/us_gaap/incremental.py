@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from narrative_pipeline.us_gaap import build, layout, model_steps, pairs_step
 from narrative_pipeline.us_gaap.chunk_table import ChunkTable
 from narrative_pipeline.us_gaap.generations import StoreState
 from narrative_pipeline.us_gaap.reports import IngestReport, PairsReport, PcaReport, ScalerReport
+
+if TYPE_CHECKING:
+    from narrative_pipeline.db.protocol import RawQueries
 
 FULL_BUILD_SHARE = 0.25
 INDEX_PAIRS_PER_READ = 256
@@ -154,7 +157,8 @@ def plan_update(
     removed = sorted(t for t in before if t not in now)
     if len(changed) > FULL_BUILD_SHARE * max(1, len(now)):  # many tickers: no need to count
         return TickerChanges(changed, removed, f"{len(changed)} of {len(now)} tickers changed")
-    incoming = ticker_fact_counts(db, changed) if changed else 0
+    # fingerprints came back, so db is a DbUsGaap (pairs_step.ticker_fingerprints checks it)
+    incoming = ticker_fact_counts(cast("RawQueries", db), changed) if changed else 0
     if incoming > FULL_BUILD_SHARE * max(1, live["n_cells"]):
         return TickerChanges(
             changed, removed, f"{len(changed)} changed tickers hold {incoming} facts"

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # the readers and the database are imported when a load start
     from narrative_pipeline.db.database import SourceFileState
     from narrative_pipeline.db.sources import SourceNote
     from narrative_pipeline.readers.base import FileReport, ReadResult
-    from narrative_pipeline.readers.sec_fetcher_csv import CsvBatch
+    from narrative_pipeline.readers.sec_fetcher_batch import CsvBatch
 
 Progress = Callable[[int, int, str], None]  # (files done, files total, current path)
 CSV_BATCH_FILES = 64  # files read and written together (per-file fixed costs dominate)

@@ -97,9 +97,10 @@ def pair_table(pairs: list[tuple[str, str]], counts: np.ndarray) -> dict:
 def ticker_fingerprints(db: FactSource) -> dict[str, str] | None:
     """What says a ticker's facts changed (db/ticker_state.py); None for a database that is
     not a DbUsGaap (a test fake): then every update is a full build."""
+    from narrative_pipeline.db.database import DbUsGaap
     from narrative_pipeline.db.ticker_state import ticker_fingerprints as fingerprints
 
-    return fingerprints(db) if hasattr(db, "engine") else None
+    return fingerprints(db) if isinstance(db, DbUsGaap) else None
 
 
 def add_counts(counts: np.ndarray, pair_id: np.ndarray, n_pairs: int) -> np.ndarray:
