@@ -19,7 +19,7 @@ import torch
 from narrative_pipeline.training.model import TRAINING_INPUTS_KEY
 
 # Hyper-parameters that fix the weight shapes: a resume or warm start must not change them.
-SHAPE_HPARAMS = ("input_dim", "latent_dim", "hidden_dim", "n_hidden_layers")
+SHAPE_HPARAMS = ("input_dim", "latent_dim", "hidden_dim", "n_hidden_layers", "architecture")
 SIGNATURE_PAIRS = 64  # pairs whose embedding rows a checkpoint keeps (a few KiB)
 SIGNATURE_TOLERANCE = 1e-4
 
