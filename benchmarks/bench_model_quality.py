@@ -11,6 +11,10 @@ same training cells):
 - `scaling`: RobustScaler + MSE (default), QuantileTransformer + MSE, RobustScaler + Huber;
 - `original`: the original schedule and monitor (cosine_periodic T_max 15, val_loss_epoch).
 
+Every run uses TrainConfig's defaults (architecture, learning rate, latent for `seeds`) unless
+`--architecture`, `--learning-rate` or `--default-latent` say otherwise (e.g. `--architecture mlp
+--learning-rate 1e-3 --default-latent 256` for the first design).
+
 Run: `.venv/bin/python benchmarks/bench_model_quality.py [--experiments sweep,seeds]
 [--max-time 60] [--out benchmarks/out/model_quality.json] [--plot docs/images/model_quality.png]`.
 """
