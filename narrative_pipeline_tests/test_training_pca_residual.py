@@ -10,6 +10,7 @@ from sklearn.decomposition import PCA
 from narrative_pipeline.training import Stage1Autoencoder, TrainConfig, train_stage1
 from narrative_pipeline.training.evaluation import read_split, split_indices
 from narrative_pipeline.training.inference import load_model
+from narrative_pipeline.training.warm_start import shape_mismatch
 from narrative_pipeline_tests.test_training_dataset import FakeStoreFactory
 from narrative_pipeline_tests.test_training_loop import (  # noqa: F401 (autouse fixture)
     FACTORY,
@@ -158,3 +159,20 @@ def test_warm_start_keeps_the_previous_linear_path_and_weights(trained_pca_resid
     new = load_model(tmp_path / "checkpoints" / "last.ckpt", device="cpu")
     for name, tensor in old.state_dict().items():
         torch.testing.assert_close(new.state_dict()[name], tensor, atol=1e-6, rtol=1e-5)
+
+
+def test_warm_start_across_architectures_retrains_and_old_checkpoints_count_as_mlp(
+    trained_pca_residual, tmp_path
+):
+    out, _, _ = trained_pca_residual
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(
+        (out / "checkpoints" / "last.ckpt").read_bytes()
+    )
+    mlp = tiny_config(max_epochs=1, latent_dim=4, architecture="mlp", warm_start=True)
+    result = train_stage1(FACTORY, mlp, tmp_path)
+    assert result.warm_start.startswith("full retrain: model shape changed")
+    assert "architecture: checkpoint pca_residual vs now mlp" in result.warm_start
+    shapes = {"input_dim": 7, "latent_dim": 4, "hidden_dim": 32, "n_hidden_layers": 2}
+    assert shape_mismatch(shapes, {**shapes, "architecture": "mlp"}) == ""  # pre-wave-2 file
+    assert "architecture" in shape_mismatch(shapes, {**shapes, "architecture": "pca_residual"})
