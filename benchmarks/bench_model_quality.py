@@ -11,6 +11,10 @@ same training cells):
 - `scaling`: RobustScaler + MSE (default), QuantileTransformer + MSE, RobustScaler + Huber;
 - `original`: the original schedule and monitor (cosine_periodic T_max 15, val_loss_epoch).
 
+Every run uses TrainConfig's defaults (architecture, learning rate, latent for `seeds`) unless
+`--architecture`, `--learning-rate` or `--default-latent` say otherwise (e.g. `--architecture mlp
+--learning-rate 1e-3 --default-latent 256` for the first design).
+
 Run: `.venv/bin/python benchmarks/bench_model_quality.py [--experiments sweep,seeds]
 [--max-time 60] [--out benchmarks/out/model_quality.json] [--plot docs/images/model_quality.png]`.
 """
@@ -75,6 +79,9 @@ def one_run(store_path: Path, out: Path, label: str, **overrides) -> dict:
     row = {
         "label": label,
         "latent_dim": config.latent_dim,
+        "architecture": config.architecture,
+        "linear_value": config.linear_value,
+        "learning_rate": config.learning_rate,
         "seed": config.seed,
         "epochs": result.epochs_run,
         "train_seconds": round(seconds, 1),
@@ -127,6 +134,8 @@ def main() -> int:
     parser.add_argument("--default-latent", type=int, default=None, help="default: TrainConfig's")
     parser.add_argument("--scaler", default="robust", choices=("robust", "quantile"),
                         help="scalers of the store the sweep and the seeds train on")  # fmt: skip
+    parser.add_argument("--architecture", default=None, help="default: TrainConfig's")
+    parser.add_argument("--learning-rate", type=float, default=None, help="default: TrainConfig's")
     parser.add_argument("--max-time", type=float, default=60.0, help="seconds per training run")
     parser.add_argument("--max-epochs", type=int, default=60)
     parser.add_argument("--accelerator", default="auto")
@@ -138,7 +147,9 @@ def main() -> int:
     data = Path(args.data) if (Path(args.data) / "sec-fetcher-csvs").is_dir() else None
     workdir = Path(args.workdir)
     base = dict(max_time=args.max_time, max_epochs=args.max_epochs,
-                accelerator=args.accelerator, torch_threads=args.torch_threads)  # fmt: skip
+                accelerator=args.accelerator, torch_threads=args.torch_threads,
+                architecture=args.architecture or TrainConfig().architecture,
+                learning_rate=args.learning_rate or TrainConfig().learning_rate)  # fmt: skip
     default_latent = args.default_latent or TrainConfig().latent_dim
     robust = build_store(data, workdir, "robust")
     chosen = build_store(data, workdir, args.scaler)

@@ -81,11 +81,15 @@ def test_training_config_exposes_the_knobs():
         "learning_rate",
         "loss",
         "latent_dim",
+        "architecture",
         "patience",
         "resume",
     } <= fields
     config = Stage1TrainingConfig(max_epochs=2, loss="l1").to_train_config()
     assert config.max_epochs == 2 and config.loss == "l1"
+    assert config.architecture == "pca_residual" and config.monitor_metric == "val/embedding_loss"
+    mlp = Stage1TrainingConfig(architecture="mlp").to_train_config()
+    assert mlp.monitor_metric == "val/value_median_rel_error"
     with pytest.raises(ValueError, match="loss"):
         Stage1TrainingConfig(loss="cauchy").to_train_config()
 

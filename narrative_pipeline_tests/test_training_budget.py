@@ -26,8 +26,15 @@ from narrative_pipeline_tests.test_training_loop import (  # noqa: F401 (autouse
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("budget")
     lines: list[str] = []
-    result = train_stage1(FACTORY, tiny_config(max_epochs=3), out, progress=lines.append)
+    # The MLP alone: its first epoch is far from converged, so a warm start is measurable by
+    # its first validation loss (a pca_residual model starts at the PCA optimum already; its
+    # warm start is tested in test_training_pca_residual.py).
+    result = train_stage1(FACTORY, mlp_config(max_epochs=3), out, progress=lines.append)
     return out, result, lines
+
+
+def mlp_config(**overrides):
+    return tiny_config(architecture="mlp", **overrides)
 
 
 def copy_of_run(out, tmp_path):
@@ -69,7 +76,7 @@ def test_max_time_stops_a_long_run(tmp_path):
 def test_warm_start_continues_from_the_previous_weights(trained, tmp_path):
     out = copy_of_run(trained[0], tmp_path)
     cold = first_val_loss(out / "checkpoints" / "last.ckpt")
-    result = train_stage1(FACTORY, tiny_config(max_epochs=1, warm_start=True), out)
+    result = train_stage1(FACTORY, mlp_config(max_epochs=1, warm_start=True), out)
     assert result.warm_start.startswith("warm start from")
     warm = first_val_loss(out / "checkpoints" / "last.ckpt")  # the warm run's own history
     assert warm < cold, "a warm start must begin where the previous run ended, not at random"
@@ -79,7 +86,7 @@ def test_warm_start_continues_from_the_previous_weights(trained, tmp_path):
 def test_warm_start_retrains_when_the_input_width_changes(trained, tmp_path):
     out = copy_of_run(trained[0], tmp_path)
     wider = FakeStoreFactory(n_cells=3000, n_pairs=12, dim=7)
-    result = train_stage1(wider, tiny_config(max_epochs=1, warm_start=True), out)
+    result = train_stage1(wider, mlp_config(max_epochs=1, warm_start=True), out)
     assert result.warm_start.startswith("full retrain: model shape changed")
     assert "input_dim" in result.warm_start
 
@@ -87,7 +94,7 @@ def test_warm_start_retrains_when_the_input_width_changes(trained, tmp_path):
 def test_warm_start_retrains_when_the_pca_changed_at_the_same_width(trained, tmp_path):
     out = copy_of_run(trained[0], tmp_path)
     refitted = FakeStoreFactory(n_cells=3000, n_pairs=12, dim=6, seed=5)
-    result = train_stage1(refitted, tiny_config(max_epochs=1, warm_start=True), out)
+    result = train_stage1(refitted, mlp_config(max_epochs=1, warm_start=True), out)
     assert result.warm_start.startswith("full retrain: the PCA embeddings changed")
 
 

@@ -40,11 +40,12 @@ class Stage1TrainingConfig(dg.Config):
     max_epochs: int = 60
     max_time: float = 90.0  # seconds of training per run; 0 = no limit
     batch_size: int = 1024
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-4  # see TrainConfig (training/config.py) for these defaults
     loss: str = "mse"  # "mse" | "l1" | "huber"
-    latent_dim: int = 256
+    latent_dim: int = 96
+    architecture: str = "pca_residual"  # or "mlp" (the MLP alone, the first design)
     lr_schedule: str = "budget"  # "budget" | "cosine_periodic" (the original's) | "constant"
-    monitor: str = "val/value_median_rel_error"  # or "val_loss_epoch"
+    monitor: str = "auto"  # or "val/value_median_rel_error", "val/embedding_loss", "val_loss_epoch"
     patience: int = 20
     resume: bool = False  # continue from <data_dir>/training/checkpoints/last.ckpt
     warm_start: str = "auto"  # "auto": warm for sensor/schedule runs; "always"; "never"
@@ -132,7 +133,7 @@ def stage1_checkpoint(
     context.log.info(
         "trained %d epoch(s); best %s %.6g; checkpoint %s; %s",
         result.epochs_run,
-        train_config.monitor,
+        train_config.monitor_metric,
         result.best_val_loss,
         result.best_checkpoint_path,
         result.warm_start,

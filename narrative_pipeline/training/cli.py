@@ -50,6 +50,7 @@ CLI_FIELDS = {
     "num_workers": int, "seed": int, "val_fraction": float, "limit_train_batches": int,
     "accelerator": str, "torch_threads": int, "precision": str, "float32_matmul_precision": str,
     "max_time": float, "lr_schedule": str, "monitor": str, "heldout_ticker_fraction": float,
+    "architecture": str,
 }  # fmt: skip
 
 

@@ -22,6 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping
@@ -43,6 +44,8 @@ from narrative_pipeline.training.callbacks import (
 )
 from narrative_pipeline.training.config import TrainConfig
 from narrative_pipeline.training.dataset import IterableConceptValueDataset
+from narrative_pipeline.training.evaluation import read_split, split_indices
+from narrative_pipeline.training.linear_path import PCA_FIT_MAX_CELLS
 from narrative_pipeline.training.model import Stage1Autoencoder
 from narrative_pipeline.training.splits import resolve_heldout_tickers
 from narrative_pipeline.training.warm_start import (
@@ -165,7 +168,26 @@ def build_model(config: TrainConfig, input_dim: int) -> Stage1Autoencoder:
         t_max=config.t_max,
         eta_min=config.eta_min,
         lr_schedule=config.lr_schedule,
+        architecture=config.architecture,
+        linear_value=config.linear_value,
     )
+
+
+def fit_linear_path(
+    model: Stage1Autoencoder,
+    store: Any,
+    matrix: np.ndarray,
+    heldout: list[str],
+    config: TrainConfig,
+) -> None:
+    """Fit a `pca_residual` model's PCA path on the training split's cells (never on held-out
+    tickers or validation cells; a seeded sample beyond PCA_FIT_MAX_CELLS)."""
+    indices = split_indices(store, heldout, config.val_fraction)
+    train = read_split(
+        store, "train", indices["train"], np.asarray(matrix, np.float32), PCA_FIT_MAX_CELLS,
+        config.seed,
+    )  # fmt: skip
+    model.fit_linear_path(train.x)
 
 
 @contextmanager
@@ -234,6 +256,8 @@ def train_stage1(
     )
     if warm.path is not None:
         load_weights(model, warm.path)
+    elif resume_path is None and model.pca_path is not None:
+        fit_linear_path(model, store, matrix, heldout, config)
     model.attach_pair_info(store.load_scalers(), list(pair_names))
     model.training_inputs = {
         "heldout_tickers": heldout,
@@ -269,7 +293,7 @@ def _assemble(
     checkpoint = BestAndLastCheckpoint(
         dirpath=output_dir / "checkpoints",
         filename=BEST_FILENAME,
-        monitor=config.monitor,
+        monitor=config.monitor_metric,
         mode="min",
         save_top_k=config.save_top_k,
         save_last=True,
@@ -280,7 +304,10 @@ def _assemble(
     callbacks: list[pl.Callback] = [
         clock,
         EarlyStopping(
-            monitor=config.monitor, mode="min", patience=config.patience, min_delta=config.min_delta
+            monitor=config.monitor_metric,
+            mode="min",
+            patience=config.patience,
+            min_delta=config.min_delta,
         ),
         checkpoint,
         history,

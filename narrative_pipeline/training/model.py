@@ -4,6 +4,11 @@ Input is `[PCA embedding of the pair, scaled value]`; the target is the input. T
 modulates every hidden layer (FiLM-style gain and bias computed from the value), a lighter
 stand-in for the original's value-modulated attention that keeps the value from being drowned
 out by the hundreds of embedding dimensions.
+
+Two architectures (`architecture`): "mlp" (the MLP alone, the first design) and "pca_residual"
+(a frozen PCA path fitted on the training cells plus the same MLPs as zero-initialised
+residuals: at step 0 the model IS a PCA autoencoder and training can only add nonlinear
+structure; see linear_path.py for why and how its latent stays a unit vector).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from narrative_pipeline.training.linear_path import PcaPath
 from narrative_pipeline.training.metrics import (
     cell_value_metrics,
     inverse_scale_by_pair,
@@ -25,6 +31,7 @@ from narrative_pipeline.training.metrics import (
 )
 
 LossName = Literal["mse", "l1", "huber"]
+ARCHITECTURES = ("mlp", "pca_residual")
 LOSS_FUNCTIONS = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": F.smooth_l1_loss}
 # Checkpoint entry with what the model was trained on (held-out tickers, input signature).
 TRAINING_INPUTS_KEY = "narrative_pipeline_training_inputs"
@@ -71,24 +78,39 @@ class Stage1Autoencoder(pl.LightningModule):
         t_max: int = 15,
         eta_min: float = 1e-6,
         lr_schedule: str = "cosine_periodic",
+        architecture: str = "mlp",
+        linear_value: bool = True,
     ) -> None:
         super().__init__()
         if input_dim < 2:
             raise ValueError(f"input_dim must be >= 2 (embedding + value), got {input_dim}")
         if loss not in LOSS_FUNCTIONS:
             raise ValueError(f"loss must be one of {tuple(LOSS_FUNCTIONS)}, got {loss!r}")
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+        if architecture == "pca_residual" and latent_dim < 2:
+            raise ValueError("architecture 'pca_residual' needs latent_dim >= 2 (code + lift)")
         self.save_hyperparameters()
         widths = [input_dim] + [hidden_dim] * n_hidden_layers
         self.encoder_blocks = nn.ModuleList(
             ValueModulatedBlock(a, b, dropout) for a, b in zip(widths, widths[1:], strict=False)
         )
-        self.to_latent = nn.Linear(widths[-1], latent_dim)
+        # pca_residual: the encoder MLP adds to the PCA code (latent_dim - 1 numbers, lifted).
+        self.pca_path = (
+            PcaPath(input_dim, latent_dim - 1) if architecture == "pca_residual" else None
+        )
+        code_dim = latent_dim if self.pca_path is None else latent_dim - 1
+        self.to_latent = nn.Linear(widths[-1], code_dim)
         dec_widths = [latent_dim] + [hidden_dim] * n_hidden_layers
         self.decoder_blocks = nn.ModuleList(
             nn.Sequential(nn.Linear(a, b), nn.LayerNorm(b), nn.GELU())
             for a, b in zip(dec_widths, dec_widths[1:], strict=False)
         )
         self.to_output = nn.Linear(dec_widths[-1], input_dim)
+        if self.pca_path is not None:  # residual branches start at exactly zero
+            for layer in (self.to_latent, self.to_output):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         self.scalers: Sequence[Any] | None = None
         self.pair_names: Sequence[tuple[str, str]] | None = None
         self.last_validation_report: dict[str, Any] = {}
@@ -103,19 +125,35 @@ class Stage1Autoencoder(pl.LightningModule):
         self.scalers = scalers
         self.pair_names = pair_names
 
+    def fit_linear_path(self, train_x: np.ndarray) -> None:
+        """Fit the frozen PCA path on training inputs (only for architecture "pca_residual")."""
+        if self.pca_path is None:
+            raise ValueError("fit_linear_path needs architecture 'pca_residual'")
+        self.pca_path.fit(train_x)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latent vectors (unit L2 norm) for inputs `[embedding, scaled value]`."""
         value = x[:, -1:]
         h = x
         for block in self.encoder_blocks:
             h = block(h, value)
-        return F.normalize(self.to_latent(h), dim=-1)
+        if self.pca_path is None:
+            return F.normalize(self.to_latent(h), dim=-1)
+        residual = self.to_latent(h)
+        if self.hparams.linear_value:
+            residual = self.pca_path.without_value_direction(residual)
+        return self.pca_path.lift(self.pca_path.project(x) + residual)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         h = z
         for block in self.decoder_blocks:
             h = block(h)
-        return self.to_output(h)
+        if self.pca_path is None:
+            return self.to_output(h)
+        residual = self.to_output(h)
+        if self.hparams.linear_value:  # the value output is the linear path's alone
+            residual = torch.cat([residual[:, :-1], torch.zeros_like(residual[:, -1:])], dim=-1)
+        return self.pca_path.reconstruct(self.pca_path.unlift(z)) + residual
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encode(x)

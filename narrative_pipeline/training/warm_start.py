@@ -19,7 +19,9 @@ import torch
 from narrative_pipeline.training.model import TRAINING_INPUTS_KEY
 
 # Hyper-parameters that fix the weight shapes: a resume or warm start must not change them.
-SHAPE_HPARAMS = ("input_dim", "latent_dim", "hidden_dim", "n_hidden_layers")
+SHAPE_HPARAMS = ("input_dim", "latent_dim", "hidden_dim", "n_hidden_layers", "architecture")
+# What a checkpoint written before a hyper-parameter existed was trained with.
+HPARAM_DEFAULTS = {"architecture": "mlp"}
 SIGNATURE_PAIRS = 64  # pairs whose embedding rows a checkpoint keeps (a few KiB)
 SIGNATURE_TOLERANCE = 1e-4
 
@@ -61,9 +63,9 @@ def signature_mismatch(saved: dict[str, Any], matrix: np.ndarray, pair_names: Se
 def shape_mismatch(saved_hparams: dict[str, Any], model_hparams: dict[str, Any]) -> str:
     """Which weight-shape hyper-parameters differ ("" when none)."""
     changed = [
-        f"{k}: checkpoint {saved_hparams.get(k)} vs now {model_hparams[k]}"
+        f"{k}: checkpoint {saved_hparams.get(k, HPARAM_DEFAULTS.get(k))} vs now {model_hparams[k]}"
         for k in SHAPE_HPARAMS
-        if saved_hparams.get(k) != model_hparams[k]
+        if saved_hparams.get(k, HPARAM_DEFAULTS.get(k)) != model_hparams[k]
     ]
     return ", ".join(changed)
 
