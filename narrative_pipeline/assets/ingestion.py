@@ -15,14 +15,17 @@ loaded, and is listed in the `failed_files_table` metadata.
 
 import os
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 
 from narrative_pipeline.assets.metadata import PREVIEW_ROWS, markdown_table, report_metadata, timed
+from narrative_pipeline.db.protocol import FactSourceAndTarget
 from narrative_pipeline.readers.landing import LandingFiles, landing_files
 from narrative_pipeline.resources import DatabaseResource, PathsResource, StoreResource
 from narrative_pipeline.sample_data import ensure_sample_csvs
+from narrative_pipeline.us_gaap import UsGaapStore
+from narrative_pipeline.us_gaap.ingest import Progress
+from narrative_pipeline.us_gaap.reports import IngestReport
 
 INGESTION_GROUP = "ingestion"
 # Fields of IngestReport about the downstream steps, which this asset never runs (downstream=False).
@@ -75,27 +78,34 @@ class RawRecordsConfig(dg.Config):
 
 
 def ingest_landing_files(
-    us_gaap_store: Any,
+    us_gaap_store: UsGaapStore,
     folder: Path,
     files: LandingFiles,
-    db: Any,
-    progress: Any,
+    db: FactSourceAndTarget,
+    progress: Progress | None,
     allow_shrink: bool = False,
-) -> Any:
+) -> IngestReport:
     """The folder's CSVs, then its companyfacts files, into the database (downstream steps not
     run); one IngestReport for both. Stored filings are never lost (db/sources.py): a filing
     held by both kinds keeps the facts of both, the companyfacts value winning where they
     differ (read last). Skipped entries are reported by each kind's own scan."""
-    options = {"downstream": False, "progress": progress, "allow_shrink": allow_shrink}
     reports = []
     if files.csv:
-        reports.append(us_gaap_store.ingest_us_gaap_csvs(folder, db, **options))
+        reports.append(
+            us_gaap_store.ingest_us_gaap_csvs(
+                folder, db, downstream=False, progress=progress, allow_shrink=allow_shrink
+            )
+        )
     if files.companyfacts:
-        reports.append(us_gaap_store.ingest_companyfacts(folder, db, **options))
+        reports.append(
+            us_gaap_store.ingest_companyfacts(
+                folder, db, downstream=False, progress=progress, allow_shrink=allow_shrink
+            )
+        )
     return merged_reports(reports)
 
 
-def merged_reports(reports: list[Any]) -> Any:
+def merged_reports(reports: list[IngestReport]) -> IngestReport:
     """The first report with the file-step figures (ADDITIVE_REPORT_FIELDS) of the others
     added: numbers summed, lists joined, dicts of numbers summed per key. Store totals (live
     triplets, pairs) describe the store, not a step, so they are taken from the first."""
