@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import torch
@@ -62,6 +64,12 @@ def test_hyperparameters_are_saved():
     assert model.hparams.input_dim == 9
     opt = model.configure_optimizers()
     assert isinstance(opt["lr_scheduler"], torch.optim.lr_scheduler.CosineAnnealingLR)
+
+
+def test_typed_hyperparameters_mirror_the_saved_ones():
+    """The typed copy the model reads must hold exactly what checkpoints save (same names)."""
+    model = tiny_model(learning_rate=3e-4, loss="huber", linear_value=False, t_max=7)
+    assert asdict(model.typed_hparams) == dict(model.hparams)
 
 
 def test_inverse_scaling_runs_each_pairs_own_scaler():

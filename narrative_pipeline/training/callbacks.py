@@ -10,11 +10,16 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+
+from narrative_pipeline.training.model import Stage1Autoencoder
+
+if TYPE_CHECKING:
+    from pytorch_lightning.loops.progress import _ProcessedTracker
 
 VAL_LOSS = "val_loss_epoch"
 VALUE_ERROR = "val/value_median_rel_error"
@@ -26,14 +31,19 @@ def epoch_about_to_run(trainer: pl.Trainer) -> int:
     `trainer.current_epoch` still reads the checkpoint's epoch at that point; the count of fully
     processed epochs is what Lightning itself hands to samplers' `set_epoch`.
     """
-    return int(trainer.fit_loop.epoch_progress.current.processed)
+    # The fit loop's `_Progress()` holds `_ProcessedTracker`s; Lightning's annotation names the
+    # base tracker (no `processed`), hence the cast.
+    current = cast("_ProcessedTracker", trainer.fit_loop.epoch_progress.current)
+    return int(current.processed)
 
 
 class EpochSetter(Callback):
     """Reshuffle the training stream each epoch (before the epoch's iterator is created)."""
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        trainer.datamodule.train_set.set_epoch(epoch_about_to_run(trainer))
+        # Lightning sets `trainer.datamodule` in `fit`; its Trainer class does not declare it.
+        datamodule = trainer.datamodule  # type: ignore[attr-defined]
+        datamodule.train_set.set_epoch(epoch_about_to_run(trainer))
 
 
 class LossHistory(Callback):
@@ -161,7 +171,10 @@ class BudgetCosineSchedule(Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         done = epoch_about_to_run(trainer)
         progress = budget_progress(done, self.max_epochs, self.clock.elapsed, self.max_time)
-        rate = cosine_rate(pl_module.hparams.learning_rate, pl_module.hparams.eta_min, progress)
+        if not isinstance(pl_module, Stage1Autoencoder):
+            raise TypeError(f"BudgetCosineSchedule needs a Stage1Autoencoder, got {pl_module!r}")
+        hparams = pl_module.typed_hparams
+        rate = cosine_rate(hparams.learning_rate, hparams.eta_min, progress)
         for optimizer in trainer.optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = rate

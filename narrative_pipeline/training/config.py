@@ -18,13 +18,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-LOSSES = ("mse", "l1", "huber")
+# Literal types so the model and Lightning see the checked values (validated in __post_init__).
+LossName = Literal["mse", "l1", "huber"]
+Precision = Literal["32-true", "bf16-mixed", "16-mixed", "64-true", "bf16-true"]
+LOSSES: tuple[LossName, ...] = get_args(LossName)
 ARCHITECTURES = ("pca_residual", "mlp")
 LR_SCHEDULES = ("budget", "cosine_periodic", "constant")
 MONITORS = ("auto", "val/value_median_rel_error", "val/embedding_loss", "val_loss_epoch")
-PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true", "bf16-true")
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 
 
@@ -39,7 +42,7 @@ class TrainConfig:
     # PCA at 3e-3; benchmarks/RESULTS.md "Model quality"). The MLP alone was tuned at 1e-3.
     learning_rate: float = 1e-4
     weight_decay: float = 5.2e-7
-    loss: str = "mse"
+    loss: LossName = "mse"
     # 96: the smallest swept size whose held-out cosine meets 0.99 (PCA-96: 0.991); at or above
     # the input width (120 on the shared data) there is no bottleneck at all.
     latent_dim: int = 96
@@ -96,7 +99,7 @@ class TrainConfig:
     # "medium"). The defaults are exact float32. On an H200 the default model trained no
     # faster with bf16 or TF32 (it is fed by the loader, not bound by matmuls; see
     # benchmarks/RESULTS.md); wider models may gain.
-    precision: str = "32-true"
+    precision: Precision = "32-true"
     float32_matmul_precision: str = "highest"
 
     def __post_init__(self) -> None:

@@ -30,7 +30,7 @@ from narrative_pipeline.training.metrics import (
     inverse_scale_by_pair,
     per_pair_value_metrics,
 )
-from narrative_pipeline.training.splits import heldout_ticker_ids, split_mask
+from narrative_pipeline.training.splits import Split, heldout_ticker_ids, split_mask
 
 MAX_EVAL_CELLS = 200_000  # cells per split (sampled with a fixed seed beyond that)
 READ_CHUNK = 1 << 20
@@ -144,12 +144,13 @@ def split_indices(store: Any, heldout: Sequence[str], val_fraction: float) -> di
     """Cell indices of the train, val and heldout splits (the training loop's own rules)."""
     tickers = list(store.get_tickers()) if heldout else []
     ids = heldout_ticker_ids(tickers, heldout) if heldout else None
-    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "heldout": []}
+    splits: tuple[Split, ...] = ("train", "val", "heldout")
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in splits}
     n_cells = int(store.get_triplet_count())
     for start in range(0, n_cells, READ_CHUNK):
         cells = store.read_cell_range(start, min(n_cells, start + READ_CHUNK))
         ticker_id = getattr(cells, "ticker_id", None)
-        for name in parts:
+        for name in splits:
             mask = split_mask(np.asarray(cells.cell_key), name, val_fraction, ticker_id, ids)
             parts[name].append(np.asarray(cells.i_cell, dtype=np.int64)[mask])
     return {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in parts.items()}
@@ -226,9 +227,10 @@ def evaluate(
     train = read_split(store, "train", indices["train"], matrix, max_cells, seed)
     if not len(train):
         raise ValueError("no training cells to fit the baselines on")
+    pca = PcaAutoencoder(train.x, latent_dim, scalers)
     predictors: dict[str, Predictor] = {
         "model": model,
-        "pca": PcaAutoencoder(train.x, latent_dim, scalers),
+        "pca": pca,
         "pair_median": PairMedianPredictor(train.pair_id, train.unscaled, scalers),
     }
     by_split: dict[str, dict[str, Any]] = {name: {} for name in predictors}
@@ -248,7 +250,7 @@ def evaluate(
         "headline_split": headline,
         "model": _summary(by_split["model"], headline),
         "baselines": {
-            "pca": {**_summary(by_split["pca"], headline), "latent_dim": predictors["pca"].k},
+            "pca": {**_summary(by_split["pca"], headline), "latent_dim": pca.k},
             "pair_median": _summary(by_split["pair_median"], headline),
         },
         "split": {
@@ -295,7 +297,7 @@ def evaluate_checkpoint(
         store,
         heldout_tickers=heldout,
         val_fraction=float(inputs.get("val_fraction", 0.1)),
-        latent_dim=int(model.hparams.latent_dim),
+        latent_dim=model.typed_hparams.latent_dim,
         max_cells=max_cells,
         seed=seed,
     )

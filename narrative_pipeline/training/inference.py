@@ -39,17 +39,17 @@ def model_inputs(cells: Any, embedding_matrix: np.ndarray) -> torch.Tensor:
 def encode_with_model(
     model: Stage1Autoencoder, x: torch.Tensor, batch_size: int = 65536
 ) -> np.ndarray:
-    if x.shape[1] != model.hparams.input_dim:
+    if x.shape[1] != model.typed_hparams.input_dim:
         raise ValueError(
             f"inputs have {x.shape[1]} features but the checkpoint expects "
-            f"{model.hparams.input_dim}: was the PCA refitted after training?"
+            f"{model.typed_hparams.input_dim}: was the PCA refitted after training?"
         )
     parts = [
         model.encode(x[i : i + batch_size].to(model.device)).float().cpu()
         for i in range(0, len(x), batch_size)
     ]
     if not parts:
-        return np.zeros((0, model.hparams.latent_dim), dtype=np.float32)
+        return np.zeros((0, model.typed_hparams.latent_dim), dtype=np.float32)
     return torch.cat(parts).numpy()
 
 
@@ -99,7 +99,7 @@ def export_latents(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = out_path.with_name(out_path.name + ".partial.npy")
     latents = np.lib.format.open_memmap(
-        tmp_path, mode="w+", dtype=np.float32, shape=(n_cells, model.hparams.latent_dim)
+        tmp_path, mode="w+", dtype=np.float32, shape=(n_cells, model.typed_hparams.latent_dim)
     )
     for start in range(0, n_cells, chunk_size):
         cells = store.read_cell_range(start, min(start + chunk_size, n_cells))

@@ -37,6 +37,12 @@ class PcaPath(nn.Module):
     exact linear path they were trained with. Until `fit` runs, the path is the zero map.
     """
 
+    # Registered buffers, declared so type checkers see tensors (nn.Module's __getattr__ is
+    # typed Tensor | Module).
+    mean: torch.Tensor
+    components: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, input_dim: int, code_dim: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(input_dim))

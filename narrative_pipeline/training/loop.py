@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -91,18 +91,28 @@ class Stage1DataModule(pl.LightningDataModule):
         heldout_tickers: Sequence[str] = (),
     ) -> None:
         super().__init__()
-        common = {
-            "val_fraction": config.val_fraction,
-            "internal_batch_size": config.internal_batch_size,
-            "batch_size": config.batch_size,
-            "seed": config.seed,
-            "heldout_tickers": tuple(heldout_tickers),
-        }
-        self.train_set = IterableConceptValueDataset(store_factory, split="train", **common)
-        self.val_set = IterableConceptValueDataset(
-            store_factory, split="val", shuffle=False, **common
-        )
+        self.train_set = self._dataset(store_factory, config, heldout_tickers, "train")
+        self.val_set = self._dataset(store_factory, config, heldout_tickers, "val")
         self.num_workers = config.num_workers
+
+    @staticmethod
+    def _dataset(
+        store_factory: Callable[[], Any],
+        config: TrainConfig,
+        heldout_tickers: Sequence[str],
+        split: Literal["train", "val"],
+    ) -> IterableConceptValueDataset:
+        """The split's stream; only the training one is shuffled."""
+        return IterableConceptValueDataset(
+            store_factory,
+            split=split,
+            shuffle=split == "train",
+            val_fraction=config.val_fraction,
+            internal_batch_size=config.internal_batch_size,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            heldout_tickers=tuple(heldout_tickers),
+        )
 
     def _loader(self, dataset: IterableConceptValueDataset) -> DataLoader:
         return DataLoader(

@@ -14,14 +14,17 @@ structure; see linear_path.py for why and how its latent stays a unit vector).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities.types import OptimizerLRScheduler
 from torch import nn
 
+from narrative_pipeline.training.config import LossName
 from narrative_pipeline.training.linear_path import PcaPath
 from narrative_pipeline.training.metrics import (
     cell_value_metrics,
@@ -30,11 +33,35 @@ from narrative_pipeline.training.metrics import (
     summarise_pair_metrics,
 )
 
-LossName = Literal["mse", "l1", "huber"]
 ARCHITECTURES = ("mlp", "pca_residual")
 LOSS_FUNCTIONS = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": F.smooth_l1_loss}
 # Checkpoint entry with what the model was trained on (held-out tickers, input signature).
 TRAINING_INPUTS_KEY = "narrative_pipeline_training_inputs"
+
+
+@dataclass(frozen=True)
+class Stage1Hparams:
+    """The constructor's arguments, typed, read once in `Stage1Autoencoder.__init__`.
+
+    Why: Lightning's `self.hparams` (saved in checkpoints under these same names) is an untyped
+    mapping; the model and its callers read this copy instead so type checkers see each field.
+    """
+
+    input_dim: int
+    latent_dim: int
+    hidden_dim: int
+    n_hidden_layers: int
+    dropout: float
+    learning_rate: float
+    weight_decay: float
+    loss: LossName
+    embedding_weight: float
+    value_weight: float
+    t_max: int
+    eta_min: float
+    lr_schedule: str
+    architecture: str
+    linear_value: bool
 
 
 class ValueModulatedBlock(nn.Module):
@@ -91,6 +118,23 @@ class Stage1Autoencoder(pl.LightningModule):
         if architecture == "pca_residual" and latent_dim < 2:
             raise ValueError("architecture 'pca_residual' needs latent_dim >= 2 (code + lift)")
         self.save_hyperparameters()
+        self.typed_hparams = Stage1Hparams(
+            input_dim=input_dim,
+            latent_dim=latent_dim,
+            hidden_dim=hidden_dim,
+            n_hidden_layers=n_hidden_layers,
+            dropout=dropout,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            loss=loss,
+            embedding_weight=embedding_weight,
+            value_weight=value_weight,
+            t_max=t_max,
+            eta_min=eta_min,
+            lr_schedule=lr_schedule,
+            architecture=architecture,
+            linear_value=linear_value,
+        )
         widths = [input_dim] + [hidden_dim] * n_hidden_layers
         self.encoder_blocks = nn.ModuleList(
             ValueModulatedBlock(a, b, dropout) for a, b in zip(widths, widths[1:], strict=False)
@@ -140,7 +184,7 @@ class Stage1Autoencoder(pl.LightningModule):
         if self.pca_path is None:
             return F.normalize(self.to_latent(h), dim=-1)
         residual = self.to_latent(h)
-        if self.hparams.linear_value:
+        if self.typed_hparams.linear_value:
             residual = self.pca_path.without_value_direction(residual)
         return self.pca_path.lift(self.pca_path.project(x) + residual)
 
@@ -151,7 +195,7 @@ class Stage1Autoencoder(pl.LightningModule):
         if self.pca_path is None:
             return self.to_output(h)
         residual = self.to_output(h)
-        if self.hparams.linear_value:  # the value output is the linear path's alone
+        if self.typed_hparams.linear_value:  # the value output is the linear path's alone
             residual = torch.cat([residual[:, :-1], torch.zeros_like(residual[:, -1:])], dim=-1)
         return self.pca_path.reconstruct(self.pca_path.unlift(z)) + residual
 
@@ -167,12 +211,13 @@ class Stage1Autoencoder(pl.LightningModule):
         alike at weight 1: averaged per dimension, the small PCA components were ignored
         (on the real CSVs: embedding cosine 0.20 averaged vs 0.87 with 100x weight).
         """
-        loss_fn = LOSS_FUNCTIONS[self.hparams.loss]
+        loss_fn = LOSS_FUNCTIONS[self.typed_hparams.loss]
         per_dim = loss_fn(recon[:, :-1], x[:, :-1], reduction="none")
         embedding_loss = per_dim.sum(dim=1).mean()
         value_loss = loss_fn(recon[:, -1], x[:, -1])
         total = (
-            self.hparams.embedding_weight * embedding_loss + self.hparams.value_weight * value_loss
+            self.typed_hparams.embedding_weight * embedding_loss
+            + self.typed_hparams.value_weight * value_loss
         )
         cosine = F.cosine_similarity(recon[:, :-1], x[:, :-1], dim=-1).mean()
         return {
@@ -242,17 +287,17 @@ class Stage1Autoencoder(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.training_inputs = dict(checkpoint.get(TRAINING_INPUTS_KEY, {}))
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRScheduler:
         """Adam; the original's periodic cosine only when asked (the budget schedule is set by
         the training loop's `BudgetCosineSchedule` callback, which knows the run's budget)."""
         optimizer = torch.optim.Adam(
             self.parameters(),
-            lr=self.hparams.learning_rate,
-            weight_decay=self.hparams.weight_decay,
+            lr=self.typed_hparams.learning_rate,
+            weight_decay=self.typed_hparams.weight_decay,
         )
-        if self.hparams.lr_schedule != "cosine_periodic":
+        if self.typed_hparams.lr_schedule != "cosine_periodic":
             return {"optimizer": optimizer}
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=self.hparams.t_max, eta_min=self.hparams.eta_min
+            optimizer, T_max=self.typed_hparams.t_max, eta_min=self.typed_hparams.eta_min
         )
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
