@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from narrative_pipeline.training.splits import (
     heldout_ticker_ids,
     split_mask,
 )
+
+if TYPE_CHECKING:
+    from narrative_pipeline.us_gaap.store import UsGaapStore
 
 split_fraction_of = cell_split_fraction  # the split rules live in splits.py
 
@@ -118,7 +121,7 @@ class IterableConceptValueDataset(IterableDataset):
             yield from self._batches(embedding_table, chunks)
 
     @staticmethod
-    def _embedding_table(store: Any) -> np.ndarray:
+    def _embedding_table(store: UsGaapStore) -> np.ndarray:
         """Pair embeddings with one spare zero column that each batch fills with the value."""
         matrix, _pairs = store.get_embedding_matrix()
         matrix = np.asarray(matrix, dtype=np.float32)
@@ -128,7 +131,7 @@ class IterableConceptValueDataset(IterableDataset):
         table[:, :-1] = matrix
         return table
 
-    def _split_chunks(self, store: Any, n_pairs: int) -> Iterator[dict[str, np.ndarray]]:
+    def _split_chunks(self, store: UsGaapStore, n_pairs: int) -> Iterator[dict[str, np.ndarray]]:
         """This reader's chunks, filtered to the split and shuffled inside, as column arrays.
 
         Cells of held-out tickers are dropped from "train" and "val" (and are all of "heldout").
@@ -198,7 +201,7 @@ class IterableConceptValueDataset(IterableDataset):
             }
 
     def _samples(
-        self, store: Any, table: np.ndarray, chunks: Iterator[dict[str, np.ndarray]]
+        self, store: UsGaapStore, table: np.ndarray, chunks: Iterator[dict[str, np.ndarray]]
     ) -> Iterator[dict[str, Any]]:
         """One dict per cell, with its fitted scaler and (concept, unit), for analysis."""
         scalers = store.load_scalers()

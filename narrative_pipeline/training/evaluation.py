@@ -20,7 +20,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from narrative_pipeline.training.metrics import (
     per_pair_value_metrics,
 )
 from narrative_pipeline.training.splits import Split, heldout_ticker_ids, split_mask
+
+if TYPE_CHECKING:
+    from narrative_pipeline.us_gaap.store import UsGaapStore
 
 MAX_EVAL_CELLS = 200_000  # cells per split (sampled with a fixed seed beyond that)
 READ_CHUNK = 1 << 20
@@ -140,7 +143,9 @@ class PairMedianPredictor:
         return Prediction(value=self.medians[cells.pair_id], embedding=cells.x[:, :-1].copy())
 
 
-def split_indices(store: Any, heldout: Sequence[str], val_fraction: float) -> dict[str, np.ndarray]:
+def split_indices(
+    store: UsGaapStore, heldout: Sequence[str], val_fraction: float
+) -> dict[str, np.ndarray]:
     """Cell indices of the train, val and heldout splits (the training loop's own rules)."""
     tickers = list(store.get_tickers()) if heldout else []
     ids = heldout_ticker_ids(tickers, heldout) if heldout else None
@@ -157,7 +162,12 @@ def split_indices(store: Any, heldout: Sequence[str], val_fraction: float) -> di
 
 
 def read_split(
-    store: Any, name: str, indices: np.ndarray, matrix: np.ndarray, max_cells: int, seed: int
+    store: UsGaapStore,
+    name: str,
+    indices: np.ndarray,
+    matrix: np.ndarray,
+    max_cells: int,
+    seed: int,
 ) -> SplitCells:
     """At most `max_cells` cells of a split (a seeded sample when larger), as inputs and truth."""
     if len(indices) > max_cells:
@@ -211,7 +221,7 @@ def score(
 
 def evaluate(
     model: Predictor,
-    store: Any,
+    store: UsGaapStore,
     *,
     heldout_tickers: Sequence[str],
     val_fraction: float,
@@ -277,7 +287,7 @@ def _summary(by_split: dict[str, dict[str, Any]], headline: str) -> dict[str, An
 
 def evaluate_checkpoint(
     checkpoint_path: str | Path,
-    store: Any,
+    store: UsGaapStore,
     *,
     heldout_tickers: Sequence[str] | None = None,
     max_cells: int = MAX_EVAL_CELLS,

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from narrative_pipeline.training.model import Stage1Autoencoder
+
+if TYPE_CHECKING:
+    from narrative_pipeline.us_gaap.store import UsGaapStore
 
 
 def load_model(checkpoint_path: str | Path, device: str | None = None) -> Stage1Autoencoder:
@@ -56,7 +59,7 @@ def encode_with_model(
 def encode(
     checkpoint_path: str | Path,
     cells: Any,
-    store: Any = None,
+    store: UsGaapStore | None = None,
     *,
     embedding_matrix: np.ndarray | None = None,
     batch_size: int = 65536,
@@ -82,7 +85,7 @@ def encode(
 
 def export_latents(
     checkpoint_path: str | Path,
-    store: Any,
+    store: UsGaapStore,
     out_path: str | Path,
     *,
     chunk_size: int = 262144,

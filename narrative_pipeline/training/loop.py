@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -54,6 +54,9 @@ from narrative_pipeline.training.warm_start import (
     load_weights,
     shape_mismatch,
 )
+
+if TYPE_CHECKING:
+    from narrative_pipeline.us_gaap.store import UsGaapStore
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +188,7 @@ def build_model(config: TrainConfig, input_dim: int) -> Stage1Autoencoder:
 
 def fit_linear_path(
     model: Stage1Autoencoder,
-    store: Any,
+    store: UsGaapStore,
     matrix: np.ndarray,
     heldout: list[str],
     config: TrainConfig,
