@@ -1,10 +1,9 @@
-"""Test fakes for the UsGaapStore tests: a dict-backed store and a DataFrame-backed database.
+"""Test helpers for the UsGaapStore tests: a dict-backed fake store and a real SQLite database.
 
 `FakeDictStore` has exactly the simd-r-drive client API the facade may use and enforces the
 store's payload rules (never empty, never b"\\x00"), so a facade bug that would corrupt a real
-store fails here. `FakeFactsDb` serves a facts DataFrame through the DbUsGaap methods the facade
-calls. Neither is used outside tests. `sqlite_facts_db` is the real alternative to `FakeFactsDb`:
-the same facts written into a SQLite `DbUsGaap` through the production write path.
+store fails here. The database is never faked: `sqlite_facts_db` writes synthetic facts into a
+SQLite `DbUsGaap` through the production write path. Neither is used outside tests.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from narrative_pipeline.db import TAXONOMY_COLUMNS, DbUsGaap
+from narrative_pipeline.db import DbUsGaap
 from narrative_pipeline.readers import ReadResult
 from narrative_pipeline.readers.base import concat_fact_columns
 
@@ -68,31 +67,6 @@ class FakeDictStore:
         self._count("delete")
         self.data.pop(bytes(key), None)
         return len(self.data)
-
-
-class FakeFactsDb:
-    """Test fake: DbUsGaap's read methods over a DataFrame[ticker, accn, concept, unit, value]."""
-
-    def __init__(self, facts: pd.DataFrame, taxonomy: pd.DataFrame | None = None) -> None:
-        self.facts = facts.sort_values(
-            ["ticker", "accn", "concept", "unit"], kind="stable"
-        ).reset_index(drop=True)
-        self.taxonomy = taxonomy
-
-    def tickers(self) -> list[str]:
-        return sorted(self.facts["ticker"].unique().tolist())
-
-    def facts_frame(self, tickers: list[str] | None = None) -> pd.DataFrame:
-        frame = self.facts if tickers is None else self.facts[self.facts["ticker"].isin(tickers)]
-        return frame.reset_index(drop=True)
-
-    def fact_count(self) -> int:
-        return len(self.facts)
-
-    def taxonomy_frame(self) -> pd.DataFrame:
-        if self.taxonomy is None:
-            return pd.DataFrame(columns=TAXONOMY_COLUMNS)
-        return self.taxonomy
 
 
 def sqlite_facts_db(
@@ -179,17 +153,16 @@ def test_fake_store_rejects_what_simd_r_drive_rejects() -> None:
     assert store.read(b"a") is None  # the bad batch wrote nothing
 
 
-def test_sqlite_facts_db_serves_the_facts_the_fake_serves(tmp_path: Path) -> None:
+def test_sqlite_facts_db_serves_the_facts_it_was_given_in_key_order(tmp_path: Path) -> None:
     facts = synthetic_facts()
-    db = sqlite_facts_db(facts, tmp_path / "facts.sqlite")
+    db = sqlite_facts_db(facts.sample(frac=1, random_state=3), tmp_path / "facts.sqlite")
     try:
-        expected = FakeFactsDb(facts)
-        assert db.tickers() == expected.tickers() and db.fact_count() == expected.fact_count()
+        keys = ["ticker", "accn", "concept", "unit"]
+        expected = facts.sort_values(keys, kind="stable").reset_index(drop=True)
+        assert db.tickers() == sorted(set(facts["ticker"])) and db.fact_count() == len(facts)
         pd.testing.assert_frame_equal(
-            db.facts_frame().astype({c: object for c in ("ticker", "accn", "concept", "unit")}),
-            expected.facts_frame().astype(
-                {c: object for c in ("ticker", "accn", "concept", "unit")}
-            ),
+            db.facts_frame().astype({c: object for c in keys}),
+            expected.astype({c: object for c in keys}),
         )
     finally:
         db.close()

@@ -245,16 +245,18 @@ def test_kept_variance_is_the_explained_ratio_on_the_fitted_rows() -> None:
     assert incremental.kept_variance(model, shifted) < kept
 
 
-def test_a_database_without_ticker_fingerprints_gets_full_builds() -> None:
+def test_the_first_update_is_a_full_build_and_the_next_finds_nothing_changed(
+    tmp_path: Path,
+) -> None:
     from narrative_pipeline_tests.test_us_gaap_store_fakes import (
         FakeDictStore,
-        FakeFactsDb,
+        sqlite_facts_db,
         synthetic_facts,
     )
 
     store = UsGaapStore(FakeDictStore())
-    db = FakeFactsDb(synthetic_facts(n_tickers=3, seed=1))
+    db = sqlite_facts_db(synthetic_facts(n_tickers=3, seed=1), tmp_path / "facts.sqlite")
     assert store.update_from_db(db, **OPTIONS).messages[-1] == "full build: no live generation"
-    report = store.update_from_db(db, **OPTIONS)
-    assert report.messages[-1] == "full build: the database cannot say which tickers changed"
-    assert store.get_triplet_count() == len(db.facts)
+    assert store.update_from_db(db, **OPTIONS).messages[-1] == "incremental: no ticker changed"
+    assert store.get_triplet_count() == db.fact_count()
+    db.close()

@@ -1,28 +1,33 @@
-"""UsGaapStore steps 2-6 and reads, over the dict-backed test fake store and a fake database."""
+"""UsGaapStore steps 2-6 and reads, over the dict-backed test fake store and a real SQLite
+database (`sqlite_facts_db`: synthetic facts written through the production write path)."""
 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from xxhash import xxh3_64_intdigest
 
+from narrative_pipeline.db import DbUsGaap
+from narrative_pipeline.db.fact_readback import FactCodes
 from narrative_pipeline.us_gaap import build, layout
 from narrative_pipeline.us_gaap.generations import StoreState
 from narrative_pipeline.us_gaap_store import StaleTripletsError, UsGaapStore
 from narrative_pipeline_tests.test_us_gaap_store_fakes import (
     CountingEmbedder,
     FakeDictStore,
-    FakeFactsDb,
     assert_exact_round_trip,
+    sqlite_facts_db,
     synthetic_facts,
 )
 
 
 def _run_steps(
-    store: UsGaapStore, db: FakeFactsDb, embedder: CountingEmbedder, kind: str = "robust"
+    store: UsGaapStore, db: DbUsGaap, embedder: CountingEmbedder, kind: str = "robust"
 ) -> None:
     store.build_concept_unit_pairs(db)
     store.generate_embeddings(db, embedder=embedder, model_id="counting-fake")
@@ -32,12 +37,13 @@ def _run_steps(
 
 
 @pytest.fixture
-def built() -> tuple[UsGaapStore, FakeFactsDb, FakeDictStore]:
+def built(tmp_path_factory) -> Iterator[tuple[UsGaapStore, DbUsGaap, FakeDictStore]]:
     fake = FakeDictStore()
-    db = FakeFactsDb(synthetic_facts())
+    db = sqlite_facts_db(synthetic_facts(), tmp_path_factory.mktemp("db") / "built.sqlite")
     store = UsGaapStore(fake)
     _run_steps(store, db, CountingEmbedder())
-    return store, db, fake
+    yield store, db, fake
+    db.close()
 
 
 def _splitmix_cell_key(ticker: str, accn: str, concept: str, unit: str) -> int:
@@ -151,9 +157,9 @@ def test_lookup_by_triplet_finds_first_cell_and_rejects_unknown(built) -> None:
         store.lookup_by_triplet("NoSuchConcept", "USD", 1.0)
 
 
-def test_embedding_cache_means_second_run_embeds_nothing() -> None:
+def test_embedding_cache_means_second_run_embeds_nothing(tmp_path: Path) -> None:
     fake = FakeDictStore()
-    db = FakeFactsDb(synthetic_facts())
+    db = sqlite_facts_db(synthetic_facts(), tmp_path / "facts.sqlite")
     store = UsGaapStore(fake)
     embedder = CountingEmbedder()
     store.build_concept_unit_pairs(db)
@@ -166,11 +172,18 @@ def test_embedding_cache_means_second_run_embeds_nothing() -> None:
     assert other_model.embedded == other_model.n_pairs
 
 
-def test_taxonomy_text_is_used_when_known() -> None:
+def test_taxonomy_text_is_used_when_known(tmp_path: Path) -> None:
     taxonomy = pd.DataFrame(
-        {"name": ["Assets"], "label": ["Assets"], "documentation": ["Sum of the carrying amounts."]}
+        {
+            "name": ["Assets"],
+            "label": ["Assets"],
+            "documentation": ["Sum of the carrying amounts."],
+            "balance_type": ["debit"],
+            "period_type": ["instant"],
+            "concept_type": ["monetaryItemType"],
+        }
     )
-    db = FakeFactsDb(synthetic_facts(), taxonomy=taxonomy)
+    db = sqlite_facts_db(synthetic_facts(), tmp_path / "facts.sqlite", taxonomy=taxonomy)
     store = UsGaapStore(FakeDictStore())
     store.build_concept_unit_pairs(db)
     report = store.generate_embeddings(db, embedder=CountingEmbedder(), model_id="m")
@@ -178,27 +191,31 @@ def test_taxonomy_text_is_used_when_known() -> None:
     assert "Assets: Sum of the carrying amounts. measured in USD" in report.example_texts
 
 
-def test_pca_is_deterministic_across_stores() -> None:
+def test_pca_is_deterministic_across_stores(tmp_path: Path) -> None:
     blobs = []
-    for _ in range(2):
+    for i in range(2):
         fake = FakeDictStore()
         store = UsGaapStore(fake)
-        _run_steps(store, FakeFactsDb(synthetic_facts()), CountingEmbedder())
+        db = sqlite_facts_db(synthetic_facts(), tmp_path / f"facts{i}.sqlite")
+        _run_steps(store, db, CountingEmbedder())
         blobs.append(
             (pickle.dumps(store.load_pca_model()), store.get_embedding_matrix()[0].tobytes())
         )
     assert blobs[0] == blobs[1]
 
 
-def test_rebuild_replaces_generation_and_deletes_the_old_keys(built) -> None:
+def test_rebuild_replaces_generation_and_deletes_the_old_keys(built, tmp_path: Path) -> None:
     store, db, fake = built
     keys_before = set(fake.data)
     more = pd.concat(
-        [db.facts, synthetic_facts(n_tickers=2, seed=5).assign(ticker=lambda f: "Z" + f.ticker)]
+        [
+            synthetic_facts(),
+            synthetic_facts(n_tickers=2, seed=5).assign(ticker=lambda f: "Z" + f.ticker),
+        ]
     )
-    bigger = FakeFactsDb(more)
+    bigger = sqlite_facts_db(more, tmp_path / "bigger.sqlite")
     report = store.build_concept_unit_pairs(bigger)
-    assert store.get_triplet_count() == len(db.facts)  # still the old live data while building
+    assert store.get_triplet_count() == db.fact_count()  # still the old live data while building
     store.read_cells([0])
     store.generate_embeddings(bigger, embedder=CountingEmbedder(), model_id="counting-fake")
     store.fit_scalers()
@@ -219,7 +236,7 @@ def test_unfinished_build_is_discarded_by_the_next_one(built) -> None:
     store.build_concept_unit_pairs(db)
     pending_gen2 = {layout.cell_column_key(2, "pair_id", 0), layout.pairs_key(2)}
     assert not (pending_gen2 & set(fake.data))
-    assert store.get_triplet_count() == len(db.facts)
+    assert store.get_triplet_count() == db.fact_count()
 
 
 def test_reads_before_any_ingest() -> None:
@@ -233,7 +250,7 @@ def test_reads_before_any_ingest() -> None:
         store.fit_scalers()
 
 
-def test_many_chunks_and_ranges_across_chunk_borders() -> None:
+def test_many_chunks_and_ranges_across_chunk_borders(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     n = 2 * layout.CHUNK_CELLS + 1234
     facts = pd.DataFrame(
@@ -247,8 +264,9 @@ def test_many_chunks_and_ranges_across_chunk_borders() -> None:
     )
     fake = FakeDictStore()
     store = UsGaapStore(fake, cache_chunks=1)
-    _run_steps(store, FakeFactsDb(facts), CountingEmbedder())
-    ordered = FakeFactsDb(facts).facts_frame()
+    db = sqlite_facts_db(facts, tmp_path / "facts.sqlite")
+    _run_steps(store, db, CountingEmbedder())
+    ordered = db.facts_frame()
     assert store.get_triplet_count() == n
     border = layout.CHUNK_CELLS
     part = store.read_cell_range(border - 10, border + 10)
@@ -281,11 +299,12 @@ def test_pca_report_carries_plots_and_saves_them(built, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("rows", [0, 1, 3])
-def test_tiny_databases_build_without_errors(rows: int) -> None:
+def test_tiny_databases_build_without_errors(rows: int, tmp_path: Path) -> None:
     facts = synthetic_facts().head(rows) if rows else synthetic_facts().head(0)
     if rows == 3:
-        facts = facts.assign(concept="Assets", unit="USD")  # one pair only
-    db = FakeFactsDb(facts)
+        # one pair only, in three filings (a database holds one value per filing and pair)
+        facts = facts.assign(concept="Assets", unit="USD", accn=["a1", "a2", "a3"])
+    db = sqlite_facts_db(facts, tmp_path / "facts.sqlite")
     store = UsGaapStore(FakeDictStore())
     report = store.build_from_db(db, embedder=CountingEmbedder(), make_plots=False)
     assert report.downstream_ran and store.get_triplet_count() == rows
@@ -299,19 +318,30 @@ def test_tiny_databases_build_without_errors(rows: int) -> None:
         assert cell.scaler.transform([[cell.unscaled_value]])[0][0] == cell.scaled_value
 
 
-class _FailingDb(FakeFactsDb):
-    """Test fake: the database connection drops after the first frame."""
+FAILING_GROUP_ROWS = 70_000  # facts per group the failing database streams
 
-    def __init__(self, facts: pd.DataFrame, fail_after: int = 1) -> None:
-        super().__init__(facts)
-        self.frames = 0
+
+class _FailingDb(DbUsGaap):
+    """A real SQLite DbUsGaap whose connection "drops" after `fail_after` groups of the fact
+    stream the store build reads (iter_fact_codes), in groups of about 70,000 facts."""
+
+    def __init__(self, url: str, fail_after: int = 1) -> None:
+        super().__init__(url)
+        self.groups = 0
         self.fail_after = fail_after
 
-    def facts_frame(self, tickers=None):
-        self.frames += 1
-        if self.frames > self.fail_after:
-            raise ConnectionError("database went away")
-        return super().facts_frame(tickers)
+    def iter_fact_codes(self, target_rows: int = FAILING_GROUP_ROWS) -> Iterator[FactCodes]:
+        for codes in super().iter_fact_codes(FAILING_GROUP_ROWS):
+            self.groups += 1
+            if self.groups > self.fail_after:
+                raise ConnectionError("database went away")
+            yield codes
+
+
+def _failing_db(tmp_path: Path, fail_after: int) -> _FailingDb:
+    path = tmp_path / "big.sqlite"
+    sqlite_facts_db(_big_facts(), path).close()
+    return _FailingDb(f"sqlite:///{path}", fail_after=fail_after)
 
 
 def _big_facts(n: int = 3 * layout.CHUNK_CELLS) -> pd.DataFrame:
@@ -326,24 +356,25 @@ def _big_facts(n: int = 3 * layout.CHUNK_CELLS) -> pd.DataFrame:
     )
 
 
-def test_failed_build_cleans_up_and_keeps_the_live_data(built, monkeypatch) -> None:
+def test_failed_build_cleans_up_and_keeps_the_live_data(built, tmp_path: Path) -> None:
     store, db, fake = built
     keys_before = set(fake.data)
-    monkeypatch.setattr("narrative_pipeline.us_gaap.build.FACT_FRAME_ROWS", 70_000)
-    with pytest.raises(ConnectionError):
-        store.build_concept_unit_pairs(_FailingDb(_big_facts(), fail_after=3))
+    with pytest.raises(ConnectionError):  # two groups (two chunks) written, then the drop
+        store.build_concept_unit_pairs(_failing_db(tmp_path, fail_after=2))
     assert set(fake.data) - keys_before == set()  # only the manifest changed, nothing leaked
-    assert store.get_triplet_count() == len(db.facts)
+    assert store.get_triplet_count() == db.fact_count()
     store.read_cells([0])
 
 
-def test_build_killed_midway_is_found_and_deleted_by_the_next_one(built, monkeypatch) -> None:
+def test_build_killed_midway_is_found_and_deleted_by_the_next_one(
+    built, tmp_path: Path, monkeypatch
+) -> None:
     store, db, fake = built
     keys_before = set(fake.data)
-    monkeypatch.setattr("narrative_pipeline.us_gaap.build.FACT_FRAME_ROWS", 70_000)
+    failing = _failing_db(tmp_path, fail_after=1)
     monkeypatch.setattr(StoreState, "delete_record", lambda self, record: None)  # "kill -9"
-    with pytest.raises(ConnectionError):  # frames of 500, then 70,000 rows: one chunk written
-        store.build_concept_unit_pairs(_FailingDb(_big_facts(), fail_after=2))
+    with pytest.raises(ConnectionError):  # one group of ~70,000 facts: one chunk written
+        store.build_concept_unit_pairs(failing)
     monkeypatch.undo()
     leaked = set(fake.data) - keys_before
     assert layout.cell_column_key(2, "pair_id", 0) in leaked

@@ -150,14 +150,12 @@ def plan_update(
     if scaler_kind is not None and scaler_kind != live["scalers"]["kind"]:
         return TickerChanges([], [], f"scaler kind changed to {scaler_kind}")
     now = pairs_step.ticker_fingerprints(db)
-    if now is None:
-        return TickerChanges([], [], "the database cannot say which tickers changed")
     before = state.ticker_table(live)["fingerprints"]
     changed = sorted(t for t, fp in now.items() if before.get(t) != fp)
     removed = sorted(t for t in before if t not in now)
     if len(changed) > FULL_BUILD_SHARE * max(1, len(now)):  # many tickers: no need to count
         return TickerChanges(changed, removed, f"{len(changed)} of {len(now)} tickers changed")
-    # fingerprints came back, so db is a DbUsGaap (pairs_step.ticker_fingerprints checks it)
+    # the store's database is a DbUsGaap, which answers raw queries (as for the fingerprints)
     incoming = ticker_fact_counts(cast("RawQueries", db), changed) if changed else 0
     if incoming > FULL_BUILD_SHARE * max(1, live["n_cells"]):
         return TickerChanges(
@@ -411,7 +409,7 @@ class TickerUpdate:
         record = pairs_step.new_record(
             self.generation, new_table, len(pairs.pairs), len(tickers.tickers)
         )
-        fingerprints = pairs_step.ticker_fingerprints(self.db) or {}
+        fingerprints = pairs_step.ticker_fingerprints(self.db)
         state.write_record_tables(
             record,
             new_table,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from narrative_pipeline.us_gaap import build
 from narrative_pipeline.us_gaap.chunk_table import ChunkTable
 from narrative_pipeline.us_gaap.generations import StoreState
 from narrative_pipeline.us_gaap.reports import PairsReport
+
+if TYPE_CHECKING:
+    from narrative_pipeline.db.protocol import RawQueries
 
 
 def build_concept_unit_pairs(state: StoreState, db: FactSource) -> PairsReport:
@@ -62,7 +65,7 @@ def _write_generation(
     state.write_record_tables(
         record,
         table,
-        {"tickers": tickers.tickers, "fingerprints": ticker_fingerprints(db) or {}},
+        {"tickers": tickers.tickers, "fingerprints": ticker_fingerprints(db)},
         pair_table(pairs.pairs, counts),
         np.full(len(pairs.pairs), generation, dtype=np.uint32),
     )
@@ -94,13 +97,12 @@ def pair_table(pairs: list[tuple[str, str]], counts: np.ndarray) -> dict:
     }
 
 
-def ticker_fingerprints(db: FactSource) -> dict[str, str] | None:
-    """What says a ticker's facts changed (db/ticker_state.py); None for a database that is
-    not a DbUsGaap (a test fake): then every update is a full build."""
-    from narrative_pipeline.db.database import DbUsGaap
+def ticker_fingerprints(db: FactSource) -> dict[str, str]:
+    """What says a ticker's facts changed (db/ticker_state.py), so an update can rebuild only
+    the tickers that changed. The store's database is a DbUsGaap, which answers raw queries."""
     from narrative_pipeline.db.ticker_state import ticker_fingerprints as fingerprints
 
-    return fingerprints(db) if isinstance(db, DbUsGaap) else None
+    return fingerprints(cast("RawQueries", db))
 
 
 def add_counts(counts: np.ndarray, pair_id: np.ndarray, n_pairs: int) -> np.ndarray:
@@ -116,36 +118,15 @@ def fact_batches(
     tickers: build.TickerAssigner,
     only: list[str] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Stored cell columns per batch of facts in database order (`only`: those tickers):
-    from the database's streaming reader when it has one (DbUsGaap.iter_fact_codes: no
-    string object per fact), else from frames."""
-    if hasattr(db, "iter_fact_codes"):
-        groups = db.iter_fact_codes() if only is None else [db.fact_codes(only)]
-        for codes in groups:
-            if not len(codes):
-                continue
-            yield {
-                "pair_id": pairs.assign_codes(codes),
-                "unscaled": np.asarray(codes.values, dtype=np.float64),
-                "cell_key": build.cell_keys_from_codes(codes),
-                "ticker_id": tickers.assign(codes.filing_ticker.to_pylist(), codes.filing_pos),
-            }
-        return
-    frames = build.iter_fact_frames(db) if only is None else [db.facts_frame(tickers=only)]
-    for frame in frames:
-        if not len(frame):
+    """Stored cell columns per batch of facts in database order (`only`: those tickers),
+    from the database's streaming reader (iter_fact_codes: no string object per fact)."""
+    groups = db.iter_fact_codes() if only is None else [db.fact_codes(only)]
+    for codes in groups:
+        if not len(codes):
             continue
-        ticker_codes, names = _factorize(frame["ticker"])
         yield {
-            "pair_id": pairs.assign(frame["concept"], frame["unit"]),
-            "unscaled": np.asarray(frame["value"], dtype=np.float64),
-            "cell_key": build.cell_keys(frame),
-            "ticker_id": tickers.assign(names, ticker_codes),
+            "pair_id": pairs.assign_codes(codes),
+            "unscaled": np.asarray(codes.values, dtype=np.float64),
+            "cell_key": build.cell_keys_from_codes(codes),
+            "ticker_id": tickers.assign(codes.filing_ticker.to_pylist(), codes.filing_pos),
         }
-
-
-def _factorize(series: Any) -> tuple[np.ndarray, list[str]]:
-    import pandas as pd
-
-    codes, names = pd.factorize(series, use_na_sentinel=False)
-    return codes, [str(n) for n in names]
