@@ -310,15 +310,20 @@ class StoreState:
             raise LookupError(f"value index of pair {pair_id} (generation {generation}) is missing")
         return layout.decode_pair_index(payload)
 
-    def scaler_params(self, record: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    @staticmethod
+    def _scalers_fingerprint(record: dict) -> str:
+        """The fingerprint of the record's fitted scalers; an error when none are fitted."""
         if not record.get("scalers"):
             raise RuntimeError("no scalers fitted for this generation: run fit_scalers() first")
+        return record["scalers"]["fingerprint"]
+
+    def scaler_params(self, record: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self._decoded(
             record,
             layout.scaler_params_key,
             "scaler table",
             layout.decode_scaler_params,
-            record["scalers"]["fingerprint"],
+            self._scalers_fingerprint(record),
         )
 
     def scalers(self, record: dict) -> list:
@@ -339,9 +344,7 @@ class StoreState:
                 scalers[pair_id] = pickle.loads(blob)
             return scalers
 
-        if not record.get("scalers"):
-            raise RuntimeError("no scalers fitted for this generation: run fit_scalers() first")
-        return self._memoised("scalers", record, load, record["scalers"]["fingerprint"])
+        return self._memoised("scalers", record, load, self._scalers_fingerprint(record))
 
     def scale_chunk(self, record: dict, pair_id: np.ndarray, unscaled: np.ndarray) -> np.ndarray:
         """Scaled values of one chunk's cells with the record's scalers (bit-exact with
