@@ -41,6 +41,14 @@ def test_evaluation_follows_training_with_table_plots_json_and_checks(pipeline):
         assert {"value_median_rel_error", "value_within_1pct", "embedding_cosine"} <= set(part)
     assert saved["split"]["heldout_tickers"] == ["KO"] and saved["split"]["cells"]["heldout"] > 0
     assert saved["checkpoint"].endswith("stage1_resume.ckpt") and saved["config"]["latent_dim"]
+    # The default latent (96) is wider than this sample's input: capped to a real bottleneck.
+    latent = saved["latent"]
+    assert latent["configured"] == 96 and latent["capped"] is True
+    assert latent["effective"] == int(0.8 * latent["input_width"]) < latent["input_width"]
+    assert meta["latent_dim"] == latent["effective"] and meta["configured_latent_dim"] == 96
+    trained = metadata_of(result, stage1_checkpoint)
+    assert (trained["latent_dim"], trained["configured_latent_dim"]) == (latent["effective"], 96)
+    assert isinstance(trained["kept_starting_state"], bool)
     checks = {
         e.check_name: e.passed
         for e in result.get_asset_check_evaluations()

@@ -55,8 +55,12 @@ def first_val_loss(path) -> float:
 def test_one_progress_line_per_epoch_with_losses_error_and_eta(trained):
     _, _, lines = trained
     epochs = [line for line in lines if line.startswith("epoch ")]
-    assert [line.split(":")[0] for line in epochs] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
-    for line in epochs:
+    assert [line.split(":")[0] for line in epochs] == [
+        "epoch 0/3 (starting state, before any training step)", "epoch 1/3", "epoch 2/3",
+        "epoch 3/3",
+    ]  # fmt: skip
+    assert "val value median rel error n/a" not in epochs[0]
+    for line in epochs[1:]:
         assert "train loss" in line and "val loss" in line and "ETA" in line
         assert "val value median rel error n/a" not in line
 

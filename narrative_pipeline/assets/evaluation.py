@@ -58,11 +58,15 @@ def stage1_evaluation(
     out = training_dir / EVALUATION_FILE
     out.write_text(evaluation_json(evaluation))
     model, split = evaluation["model"], evaluation["split"]
+    latent = evaluation["latent"]
     context.log.info(
-        "evaluation on %s (%s): value median rel error %.4g (PCA %.4g, pair median %.4g), "
-        "cosine %.4f",
+        "evaluation on %s (%s), latent %d (configured %d, input width %d): value median rel "
+        "error %.4g (PCA %.4g, pair median %.4g), cosine %.4f",
         evaluation["headline_split"],
         ", ".join(split["heldout_tickers"]) or "no held-out tickers",
+        latent["effective"],
+        latent["configured"],
+        latent["input_width"],
         model.get("value_median_rel_error", float("nan")),
         evaluation["baselines"]["pca"].get("value_median_rel_error", float("nan")),
         evaluation["baselines"]["pair_median"].get("value_median_rel_error", float("nan")),
@@ -70,6 +74,8 @@ def stage1_evaluation(
     )
     metadata["model_vs_baselines"] = comparison_table(evaluation)
     metadata["headline_split"] = evaluation["headline_split"]
+    metadata["latent_dim"] = latent["effective"]
+    metadata["configured_latent_dim"] = latent["configured"]
     metadata["heldout_tickers"] = ", ".join(split["heldout_tickers"]) or "none"
     metadata["cells"] = dg.MetadataValue.json(split["cells"])
     metadata["worst_pairs"] = dg.MetadataValue.json(model.get("worst_pairs", []))

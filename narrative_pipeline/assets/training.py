@@ -131,10 +131,13 @@ def stage1_checkpoint(
             store.us_gaap_store_factory(), train_config, output_dir, progress=context.log.info
         )
     context.log.info(
-        "trained %d epoch(s); best %s %.6g; checkpoint %s; %s",
+        "trained %d epoch(s); latent %d (configured %d); best %s %.6g (%s); checkpoint %s; %s",
         result.epochs_run,
+        result.latent_dim,
+        result.configured_latent_dim,
         train_config.monitor_metric,
         result.best_val_loss,
+        "kept the starting state" if result.kept_starting_state else "a trained epoch",
         result.best_checkpoint_path,
         result.warm_start,
     )

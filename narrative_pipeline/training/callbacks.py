@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from narrative_pipeline.training.model import Stage1Autoencoder
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 VAL_LOSS = "val_loss_epoch"
 VALUE_ERROR = "val/value_median_rel_error"
+EMBEDDING_LOSS = "val/embedding_loss"
 
 
 def epoch_about_to_run(trainer: pl.Trainer) -> int:
@@ -94,12 +95,41 @@ class LossHistory(Callback):
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint that refreshes last.ckpt at the end of EVERY training epoch.
+    """ModelCheckpoint whose "best" may be the starting state, and which refreshes last.ckpt at
+    the end of EVERY training epoch.
 
-    Lightning 2.6 only rewrites last.ckpt when a top-k checkpoint was saved in the same step;
-    with a monitor that does not improve every epoch, last.ckpt (what resume and warm start
-    read) would lag behind the run.
+    Starting state: the loop validates the model before the first training step (Lightning's
+    sanity check over the whole validation set; cold start: the initialisation, for
+    pca_residual the PCA autoencoder; warm start: the previous checkpoint's weights). That
+    score enters the top-k like any epoch's, so a run whose training never beats its start ends
+    with the starting weights, and a warm run never replaces a better previous checkpoint.
+
+    last.ckpt: Lightning 2.6 only rewrites it when a top-k checkpoint was saved in the same
+    step; with a monitor that does not improve every epoch, last.ckpt (what resume reads) would
+    lag behind the run.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.starting_score: float | None = None
+        self.best_is_starting_state = False
+
+    def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        candidates = self._monitor_candidates(trainer)
+        current = candidates.get(self.monitor) if self.monitor else None
+        if current is None or self.save_top_k == 0:
+            return
+        self.starting_score = float(current)
+        self._update_best_and_save(current, trainer, candidates)
+
+    def _update_best_and_save(
+        self, current: torch.Tensor, trainer: pl.Trainer, monitor_candidates: dict[str, Any]
+    ) -> None:
+        super()._update_best_and_save(current, trainer, monitor_candidates)
+        if trainer.sanity_checking:
+            self.best_is_starting_state = True
+        elif self.best_model_score is not None and float(current) <= float(self.best_model_score):
+            self.best_is_starting_state = False
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
@@ -107,6 +137,16 @@ class BestAndLastCheckpoint(ModelCheckpoint):
             return
         if self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class EarlyStoppingFromStart(EarlyStopping):
+    """EarlyStopping whose reference is the starting state's score (see BestAndLastCheckpoint):
+    `patience` epochs that do not beat the start end the run."""
+
+    def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        current = trainer.callback_metrics.get(self.monitor)
+        if isinstance(current, torch.Tensor) and bool(torch.isfinite(current)):
+            self.best_score = current.detach().clone().to(self.best_score.device)
 
 
 class RunClock(Callback):
@@ -215,6 +255,15 @@ class EpochProgress(Callback):
         self.max_epochs = max_epochs
         self.max_time = max_time
         self.emit = emit
+
+    def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        self.emit(
+            f"epoch 0/{self.max_epochs} (starting state, before any training step): "
+            f"val loss {_fmt(metrics.get(VAL_LOSS))}, "
+            f"val value median rel error {_fmt(metrics.get(VALUE_ERROR))}, "
+            f"val embedding loss {_fmt(metrics.get(EMBEDDING_LOSS))}"
+        )
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:

@@ -29,6 +29,12 @@ LR_SCHEDULES = ("budget", "cosine_periodic", "constant")
 MONITORS = ("auto", "val/value_median_rel_error", "val/embedding_loss", "val_loss_epoch")
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 MATMUL_PRECISIONS = ("highest", "high", "medium")
+# A configured latent_dim not below the model's input width is capped to this share of the width
+# (rounded down): at or above the width there is no bottleneck, the model and a same-size PCA are
+# both the identity, and the evaluation cannot tell a useful latent from a copy. 0.8: the default
+# latent 96 is 0.8 of the shared data's 120-wide input, the size the held-out evaluation chose
+# (benchmarks/RESULTS.md "Model quality", Wave 3, also for the generated sample's 32 -> 25).
+BOTTLENECK_FRACTION = 0.8
 
 
 @dataclass
@@ -43,8 +49,9 @@ class TrainConfig:
     learning_rate: float = 1e-4
     weight_decay: float = 5.2e-7
     loss: LossName = "mse"
-    # 96: the smallest swept size whose held-out cosine meets 0.99 (PCA-96: 0.991); at or above
-    # the input width (120 on the shared data) there is no bottleneck at all.
+    # 96: the smallest swept size whose held-out cosine meets 0.99 (PCA-96: 0.991). At or above
+    # the input width there is no bottleneck: the run then uses `effective_latent_dim` (logged,
+    # and saved as latent_dim next to configured_latent_dim in the checkpoint).
     latent_dim: int = 96
     hidden_dim: int = 512
     n_hidden_layers: int = 2
@@ -162,6 +169,14 @@ class TrainConfig:
         if self.architecture == "pca_residual" and self.linear_value:
             return "val/embedding_loss"
         return "val/value_median_rel_error"
+
+    def effective_latent_dim(self, input_width: int) -> int:
+        """`latent_dim`, or BOTTLENECK_FRACTION of `input_width` when it is not below the width
+        (at least the architecture's minimum: 2 for pca_residual's code + lift, else 1)."""
+        if self.latent_dim < input_width:
+            return self.latent_dim
+        smallest = 2 if self.architecture == "pca_residual" else 1
+        return max(smallest, int(BOTTLENECK_FRACTION * input_width))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
@@ -34,6 +33,7 @@ from narrative_pipeline.training.callbacks import (
     VALUE_ERROR,
     BestAndLastCheckpoint,
     BudgetCosineSchedule,
+    EarlyStoppingFromStart,
     EpochProgress,
     EpochSetter,
     LossHistory,
@@ -42,7 +42,7 @@ from narrative_pipeline.training.callbacks import (
     epoch_about_to_run,
     silence_lightning_tips,
 )
-from narrative_pipeline.training.config import TrainConfig
+from narrative_pipeline.training.config import BOTTLENECK_FRACTION, TrainConfig
 from narrative_pipeline.training.dataset import IterableConceptValueDataset
 from narrative_pipeline.training.evaluation import read_split, split_indices
 from narrative_pipeline.training.linear_path import PCA_FIT_MAX_CELLS
@@ -77,6 +77,12 @@ class TrainResult:
     tensorboard_dir: str = ""
     heldout_tickers: list[str] = field(default_factory=list)
     warm_start: str = ""
+    latent_dim: int = 0  # the size used (see TrainConfig.effective_latent_dim)
+    configured_latent_dim: int = 0
+    # The monitored score of the state before any training step (cold: the initialisation;
+    # warm: the previous checkpoint; NaN on resume) and whether the best checkpoint is it.
+    starting_score: float = math.nan
+    kept_starting_state: bool = False
 
 
 class Stage1DataModule(pl.LightningDataModule):
@@ -158,18 +164,40 @@ def check_resume_compatible(path: Path, model_hparams: dict[str, Any]) -> None:
 
 
 def warm_start_candidate(config: TrainConfig, output_dir: Path) -> Path | None:
-    """The checkpoint a warm start would read (its compatibility is checked later)."""
+    """The checkpoint a warm start would read (its compatibility is checked later): the previous
+    run's best (what the evaluation scored), else its last.ckpt."""
     if config.warm_start is False:
         return None
     if config.warm_start is True:
-        return output_dir / "checkpoints" / "last.ckpt"
+        best = output_dir / "checkpoints" / f"{BEST_FILENAME}.ckpt"
+        return best if best.is_file() else output_dir / "checkpoints" / "last.ckpt"
     return Path(config.warm_start)
 
 
+def latent_note(config: TrainConfig, latent_dim: int, input_dim: int) -> str:
+    """How the latent size was chosen, for the run's log."""
+    if latent_dim == config.latent_dim:
+        return f"latent {latent_dim}"
+    return (
+        f"latent {latent_dim} (configured {config.latent_dim} is not below the input width "
+        f"{input_dim}, so it would be no bottleneck: capped to {BOTTLENECK_FRACTION:g} of it)"
+    )
+
+
+def starting_state_label(config: TrainConfig, warm_path: Path | None) -> str:
+    if warm_path is not None:
+        return f"the warm-start checkpoint {warm_path.name}"
+    if config.architecture == "pca_residual":
+        return "the PCA initialisation"
+    return "the random initialisation"
+
+
 def build_model(config: TrainConfig, input_dim: int) -> Stage1Autoencoder:
+    """The model for `input_dim`-wide inputs, its latent capped to a bottleneck when needed."""
     return Stage1Autoencoder(
         input_dim=input_dim,
-        latent_dim=config.latent_dim,
+        latent_dim=config.effective_latent_dim(input_dim),
+        configured_latent_dim=config.latent_dim,
         hidden_dim=config.hidden_dim,
         n_hidden_layers=config.n_hidden_layers,
         dropout=config.dropout,
@@ -227,6 +255,7 @@ class _Run:
     output_dir: Path
     heldout: list[str]
     warm_reason: str
+    starting_state: str  # "" on resume: the starting state is not a candidate then
 
 
 def train_stage1(
@@ -261,7 +290,8 @@ def train_stage1(
     heldout = resolve_heldout_tickers(
         tickers, config.heldout_tickers, config.heldout_ticker_fraction
     )
-    model = build_model(config, input_dim=int(matrix.shape[1]) + 1)
+    input_dim = int(matrix.shape[1]) + 1
+    model = build_model(config, input_dim=input_dim)
     if resume_path is not None:
         check_resume_compatible(resume_path, dict(model.hparams))
     warm = choose_warm_start(
@@ -278,11 +308,13 @@ def train_stage1(
         "signature": input_signature(matrix, pair_names),
     }
     output_dir.mkdir(parents=True, exist_ok=True)
-    run = _assemble(config, model, output_dir, emit, heldout, warm.reason)
+    start = "" if resume_path is not None else starting_state_label(config, warm.path)
+    run = _assemble(config, model, output_dir, emit, heldout, warm.reason, start)
     emit(
-        f"training stage 1 on {n_cells} cells, {len(pair_names)} pairs, input dim "
-        f"{matrix.shape[1] + 1}; held-out tickers {heldout or 'none'}; {warm.reason}; budget "
-        f"{config.max_epochs} epochs" + (f", {config.max_time:g}s" if config.max_time else "")
+        f"training stage 1 on {n_cells} cells, {len(pair_names)} pairs, input dim {input_dim}, "
+        f"{latent_note(config, model.typed_hparams.latent_dim, input_dim)}; held-out tickers "
+        f"{heldout or 'none'}; {warm.reason}; budget {config.max_epochs} epochs"
+        + (f", {config.max_time:g}s" if config.max_time else "")
     )
     datamodule = Stage1DataModule(store_factory, config, heldout)
     try:
@@ -291,7 +323,28 @@ def train_stage1(
     except BaseException as exc:  # cancel / SIGTERM / Ctrl-C / errors: keep what was learned
         _save_interrupted(run, exc)
         raise
-    return _finish(run, config, interrupted="")
+    result = _finish(run, config, interrupted="")
+    emit(selection_note(run, config.monitor_metric))
+    return result
+
+
+def selection_note(run: _Run, monitor: str) -> str:
+    """Which state the best checkpoint holds and why (the starting state or a trained epoch)."""
+    checkpoint = run.checkpoint
+    trained = [r[monitor] for r in run.history.epochs if math.isfinite(r.get(monitor, math.nan))]
+    best_trained = f"{min(trained):.6g}" if trained else "n/a"
+    if checkpoint.best_is_starting_state:
+        return (
+            f"best checkpoint: kept the starting state ({run.starting_state}), {monitor} "
+            f"{checkpoint.starting_score:.6g}: no trained epoch beat it (best trained "
+            f"{best_trained})"
+        )
+    start = (
+        f"; starting state ({run.starting_state}) {checkpoint.starting_score:.6g}"
+        if checkpoint.starting_score is not None
+        else ""
+    )
+    return f"best checkpoint: a trained epoch, {monitor} {best_trained}{start}"
 
 
 def _assemble(
@@ -301,8 +354,11 @@ def _assemble(
     emit: Callable[[str], None],
     heldout: list[str],
     warm_reason: str,
+    starting_state: str,
 ) -> _Run:
-    """The Trainer and its callbacks for one fit."""
+    """The Trainer and its callbacks for one fit. Unless resuming (`starting_state` ""), the
+    whole validation set is scored before the first step (Lightning's sanity check) and that
+    starting state competes for "best" (BestAndLastCheckpoint, EarlyStoppingFromStart)."""
     checkpoint = BestAndLastCheckpoint(
         dirpath=output_dir / "checkpoints",
         filename=BEST_FILENAME,
@@ -316,7 +372,7 @@ def _assemble(
     clock, history = RunClock(), LossHistory()
     callbacks: list[pl.Callback] = [
         clock,
-        EarlyStopping(
+        EarlyStoppingFromStart(
             monitor=config.monitor_metric,
             mode="min",
             patience=config.patience,
@@ -347,14 +403,15 @@ def _assemble(
         callbacks=callbacks,
         enable_progress_bar=config.progress_bar,
         enable_model_summary=False,
-        num_sanity_val_steps=0,
+        num_sanity_val_steps=-1 if starting_state else 0,
         limit_train_batches=config.limit_train_batches,
         limit_val_batches=config.limit_val_batches,
         log_every_n_steps=10,
     )
     return _Run(
-        trainer, model, checkpoint, history, time_budget, logger, output_dir, heldout, warm_reason
-    )
+        trainer, model, checkpoint, history, time_budget, logger, output_dir, heldout,
+        warm_reason, starting_state,
+    )  # fmt: skip
 
 
 def _save_interrupted(run: _Run, exc: BaseException) -> None:
@@ -397,6 +454,12 @@ def _finish(run: _Run, config: TrainConfig | None, interrupted: str) -> TrainRes
         tensorboard_dir=str(run.logger.log_dir),
         heldout_tickers=list(run.heldout),
         warm_start=run.warm_reason,
+        latent_dim=run.model.typed_hparams.latent_dim,
+        configured_latent_dim=run.model.typed_hparams.configured_latent_dim,
+        starting_score=(
+            math.nan if run.checkpoint.starting_score is None else run.checkpoint.starting_score
+        ),
+        kept_starting_state=run.checkpoint.best_is_starting_state,
     )
     summary = {k: v for k, v in result.__dict__.items() if k != "loss_curve_png"}
     (run.output_dir / FINAL_METRICS).write_text(json.dumps(summary, indent=2, default=str))

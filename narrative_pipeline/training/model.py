@@ -62,6 +62,9 @@ class Stage1Hparams:
     lr_schedule: str
     architecture: str
     linear_value: bool
+    # What the run was configured with; latent_dim is the size used (capped to a bottleneck
+    # when the configured one was not below input_dim: TrainConfig.effective_latent_dim).
+    configured_latent_dim: int
 
 
 class ValueModulatedBlock(nn.Module):
@@ -107,6 +110,7 @@ class Stage1Autoencoder(pl.LightningModule):
         lr_schedule: str = "cosine_periodic",
         architecture: str = "mlp",
         linear_value: bool = True,
+        configured_latent_dim: int | None = None,
     ) -> None:
         super().__init__()
         if input_dim < 2:
@@ -134,6 +138,9 @@ class Stage1Autoencoder(pl.LightningModule):
             lr_schedule=lr_schedule,
             architecture=architecture,
             linear_value=linear_value,
+            configured_latent_dim=latent_dim
+            if configured_latent_dim is None
+            else configured_latent_dim,
         )
         widths = [input_dim] + [hidden_dim] * n_hidden_layers
         self.encoder_blocks = nn.ModuleList(
@@ -263,7 +270,8 @@ class Stage1Autoencoder(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         """Per-pair median relative error and R2 on inverse-scaled values, worst pair included."""
         outputs, self._val_outputs = self._val_outputs, []
-        if not outputs or self.scalers is None or self.trainer.sanity_checking:
+        # Also in Lightning's sanity check: the loop runs it to score the starting state.
+        if not outputs or self.scalers is None:
             return
         predicted = torch.cat([o[0] for o in outputs]).double().numpy()
         actual = torch.cat([o[1] for o in outputs]).double().numpy()
