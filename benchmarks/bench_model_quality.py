@@ -9,7 +9,9 @@ same training cells):
 - `sweep`: latent 8/16/32/64/128/256 at seed 0 (model vs PCA with the same latent size);
 - `seeds`: the default config at seeds 0, 1, 2 (stability: the spread of the value error);
 - `scaling`: RobustScaler + MSE (default), QuantileTransformer + MSE, RobustScaler + Huber;
-- `original`: the original schedule and monitor (cosine_periodic T_max 15, val_loss_epoch).
+- `original`: the original schedule and monitor (cosine_periodic T_max 15, val_loss_epoch);
+- `lowepochs`: the default config stopped after 1 and 2 epochs (no time limit), seeds 0, 1, 2:
+  the starting state competes for "best", so the PCA check must hold however little it trained.
 
 Every run uses TrainConfig's defaults (architecture, learning rate, latent for `seeds`) unless
 `--architecture`, `--learning-rate` or `--default-latent` say otherwise (e.g. `--architecture mlp
@@ -89,6 +91,9 @@ def one_run(store_path: Path, out: Path, label: str, **overrides) -> dict:
         "heldout_tickers": evaluation["split"]["heldout_tickers"],
         "cells": evaluation["split"]["cells"],
         "checks": {v.name: v.passed for v in judge(evaluation)},
+        "kept_starting_state": result.kept_starting_state,
+        "configured_latent_dim": result.configured_latent_dim,
+        "effective_latent_dim": result.latent_dim,
     }
     for name, figures in (
         ("model", evaluation["model"]),
@@ -98,6 +103,23 @@ def one_run(store_path: Path, out: Path, label: str, **overrides) -> dict:
         row[name] = {k: figures.get(k) for k in FIGURES}
     print(json.dumps(row), flush=True)
     return row
+
+
+def low_epoch_runs(store: Path, runs: Path, base: dict, latent: int) -> list[dict]:
+    """Default config at max_epochs 1 and 2 (no time limit), seeds 0-2 (issue 11, wave 3)."""
+    fixed = {**base, "max_time": None}
+    return [
+        one_run(
+            store,
+            runs,
+            f"low_e{epochs}_seed{seed}",
+            latent_dim=latent,
+            seed=seed,
+            **{**fixed, "max_epochs": epochs},
+        )  # fmt: skip
+        for epochs in (1, 2)
+        for seed in (0, 1, 2)
+    ]
 
 
 def plot_sweep(rows: list[dict], path: Path) -> None:
@@ -177,6 +199,8 @@ def main() -> int:
             one_run(quantile, runs, "quantile_mse", latent_dim=default_latent, **base),
             one_run(robust, runs, "robust_huber", latent_dim=default_latent, loss="huber", **base),
         ]
+    if "lowepochs" in experiments:
+        results["runs"]["lowepochs"] = low_epoch_runs(chosen, runs, base, default_latent)
     if "original" in experiments:
         results["runs"]["original"] = [
             one_run(
