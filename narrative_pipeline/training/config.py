@@ -77,8 +77,10 @@ class TrainConfig:
     # False: start fresh; True: continue from <output_dir>/checkpoints/last.ckpt; str: that file.
     resume: bool | str = False
     # Start from the weights (not the optimizer or epoch count) of a previous checkpoint with a
-    # fresh budget. True: <output_dir>/checkpoints/last.ckpt when compatible (same weight shapes
-    # and the same PCA embeddings of the pairs both know), else a full retrain; str: that file.
+    # fresh budget. True: <output_dir>/checkpoints/stage1_resume.ckpt (the previous best; else
+    # last.ckpt) when compatible (same weight shapes and the same PCA embeddings of the pairs
+    # both know), else a full retrain; str: that file. Those weights are the warm run's starting
+    # state: it stays the best checkpoint unless a trained epoch beats it.
     warm_start: bool | str = False
     # Tickers whose cells never enter training (evaluated as unseen companies). Empty: the
     # tickers whose stable hash is below heldout_ticker_fraction (at least one when > 0).
