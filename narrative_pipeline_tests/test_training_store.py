@@ -133,11 +133,15 @@ def test_cli_heldout_training_then_evaluate_writes_the_documented_json(
     captured = capsys.readouterr()
     assert '"heldout_tickers": [\n    "T3"\n  ]' in captured.out
     assert "epoch 2/2:" in captured.err and "ETA" in captured.err
+    assert "epoch 0/2 (starting state" in captured.err and "best checkpoint:" in captured.err
+    assert '"configured_latent_dim": 4' in captured.out and '"kept_starting_state"' in captured.out
     checkpoint = tmp_path / "checkpoints" / "stage1_resume.ckpt"
     evaluate = ["train", "evaluate", "--checkpoint", str(checkpoint), "--store", str(store_path),
                 "--out", str(out)]  # fmt: skip
     assert cli_main(evaluate) == 0
+    assert "latent 4 (configured 4, input width" in capsys.readouterr().out
     saved = json.loads(out.read_text())
+    assert saved["latent"]["effective"] == saved["latent"]["configured"] == 4
     assert saved["split"]["heldout_tickers"] == ["T3"]  # read back from the checkpoint
     assert saved["split"]["cells"]["heldout"] == int((generated_facts()["ticker"] == "T3").sum())
     for part in (saved["model"], saved["baselines"]["pca"], saved["baselines"]["pair_median"]):

@@ -129,6 +129,10 @@ def run_training(args: argparse.Namespace) -> int:
         "tensorboard_dir": result.tensorboard_dir,
         "heldout_tickers": result.heldout_tickers,
         "warm_start": result.warm_start,
+        "latent_dim": result.latent_dim,
+        "configured_latent_dim": result.configured_latent_dim,
+        "starting_score": result.starting_score,
+        "kept_starting_state": result.kept_starting_state,
         "metrics": result.metrics,
     }
     print(json.dumps(summary, indent=2, default=str))
@@ -160,9 +164,10 @@ def run_evaluation(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(evaluation_json(evaluation))
-    model = evaluation["model"]
+    model, latent = evaluation["model"], evaluation["latent"]
     print(
-        f"wrote {out}: {evaluation['headline_split']} value median rel error "
+        f"wrote {out}: latent {latent['effective']} (configured {latent['configured']}, input "
+        f"width {latent['input_width']}); {evaluation['headline_split']} value median rel error "
         f"{model.get('value_median_rel_error')}, cosine {model.get('embedding_cosine')}; "
         f"checks {evaluation['checks']}"
     )
