@@ -4,9 +4,11 @@ sensor starts after one changed CSV (issue 11: <= 2 minutes; a bounded warm run 
 1. Generates the sample (6 tickers, as `make demo`) into --workdir and materialises every asset
    and check in-process with the launchpad's DEFAULT config (no overrides), on an ephemeral
    Dagster instance;
-2. rewrites one ticker's CSV with one more filing (a changed file, as a user would drop it) and
-   materialises the graph again tagged as the sensor tags its runs
-   (`narrative/trigger=csv_folder_sensor`), so `stage1_checkpoint` takes the warm budget.
+2. in a second folder, materialises the sample without one ticker (--new-ticker, XOM), then
+   drops that ticker's CSV in (one new file, as a user would) and materialises the graph again
+   tagged as the sensor tags its runs (`narrative/trigger=csv_folder_sensor`), so
+   `stage1_checkpoint` takes the warm budget. (A rewritten sample CSV is no "changed" file: the
+   generator renumbers filings, and ingestion holds back a file that drops filings.)
 
 Prints, per run: training seconds, epochs, whether time stopped it, warm start, latent sizes,
 the starting-state selection, the model checks, and the stage1_checkpoint log lines.
@@ -33,7 +35,7 @@ from narrative_pipeline.resources import (  # noqa: E402
     PathsResource,
     StoreResource,
 )
-from narrative_pipeline.sample_data import generate_sample_csvs  # noqa: E402
+from narrative_pipeline.sample_data import COMPANIES, generate_sample_csvs  # noqa: E402
 
 FIGURES = ("training_seconds", "epochs_run", "latent_dim", "configured_latent_dim",
            "starting_score", "best_val_loss", "kept_starting_state", "warm_start",
@@ -49,6 +51,12 @@ def resources(root: Path) -> dict:
     }
 
 
+def metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    events = result.get_asset_materialization_events()
+    [event] = [e for e in events if e.asset_key.to_user_string() == asset]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
 def materialize(root: Path, tags: dict[str, str]) -> dict:
     """Every asset and check with the default config; stage1_checkpoint's figures and log."""
     instance = dg.DagsterInstance.ephemeral()
@@ -59,6 +67,7 @@ def materialize(root: Path, tags: dict[str, str]) -> dict:
         e for e in result.get_asset_materialization_events() if e.asset_key == stage1_checkpoint.key
     ]
     meta = {k: v.value for k, v in event.materialization.metadata.items()}
+    raw, cells = metadata_of(result, "raw_records"), metadata_of(result, "triplets")
     logs = [
         entry.user_message
         for entry in instance.all_logs(result.run_id)
@@ -66,6 +75,8 @@ def materialize(root: Path, tags: dict[str, str]) -> dict:
     ]
     return {
         "success": result.success,
+        "facts_written": raw.get("facts_written"),
+        "n_cells": cells.get("n_triplets"),
         **{k: meta.get(k) for k in FIGURES},
         "stopped_for_time": meta.get("metrics", {}).get("stopped_for_time"),
         "train_config": {k: meta["train_config"][k] for k in ("max_epochs", "max_time")},
@@ -81,14 +92,18 @@ def materialize(root: Path, tags: dict[str, str]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="/tmp/narrative_materialize_training")
+    parser.add_argument("--new-ticker", default="XOM")
     args = parser.parse_args()
     root = Path(args.workdir)
     shutil.rmtree(root, ignore_errors=True)
-    generate_sample_csvs(root / "csv")
-    runs = {"materialize_all": materialize(root, {})}
-    generate_sample_csvs(root / "csv", tickers=["AAPL"], filings_per_ticker=9)  # changed file
-    runs["sensor_run_after_one_changed_csv"] = materialize(
-        root, {"narrative/trigger": "csv_folder_sensor"}
+    generate_sample_csvs(root / "all" / "csv")
+    runs = {"materialize_all": materialize(root / "all", {})}
+    others = [c.ticker for c in COMPANIES if c.ticker != args.new_ticker]
+    generate_sample_csvs(root / "grow" / "csv", tickers=others)
+    runs[f"materialize_all_without_{args.new_ticker}"] = materialize(root / "grow", {})
+    generate_sample_csvs(root / "grow" / "csv", tickers=[args.new_ticker])  # one new file
+    runs["sensor_run_after_one_new_csv"] = materialize(
+        root / "grow", {"narrative/trigger": "csv_folder_sensor"}
     )
     for name, figures in runs.items():
         print(f"== {name}")
