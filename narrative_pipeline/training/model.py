@@ -121,6 +121,8 @@ class Stage1Autoencoder(pl.LightningModule):
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
         if architecture == "pca_residual" and latent_dim < 2:
             raise ValueError("architecture 'pca_residual' needs latent_dim >= 2 (code + lift)")
+        if configured_latent_dim is None:
+            configured_latent_dim = latent_dim
         self.save_hyperparameters()
         self.typed_hparams = Stage1Hparams(
             input_dim=input_dim,
@@ -138,9 +140,7 @@ class Stage1Autoencoder(pl.LightningModule):
             lr_schedule=lr_schedule,
             architecture=architecture,
             linear_value=linear_value,
-            configured_latent_dim=latent_dim
-            if configured_latent_dim is None
-            else configured_latent_dim,
+            configured_latent_dim=configured_latent_dim,
         )
         widths = [input_dim] + [hidden_dim] * n_hidden_layers
         self.encoder_blocks = nn.ModuleList(
