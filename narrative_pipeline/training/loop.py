@@ -3,8 +3,8 @@
 `train_stage1` is what the `stage1_checkpoint` Dagster asset and `narrative-pipeline train run`
 call. Everything it writes lives under `output_dir`: `checkpoints/stage1_resume.ckpt` (best by
 `config.monitor` among the trained epochs AND the starting state, scored before the first step:
-a run never ends worse than it started), `checkpoints/last.ckpt` (for resuming), `stage1_autoencoder/version_N/`
-(TensorBoard), `stage1_loss_curve.png` and `final_metrics.json`. The last three and last.ckpt
+a run never ends worse than it started), `checkpoints/last.ckpt` (for resuming),
+`stage1_autoencoder/version_N/` (TensorBoard), `stage1_loss_curve.png` and `final_metrics.json`. The last three and last.ckpt
 are also written when the run is cancelled (SIGTERM, Dagster's cancel, Ctrl-C), before the
 interruption propagates. Runs are bounded by `max_epochs` and `max_time`, may warm-start from
 a compatible checkpoint (warm_start.py), and never train on held-out tickers (splits.py). A
