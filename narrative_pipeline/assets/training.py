@@ -112,7 +112,7 @@ def stage1_checkpoint(
     train_config = config.to_train_config(warm=warm)
     output_dir = paths.subdir("training")
     context.log.info(
-        "training stage 1: max_epochs=%d max_time=%s batch=%d lr=%g loss=%s latent=%d "
+        "training stage 1: max_epochs=%d max_time=%s batch=%d lr=%g loss=%s configured latent=%d "
         "resume=%s warm_start=%s (trigger %s), store %s",
         train_config.max_epochs,
         train_config.max_time,
