@@ -45,6 +45,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
+from narrative_pipeline.readers import companyfacts_native as native
 from narrative_pipeline.readers import companyfacts_worker as worker
 from narrative_pipeline.readers.base import (
     ReadResult,
@@ -145,18 +146,17 @@ def read_companyfacts_stream(
 ) -> ReadResult:
     """Parse one companyfacts document from an open binary stream."""
     try:
-        doc = parse_json(read_stream_capped(fh, source))
+        data = read_stream_capped(fh, source)
+        result = _read_scanned(data, source, ticker, taxonomy)
+        if result is None:  # not scanned natively: parsed here
+            result = _read_parsed(parse_json(data), source, ticker, taxonomy)
     except InputTooLarge as exc:
         return failed(source, ticker, str(exc))
     except (ValueError, EOFError, OSError) as exc:
         return failed(source, ticker, f"not valid JSON: {exc}")
-    if not isinstance(doc, dict) or not isinstance(doc.get("facts"), dict):
-        return failed(source, ticker, "no 'facts' object: not a companyfacts document")
-    result = ReadResult(source=source, ticker=ticker)
-    lists = _unit_lists(doc["facts"], taxonomy, result)
-    if not fast_frames(lists, result):
-        _reference_frames(lists, result)
     if not len(result.facts):
+        if result.error:
+            return result
         out = failed(
             source,
             ticker,
@@ -170,6 +170,30 @@ def read_companyfacts_stream(
             f"{result.duplicate_facts} repeated (accn, concept, unit) facts (comparative "
             "periods) dropped: kept the latest end, then latest start"
         )
+    return result
+
+
+def _read_scanned(
+    data: bytes, source: str, ticker: str, taxonomy: set[str] | None
+) -> ReadResult | None:
+    """The document read from the native scanner's columns; None when the scanner is absent
+    or does not handle this document (companyfacts_native.py)."""
+    scanned = native.scan(data)
+    if scanned is None:
+        return None
+    result = ReadResult(source=source, ticker=ticker)
+    lists = _unit_lists(scanned.facts, taxonomy, result)
+    return result if native.native_frames(scanned, lists, result) else None
+
+
+def _read_parsed(doc: Any, source: str, ticker: str, taxonomy: set[str] | None) -> ReadResult:
+    """The parsed document read by the fast path, or by the reference path when it must."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("facts"), dict):
+        return failed(source, ticker, "no 'facts' object: not a companyfacts document")
+    result = ReadResult(source=source, ticker=ticker)
+    lists = _unit_lists(doc["facts"], taxonomy, result)
+    if not fast_frames(lists, result):
+        _reference_frames(lists, result)
     return result
 
 

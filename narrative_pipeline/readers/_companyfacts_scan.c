@@ -1,0 +1,703 @@
+/* _companyfacts_scan.c: one SEC companyfacts document (bytes) -> fact columns, in one pass.
+ *
+ * Why this exists: whole-SEC ingestion (~1.1e8 fact entries, ~18 GB of JSON) is bound by
+ * reading the JSON. A parser that builds a Python dict per fact entry (orjson, json) tops out
+ * near 600k entries/s per core before any other work is done. This scanner walks the bytes
+ * once and writes each fact's fields into C arrays, returned as `bytes` that Python wraps with
+ * np.frombuffer, so Python only touches a few objects per concept.
+ *
+ * It is an accelerator, never a second set of semantics (companyfacts_native.py is its Python
+ * side, companyfacts.py the behaviour):
+ * - Above the fact lists it builds the dicts orjson would build (the `facts` object: namespace
+ *   -> concept -> {"units": {unit: ...}}), with each fact list replaced by
+ *   range(first_row, end_row) into the columns, so the reader's own Python code walks them.
+ *   Other namespaces become {concept: None} (only their size is used); a value the reader
+ *   does not look into becomes None.
+ * - Per fact row: accn, end and start as int32 codes into per-document tables of distinct
+ *   strings (-1: null or absent), val as float64 (NaN: null or absent), and the byte span of
+ *   the fact object (the filing fields form/fy/fp/filed are read by orjson from the span of
+ *   the first fact of each accn, so they mean exactly what they meant before).
+ * - It returns None ("not handled") for anything it does not reproduce exactly; the caller
+ *   then parses the document with orjson as before: anything that is not strict JSON (valid
+ *   UTF-8, no NaN, nesting <= MAX_DEPTH), an escape in an object key or in accn/end/start, a
+ *   fact that is not an object, accn/end/start that are not strings or null, a val that is
+ *   not a number or null (text, booleans), an integer val beyond 2**53 or a float beyond the
+ *   double range, a repeated accn/end/start/val in one fact, a namespace us-gaap/dei or a
+ *   `facts` that is not an object, or `facts` given twice.
+ * Safety: every read is checked against the end of the buffer, nesting is limited to
+ * MAX_DEPTH (so the recursion is bounded), and document sizes are capped upstream
+ * (NARRATIVE_MAX_DOCUMENT_MB); documents of 2 GiB or more are not handled.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_DEPTH 64
+enum { ERROR = -1, DECLINE = 0, OK = 1, DONE = 2 }; /* ERROR: a Python exception is set */
+
+typedef struct {
+    const unsigned char *p, *end;
+} Cursor;
+
+typedef struct { /* a string token: its bytes between the quotes, as written */
+    const unsigned char *s;
+    Py_ssize_t len;
+    int escaped;
+} Span;
+
+typedef struct { /* a growable array */
+    char *data;
+    size_t len, cap;
+} Buffer;
+
+typedef struct { /* distinct strings of one field, and each row's code into them */
+    int32_t *slots;  /* open addressing: code + 1, 0 = empty */
+    size_t nslots;   /* a power of two, at least twice the number of strings */
+    Buffer strings;  /* per code: a Span (pointing into the document) */
+    Buffer codes;    /* per row: int32 */
+} TextColumn;
+
+typedef struct {
+    Cursor c;
+    const unsigned char *doc;
+    TextColumn accn, end, start;
+    Buffer values; /* per row: double */
+    Buffer spans;  /* per row: int64 first byte, int64 one past the last byte */
+    Py_ssize_t rows;
+} Scan;
+
+static int push(Buffer *b, const void *item, size_t size)
+{
+    if (b->len + size > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 4096;
+        while (cap < b->len + size)
+            cap *= 2;
+        char *data = PyMem_Realloc(b->data, cap);
+        if (!data) {
+            PyErr_NoMemory();
+            return ERROR;
+        }
+        b->data = data;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, item, size);
+    b->len += size;
+    return OK;
+}
+
+/* ---- strict JSON tokens ---------------------------------------------------------------- */
+
+static void skip_ws(Cursor *c)
+{
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t'))
+        c->p++;
+}
+
+static int peek(Cursor *c) /* the next non-blank byte, or -1 at the end */
+{
+    skip_ws(c);
+    return c->p < c->end ? *c->p : -1;
+}
+
+static int literal(Cursor *c, const char *word)
+{
+    size_t n = strlen(word);
+    if ((size_t)(c->end - c->p) < n || memcmp(c->p, word, n) != 0)
+        return DECLINE;
+    c->p += n;
+    return OK;
+}
+
+static int hex4(const unsigned char *p, const unsigned char *end, unsigned *out)
+{
+    unsigned v = 0;
+    if (end - p < 4)
+        return 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char h = p[i];
+        v <<= 4;
+        if (h >= '0' && h <= '9') v |= h - '0';
+        else if (h >= 'a' && h <= 'f') v |= h - 'a' + 10;
+        else if (h >= 'A' && h <= 'F') v |= h - 'A' + 10;
+        else return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+/* Length of the escape at p (p[0] == '\\'), 0 if invalid; a \u surrogate must be a pair. */
+static int escape_length(const unsigned char *p, const unsigned char *end)
+{
+    unsigned v, low;
+    if (end - p < 2)
+        return 0;
+    if (strchr("\"\\/bfnrt", p[1]) && p[1] != '\0')
+        return 2;
+    if (p[1] != 'u' || !hex4(p + 2, end, &v) || (v >= 0xDC00 && v <= 0xDFFF))
+        return 0;
+    if (v < 0xD800 || v > 0xDBFF)
+        return 6;
+    if (end - p < 12 || p[6] != '\\' || p[7] != 'u' || !hex4(p + 8, end, &low))
+        return 0;
+    return (low >= 0xDC00 && low <= 0xDFFF) ? 12 : 0;
+}
+
+/* Length of the UTF-8 sequence at p (p[0] >= 0x80), 0 if invalid (RFC 3629: no overlong
+ * forms, no surrogates, nothing past U+10FFFF). */
+static int utf8_length(const unsigned char *p, const unsigned char *end)
+{
+    unsigned char b = p[0];
+    int n;
+    unsigned char lo = 0x80, hi = 0xBF; /* the allowed range of the second byte */
+    if (b >= 0xC2 && b <= 0xDF) n = 2;
+    else if (b >= 0xE0 && b <= 0xEF) n = 3;
+    else if (b >= 0xF0 && b <= 0xF4) n = 4;
+    else return 0;
+    if (b == 0xE0) lo = 0xA0;
+    if (b == 0xED) hi = 0x9F;
+    if (b == 0xF0) lo = 0x90;
+    if (b == 0xF4) hi = 0x8F;
+    if (end - p < n || p[1] < lo || p[1] > hi)
+        return 0;
+    for (int i = 2; i < n; i++)
+        if (p[i] < 0x80 || p[i] > 0xBF)
+            return 0;
+    return n;
+}
+
+/* A string at c->p (the opening quote): its content span; the cursor moves past it. */
+static int string_token(Cursor *c, Span *out)
+{
+    const unsigned char *p = c->p + 1, *end = c->end;
+    out->s = p;
+    out->escaped = 0;
+    while (p < end) {
+        unsigned char ch = *p;
+        int n = 1;
+        if (ch == '"') {
+            out->len = p - out->s;
+            c->p = p + 1;
+            return OK;
+        }
+        if (ch == '\\') {
+            out->escaped = 1;
+            n = escape_length(p, end);
+        } else if (ch < 0x20) {
+            n = 0;
+        } else if (ch >= 0x80) {
+            n = utf8_length(p, end);
+        }
+        if (!n)
+            return DECLINE;
+        p += n;
+    }
+    return DECLINE; /* unterminated */
+}
+
+static int digits(Cursor *c, uint64_t *m, int *count) /* one or more; *m saturates */
+{
+    const unsigned char *first = c->p;
+    while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+        if (*m || *c->p != '0')
+            ++*count; /* significant digits */
+        if (*count <= 19)
+            *m = *m * 10 + (*c->p - '0');
+        c->p++;
+    }
+    return c->p > first ? OK : DECLINE;
+}
+
+/* A number at c->p in JSON's grammar. With `value`, also its double, as orjson reads it and
+ * Arrow converts it: an integer token exactly (DECLINE past 2**53), a float correctly rounded
+ * (DECLINE when infinite). */
+static int number_token(Cursor *c, double *value)
+{
+    const unsigned char *first = c->p;
+    uint64_t m = 0;
+    int sig = 0, frac = 0, is_float = 0, negative = 0;
+    long exp10 = 0;
+    if (c->p < c->end && *c->p == '-') {
+        negative = 1;
+        c->p++;
+    }
+    if (c->p < c->end && *c->p == '0') { /* no leading zeros */
+        c->p++;
+    } else if (digits(c, &m, &sig) != OK) {
+        return DECLINE;
+    }
+    if (c->p < c->end && *c->p == '.') {
+        const unsigned char *dot = ++c->p;
+        is_float = 1;
+        if (digits(c, &m, &sig) != OK)
+            return DECLINE;
+        frac = (int)(c->p - dot);
+    }
+    if (c->p < c->end && (*c->p == 'e' || *c->p == 'E')) {
+        int sign = 1;
+        is_float = 1;
+        c->p++;
+        if (c->p < c->end && (*c->p == '+' || *c->p == '-'))
+            sign = *c->p++ == '-' ? -1 : 1;
+        if (c->p >= c->end || *c->p < '0' || *c->p > '9')
+            return DECLINE;
+        while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+            if (exp10 < 100000)
+                exp10 = exp10 * 10 + (*c->p - '0');
+            c->p++;
+        }
+        exp10 *= sign;
+    }
+    if (!value)
+        return OK;
+    const uint64_t max_exact = (uint64_t)1 << 53;
+    if (!is_float) { /* orjson: an int; Arrow: exact below 2**53, else an error */
+        if (sig > 16 || m > max_exact)
+            return DECLINE;
+        *value = m == 0 ? 0.0 : (negative ? -(double)m : (double)m); /* -0 is the int 0 */
+        return OK;
+    }
+    exp10 -= frac;
+    static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    double v;
+    if (sig <= 19 && m <= max_exact && exp10 >= -22 && exp10 <= 22) {
+        /* Both operands exact, one IEEE operation: correctly rounded (Clinger's fast path). */
+        v = exp10 >= 0 ? (double)m * pow10[exp10] : (double)m / pow10[-exp10];
+        *value = negative ? -v : v;
+        return OK;
+    }
+    char text[64]; /* otherwise Python's own correctly rounded conversion of the token */
+    size_t n = (size_t)(c->p - first);
+    if (n >= sizeof text)
+        return DECLINE;
+    memcpy(text, first, n);
+    text[n] = '\0';
+    v = PyOS_string_to_double(text, NULL, NULL);
+    if (v == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return DECLINE;
+    }
+    if (isinf(v))
+        return DECLINE;
+    *value = v;
+    return OK;
+}
+
+/* Members of an object or array: call with *count = 0 just after the opening bracket.
+ * OK: positioned at the next member's value (an object's key is read into *key and its
+ * colon passed); DONE: the closing bracket was passed. */
+static int next_member(Cursor *c, int *count, char close, Span *key)
+{
+    int ch = peek(c);
+    if (ch == close) { /* after a comma it is not reached: a member is required below */
+        c->p++;
+        return DONE;
+    }
+    if (*count) {
+        if (ch != ',')
+            return DECLINE;
+        c->p++;
+        ch = peek(c);
+    }
+    ++*count;
+    if (!key)
+        return ch == -1 ? DECLINE : OK;
+    if (ch != '"' || string_token(c, key) != OK || peek(c) != ':')
+        return DECLINE;
+    c->p++;
+    skip_ws(c);
+    return OK;
+}
+
+static int skip_value(Cursor *c, int depth)
+{
+    int ch = peek(c), count = 0, r;
+    Span key;
+    switch (ch) {
+    case '{':
+    case '[':
+        if (depth >= MAX_DEPTH)
+            return DECLINE;
+        c->p++;
+        while ((r = next_member(c, &count, ch == '{' ? '}' : ']', ch == '{' ? &key : NULL)) == OK)
+            if ((r = skip_value(c, depth + 1)) != OK)
+                return r;
+        return r == DONE ? OK : r;
+    case '"':
+        return string_token(c, &key);
+    case 't':
+        return literal(c, "true");
+    case 'f':
+        return literal(c, "false");
+    case 'n':
+        return literal(c, "null");
+    default:
+        return (ch == '-' || (ch >= '0' && ch <= '9')) ? number_token(c, NULL) : DECLINE;
+    }
+}
+
+static int is_key(const Span *key, const char *name)
+{
+    size_t n = strlen(name);
+    return (size_t)key->len == n && memcmp(key->s, name, n) == 0;
+}
+
+/* A key as a Python str (NULL and no exception: an escaped key, not handled). */
+static PyObject *key_text(const Span *key)
+{
+    if (key->escaped)
+        return NULL;
+    return PyUnicode_DecodeUTF8((const char *)key->s, key->len, "strict");
+}
+
+/* ---- fact rows --------------------------------------------------------------------------- */
+
+static uint64_t hash(const unsigned char *s, Py_ssize_t n) /* FNV-1a */
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (Py_ssize_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 1099511628211ULL;
+    return h;
+}
+
+static int grow_slots(TextColumn *t)
+{
+    size_t n = t->nslots ? t->nslots * 2 : 256;
+    int32_t *slots = PyMem_Calloc(n, sizeof(int32_t));
+    Span *strings = (Span *)t->strings.data;
+    int32_t count = (int32_t)(t->strings.len / sizeof(Span));
+    if (!slots) {
+        PyErr_NoMemory();
+        return ERROR;
+    }
+    for (int32_t code = 0; code < count; code++) {
+        size_t i = hash(strings[code].s, strings[code].len) & (n - 1);
+        while (slots[i])
+            i = (i + 1) & (n - 1);
+        slots[i] = code + 1;
+    }
+    PyMem_Free(t->slots);
+    t->slots = slots;
+    t->nslots = n;
+    return OK;
+}
+
+/* This row's code for the string `s`, or -1 when s is NULL (null or absent). */
+static int add_text(TextColumn *t, const Span *s)
+{
+    int32_t code = -1;
+    if (s) {
+        size_t count = t->strings.len / sizeof(Span);
+        if (2 * (count + 1) > t->nslots && grow_slots(t) != OK)
+            return ERROR;
+        Span *strings = (Span *)t->strings.data;
+        size_t i = hash(s->s, s->len) & (t->nslots - 1);
+        while (t->slots[i]) {
+            Span *seen = &strings[t->slots[i] - 1];
+            if (seen->len == s->len && memcmp(seen->s, s->s, s->len) == 0)
+                break;
+            i = (i + 1) & (t->nslots - 1);
+        }
+        if (!t->slots[i]) {
+            if (push(&t->strings, s, sizeof(Span)) != OK)
+                return ERROR;
+            t->slots[i] = (int32_t)count + 1;
+        }
+        code = t->slots[i] - 1;
+    }
+    return push(&t->codes, &code, sizeof code);
+}
+
+/* accn/end/start: a string without escapes (*out set) or null (*out NULL). */
+static int text_field(Cursor *c, Span *value, const Span **out)
+{
+    *out = NULL;
+    if (peek(c) == 'n')
+        return literal(c, "null");
+    if (peek(c) != '"' || string_token(c, value) != OK || value->escaped)
+        return DECLINE;
+    *out = value;
+    return OK;
+}
+
+/* One fact object at c->p: one row. */
+static int scan_fact(Scan *s)
+{
+    Cursor *c = &s->c;
+    const unsigned char *first = c->p;
+    Span key, accn, end, start;
+    const Span *fields[3] = {NULL, NULL, NULL};
+    double val = Py_NAN;
+    int count = 0, seen = 0, r, bit;
+    c->p++;
+    while ((r = next_member(c, &count, '}', &key)) == OK) {
+        if (key.escaped)
+            return DECLINE; /* it could spell a field's name */
+        bit = is_key(&key, "accn") ? 1 : is_key(&key, "end") ? 2 : is_key(&key, "start") ? 4
+            : is_key(&key, "val") ? 8 : 0;
+        if (bit & seen)
+            return DECLINE; /* a repeated field: orjson keeps the last, not handled */
+        seen |= bit;
+        if (bit == 1) r = text_field(c, &accn, &fields[0]);
+        else if (bit == 2) r = text_field(c, &end, &fields[1]);
+        else if (bit == 4) r = text_field(c, &start, &fields[2]);
+        else if (bit == 8 && peek(c) == 'n') r = literal(c, "null");
+        else if (bit == 8) r = (peek(c) == '-' || (peek(c) >= '0' && peek(c) <= '9'))
+                               ? number_token(c, &val) : DECLINE;
+        else r = skip_value(c, 6);
+        if (r != OK)
+            return r;
+    }
+    if (r != DONE)
+        return r;
+    int64_t span[2] = {first - s->doc, c->p - s->doc};
+    if (add_text(&s->accn, fields[0]) != OK || add_text(&s->end, fields[1]) != OK ||
+        add_text(&s->start, fields[2]) != OK || push(&s->values, &val, sizeof val) != OK ||
+        push(&s->spans, span, sizeof span) != OK)
+        return ERROR;
+    s->rows++;
+    return OK;
+}
+
+/* ---- the dicts above the fact lists ------------------------------------------------------ */
+
+typedef int (*ValueScanner)(Scan *s, PyObject **out);
+
+/* An object whose values `each` turns into Python objects -> a dict, as orjson builds it
+ * (a repeated key keeps its first position and its last value). */
+static int scan_dict(Scan *s, ValueScanner each, PyObject **out)
+{
+    Span key;
+    int count = 0, r;
+    PyObject *dict = PyDict_New();
+    if (!dict)
+        return ERROR;
+    s->c.p++; /* the '{' */
+    while ((r = next_member(&s->c, &count, '}', &key)) == OK) {
+        PyObject *name = key_text(&key), *value = NULL;
+        if (!name) {
+            r = PyErr_Occurred() ? ERROR : DECLINE;
+            break;
+        }
+        r = each(s, &value);
+        if (r == OK && PyDict_SetItem(dict, name, value) < 0)
+            r = ERROR;
+        Py_DECREF(name);
+        Py_XDECREF(value);
+        if (r != OK)
+            break;
+    }
+    if (r != DONE) {
+        Py_DECREF(dict);
+        return r;
+    }
+    *out = dict;
+    return OK;
+}
+
+static int none(Scan *s, PyObject **out) /* a value the reader does not look into */
+{
+    int r = skip_value(&s->c, 4);
+    if (r == OK)
+        *out = Py_NewRef(Py_None);
+    return r;
+}
+
+static int fact_list(Scan *s, PyObject **out) /* a unit's facts -> range(first, end) rows */
+{
+    Py_ssize_t first = s->rows;
+    int count = 0, r;
+    if (peek(&s->c) != '[')
+        return none(s, out);
+    s->c.p++;
+    while ((r = next_member(&s->c, &count, ']', NULL)) == OK) {
+        if (peek(&s->c) != '{')
+            return DECLINE; /* a fact that is not an object */
+        if ((r = scan_fact(s)) != OK)
+            return r;
+    }
+    if (r != DONE)
+        return r;
+    *out = PyObject_CallFunction((PyObject *)&PyRange_Type, "nn", first, s->rows);
+    return *out ? OK : ERROR;
+}
+
+static int units(Scan *s, PyObject **out)
+{
+    return peek(&s->c) == '{' ? scan_dict(s, fact_list, out) : none(s, out);
+}
+
+static int concept_body(Scan *s, PyObject **out) /* {"units": ...}: the one key read */
+{
+    Span key;
+    int count = 0, r;
+    if (peek(&s->c) != '{')
+        return none(s, out);
+    PyObject *body = PyDict_New(), *value = NULL;
+    if (!body)
+        return ERROR;
+    s->c.p++;
+    while ((r = next_member(&s->c, &count, '}', &key)) == OK) {
+        if (key.escaped) {
+            r = DECLINE;
+            break;
+        }
+        if (!is_key(&key, "units")) {
+            if ((r = skip_value(&s->c, 4)) != OK)
+                break;
+            continue;
+        }
+        if ((r = units(s, &value)) != OK)
+            break;
+        r = PyDict_SetItemString(body, "units", value) < 0 ? ERROR : OK;
+        Py_CLEAR(value);
+        if (r != OK)
+            break;
+    }
+    if (r != DONE) {
+        Py_DECREF(body);
+        return r;
+    }
+    *out = body;
+    return OK;
+}
+
+static int read_namespace(Scan *s, PyObject **out)
+{
+    return peek(&s->c) == '{' ? scan_dict(s, concept_body, out) : DECLINE;
+}
+
+static int other_namespace(Scan *s, PyObject **out) /* only its number of concepts is used */
+{
+    return peek(&s->c) == '{' ? scan_dict(s, none, out) : none(s, out);
+}
+
+/* The `facts` object: us-gaap and dei read, other namespaces sized. */
+static int namespaces(Scan *s, PyObject **out)
+{
+    Span key;
+    int count = 0, r;
+    if (peek(&s->c) != '{')
+        return DECLINE;
+    PyObject *dict = PyDict_New(), *value = NULL;
+    if (!dict)
+        return ERROR;
+    s->c.p++;
+    while ((r = next_member(&s->c, &count, '}', &key)) == OK) {
+        PyObject *name = key_text(&key);
+        if (!name) {
+            r = PyErr_Occurred() ? ERROR : DECLINE;
+            break;
+        }
+        int read = is_key(&key, "us-gaap") || is_key(&key, "dei");
+        r = read ? read_namespace(s, &value) : other_namespace(s, &value);
+        if (r == OK && PyDict_SetItem(dict, name, value) < 0)
+            r = ERROR;
+        Py_DECREF(name);
+        Py_CLEAR(value);
+        if (r != OK)
+            break;
+    }
+    if (r != DONE) {
+        Py_DECREF(dict);
+        return r;
+    }
+    *out = dict;
+    return OK;
+}
+
+/* The document: an object holding `facts` once, then nothing but blanks. */
+static int document(Scan *s, PyObject **facts)
+{
+    Span key;
+    int count = 0, r;
+    *facts = NULL;
+    if (peek(&s->c) != '{')
+        return DECLINE;
+    s->c.p++;
+    while ((r = next_member(&s->c, &count, '}', &key)) == OK) {
+        if (key.escaped || (is_key(&key, "facts") && *facts))
+            r = DECLINE;
+        else if (is_key(&key, "facts"))
+            r = namespaces(s, facts);
+        else
+            r = skip_value(&s->c, 1);
+        if (r != OK)
+            break;
+    }
+    if (r == DONE && *facts && peek(&s->c) == -1)
+        return OK;
+    Py_CLEAR(*facts);
+    return r == DONE ? DECLINE : r;
+}
+
+/* ---- the module -------------------------------------------------------------------------- */
+
+static PyObject *as_bytes(const Buffer *b)
+{
+    return PyBytes_FromStringAndSize(b->data ? b->data : "", (Py_ssize_t)b->len);
+}
+
+static PyObject *texts(const TextColumn *t) /* the distinct strings, by code */
+{
+    const Span *strings = (const Span *)t->strings.data;
+    Py_ssize_t n = (Py_ssize_t)(t->strings.len / sizeof(Span));
+    PyObject *list = PyList_New(n);
+    for (Py_ssize_t i = 0; list && i < n; i++) {
+        PyObject *text = PyUnicode_DecodeUTF8((const char *)strings[i].s, strings[i].len, "strict");
+        if (!text) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, text);
+    }
+    return list;
+}
+
+static void free_column(TextColumn *t)
+{
+    PyMem_Free(t->slots);
+    PyMem_Free(t->strings.data);
+    PyMem_Free(t->codes.data);
+}
+
+static PyObject *scan(PyObject *module, PyObject *arg)
+{
+    Py_buffer view;
+    PyObject *facts = NULL, *out = NULL;
+    Scan s;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    memset(&s, 0, sizeof s);
+    s.doc = s.c.p = view.buf;
+    s.c.end = s.doc + view.len;
+    int r = view.len < INT32_MAX ? document(&s, &facts) : DECLINE;
+    if (r == OK)
+        out = Py_BuildValue("(NNNNNNNNN)", facts, as_bytes(&s.values), as_bytes(&s.accn.codes),
+                            texts(&s.accn), as_bytes(&s.end.codes), texts(&s.end),
+                            as_bytes(&s.start.codes), texts(&s.start), as_bytes(&s.spans));
+    else if (r == DECLINE)
+        out = Py_NewRef(Py_None);
+    free_column(&s.accn);
+    free_column(&s.end);
+    free_column(&s.start);
+    PyMem_Free(s.values.data);
+    PyMem_Free(s.spans.data);
+    PyBuffer_Release(&view);
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"scan", scan, METH_O,
+     "scan(document: bytes) -> None (not handled: parse it with orjson) or (facts, values, "
+     "accn_codes, accn_texts, end_codes, end_texts, start_codes, start_texts, spans)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_companyfacts_scan",
+                                    "Native scanner of one companyfacts document.", -1, methods};
+
+PyMODINIT_FUNC PyInit__companyfacts_scan(void) { return PyModule_Create(&module); }
