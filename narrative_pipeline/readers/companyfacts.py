@@ -32,7 +32,6 @@ list, then pandas), which defines the behaviour; tests compare the two.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import logging
 import zipfile
@@ -89,7 +88,7 @@ def read_companyfacts(
     except (OSError, EOFError) as exc:
         yield failed(str(path), ticker, f"cannot read file: {exc}")
         return
-    yield read_companyfacts_stream(io.BytesIO(data), str(path), ticker, taxonomy_concepts)
+    yield read_companyfacts_document(data, str(path), ticker, taxonomy_concepts)
 
 
 def _read_zip(path: Path, taxonomy: set[str] | None) -> Iterator[ReadResult]:
@@ -125,7 +124,7 @@ def read_zip_member(
         return failed(source, ticker, str(exc))
     except (OSError, zipfile.BadZipFile, EOFError, gzip.BadGzipFile) as exc:
         return failed(source, ticker, f"cannot read archive member: {exc}")
-    return read_companyfacts_stream(io.BytesIO(data), source, ticker, taxonomy)
+    return read_companyfacts_document(data, source, ticker, taxonomy)
 
 
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> bytes:
@@ -147,11 +146,21 @@ def read_companyfacts_stream(
     """Parse one companyfacts document from an open binary stream."""
     try:
         data = read_stream_capped(fh, source)
+    except InputTooLarge as exc:
+        return failed(source, ticker, str(exc))
+    except (ValueError, EOFError, OSError) as exc:
+        return failed(source, ticker, f"not valid JSON: {exc}")
+    return read_companyfacts_document(data, source, ticker, taxonomy)
+
+
+def read_companyfacts_document(
+    data: bytes, source: str, ticker: str, taxonomy: set[str] | None
+) -> ReadResult:
+    """Parse one companyfacts document already read (and capped) into memory."""
+    try:
         result = _read_scanned(data, source, ticker, taxonomy)
         if result is None:  # not scanned natively: parsed here
             result = _read_parsed(parse_json(data), source, ticker, taxonomy)
-    except InputTooLarge as exc:
-        return failed(source, ticker, str(exc))
     except (ValueError, EOFError, OSError) as exc:
         return failed(source, ticker, f"not valid JSON: {exc}")
     if not len(result.facts):

@@ -17,6 +17,7 @@ Tests compare both paths on the real files and on generated odd documents.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -172,7 +173,7 @@ def fill(result: ReadResult, columns: FactColumns) -> None:
     end = columns.end.ranks()[kept]
     start = columns.start.ranks()[kept]
     c, u = columns.concept_codes[kept], columns.unit_codes[kept]
-    order = np.lexsort((start, end, u, c, accn_codes))  # stable: ties keep document order
+    order = _sort_order([accn_codes, c, u, end, start])  # stable: ties keep document order
     g_accn, g_c, g_u = accn_codes[order], c[order], u[order]
     last = np.ones(len(order), dtype=bool)
     last[:-1] = (g_accn[1:] != g_accn[:-1]) | (g_c[1:] != g_c[:-1]) | (g_u[1:] != g_u[:-1])
@@ -189,6 +190,20 @@ def fill(result: ReadResult, columns: FactColumns) -> None:
     )
     result.duplicate_facts = int(len(order) - len(rows))
     result.filings = filings
+
+
+def _sort_order(keys: list[np.ndarray]) -> np.ndarray:
+    """The stable order by these integer keys (the first most significant; each >= -1): one
+    argsort of a combined int64 key when the keys' ranges multiply below 2**62 (about 3x
+    faster than np.lexsort), else np.lexsort."""
+    sizes = [int(k.max()) + 2 if len(k) else 1 for k in keys]  # values -1..max -> 0..max+1
+    if math.prod(sizes) >= 2**62:
+        return np.lexsort(keys[::-1])
+    combined = np.zeros(len(keys[0]), dtype=np.int64)
+    for key, size in zip(keys, sizes, strict=True):
+        combined *= size
+        combined += key + 1
+    return np.argsort(combined, kind="stable")
 
 
 def _texts(vocabulary: Sequence | np.ndarray, codes: np.ndarray) -> pd.Series:
