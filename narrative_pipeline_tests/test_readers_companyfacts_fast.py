@@ -61,7 +61,7 @@ def took_native_path(data: bytes) -> bool:
         return False
     result = ReadResult("doc.json", "TST")
     lists = companyfacts._unit_lists(scanned.facts, None, result)
-    return companyfacts_native.native_frames(scanned, lists, result)
+    return companyfacts_native.native_frames(scanned, lists, None, result)
 
 
 def took_fast_path(data: bytes) -> bool:
@@ -179,6 +179,14 @@ ODD = {
         {"facts": {"us-gaap": {"Ä": {"units": {"€": [entry(accn="é-1"), entry(accn="e-1")]}}}}},
         ensure_ascii=False,
     ).encode(),
+    "repeated keys": b'{"facts": {"us-gaap": {"A": {"units": {"USD": [{"accn": "a", "val": 1}]'
+    b'}}, "B": {"units": {"USD": [{"accn": "a", "val": 2}], "EUR": [{"accn": "b", "val": 3}], '
+    b'"USD": [{"accn": "c", "val": 4}]}, "units": {"usd": [{"accn": "d", "val": 5}], "USD": '
+    b'[{"accn": "e", "val": 6}], "usd": [{"accn": "e", "val": 7}]}}, "A": {"units": {"USD": '
+    b'[{"accn": "f", "val": 8}]}}}, "dei": {"A": {"units": {"USD": [{"accn": "g", "val": 9}]}}}}}',
+    "repeated namespace": b'{"facts": {"us-gaap": {"A": {"units": {"USD": [{"accn": "a", '
+    b'"val": 1}]}}}, "dei": {"A": {"units": {"USD": [{"accn": "g", "val": 8}]}}}, "us-gaap": '
+    b'{"C": {"units": {"X": [{"accn": "h", "val": 9}]}}}}}',
     "empty facts": b'{"facts": {}}',
     "empty unit lists": document({"A": {"units": {"USD": []}}}),
     "NaN (stdlib only)": b'{"facts": {"us-gaap": {"A": {"units": {"USD": [{"val": NaN, '
@@ -215,6 +223,8 @@ NATIVE = [  # the odd documents the native scanner reads itself (it declines the
     "duplicates across forms and periods",
     "frames and other namespaces",
     "raw UTF-8",
+    "repeated keys",
+    "repeated namespace",
     "empty facts",
     "empty unit lists",
 ]
@@ -224,6 +234,10 @@ def test_the_native_scanner_reads_plain_documents_and_declines_odd_values() -> N
     if companyfacts_native.scanner() is None:
         pytest.skip("the native scanner is not built (no C compiler at install time)")
     assert {name for name in ODD if took_native_path(ODD[name])} == set(NATIVE)
+    assert [name for name in NATIVE if not companyfacts_native.scan(ODD[name]).plain] == [
+        "repeated keys",  # read from the ranges the dicts keep, not from every row
+        "repeated namespace",
+    ]
     rng = random.Random(13)
     assert all(took_native_path(random_document(rng)) for _ in range(60))
 

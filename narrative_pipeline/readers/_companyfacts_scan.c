@@ -56,16 +56,20 @@ typedef struct { /* distinct strings of one field, and each row's code into them
     int32_t *slots;  /* open addressing: code + 1, 0 = empty */
     size_t nslots;   /* a power of two, at least twice the number of strings */
     Buffer strings;  /* per code: a Span (pointing into the document) */
+    Buffer scopes;   /* per code: int64, the object it was last a key of (concept, unit) */
     Buffer codes;    /* per row: int32 */
 } TextColumn;
 
 typedef struct {
     Cursor c;
     const unsigned char *doc;
-    TextColumn accn, end, start;
+    TextColumn accn, end, start, concept, unit;
     Buffer values; /* per row: double */
     Buffer spans;  /* per row: int64 first byte, int64 one past the last byte */
     Py_ssize_t rows;
+    int32_t concept_code, unit_code; /* of the fact list being read */
+    int64_t scopes; /* objects whose keys were interned so far */
+    int repeated;   /* a key repeated where rows are: some rows may be replaced in the dicts */
 } Scan;
 
 static int push(Buffer *b, const void *item, size_t size)
@@ -385,29 +389,42 @@ static int grow_slots(TextColumn *t)
     return OK;
 }
 
+/* The code of the string `s` in t (added if new). With a scope >= 0 (the object whose key
+ * s is), *repeated is set when s was already a key of that same object. */
+static int intern(TextColumn *t, const Span *s, int64_t scope, int *repeated, int32_t *code)
+{
+    size_t count = t->strings.len / sizeof(Span);
+    if (2 * (count + 1) > t->nslots && grow_slots(t) != OK)
+        return ERROR;
+    Span *strings = (Span *)t->strings.data;
+    size_t i = hash(s->s, s->len) & (t->nslots - 1);
+    while (t->slots[i]) {
+        Span *seen = &strings[t->slots[i] - 1];
+        if (seen->len == s->len && memcmp(seen->s, s->s, s->len) == 0)
+            break;
+        i = (i + 1) & (t->nslots - 1);
+    }
+    if (!t->slots[i]) {
+        int64_t never = -1;
+        if (push(&t->strings, s, sizeof(Span)) != OK || push(&t->scopes, &never, 8) != OK)
+            return ERROR;
+        t->slots[i] = (int32_t)count + 1;
+    }
+    *code = t->slots[i] - 1;
+    if (scope >= 0) {
+        int64_t *scopes = (int64_t *)t->scopes.data;
+        *repeated |= scopes[*code] == scope;
+        scopes[*code] = scope;
+    }
+    return OK;
+}
+
 /* This row's code for the string `s`, or -1 when s is NULL (null or absent). */
 static int add_text(TextColumn *t, const Span *s)
 {
     int32_t code = -1;
-    if (s) {
-        size_t count = t->strings.len / sizeof(Span);
-        if (2 * (count + 1) > t->nslots && grow_slots(t) != OK)
-            return ERROR;
-        Span *strings = (Span *)t->strings.data;
-        size_t i = hash(s->s, s->len) & (t->nslots - 1);
-        while (t->slots[i]) {
-            Span *seen = &strings[t->slots[i] - 1];
-            if (seen->len == s->len && memcmp(seen->s, s->s, s->len) == 0)
-                break;
-            i = (i + 1) & (t->nslots - 1);
-        }
-        if (!t->slots[i]) {
-            if (push(&t->strings, s, sizeof(Span)) != OK)
-                return ERROR;
-            t->slots[i] = (int32_t)count + 1;
-        }
-        code = t->slots[i] - 1;
-    }
+    if (s && intern(t, s, -1, NULL, &code) != OK)
+        return ERROR;
     return push(&t->codes, &code, sizeof code);
 }
 
@@ -456,7 +473,9 @@ static int scan_fact(Scan *s)
     int64_t span[2] = {first - s->doc, c->p - s->doc};
     if (add_text(&s->accn, fields[0]) != OK || add_text(&s->end, fields[1]) != OK ||
         add_text(&s->start, fields[2]) != OK || push(&s->values, &val, sizeof val) != OK ||
-        push(&s->spans, span, sizeof span) != OK)
+        push(&s->spans, span, sizeof span) != OK ||
+        push(&s->concept.codes, &s->concept_code, sizeof(int32_t)) != OK ||
+        push(&s->unit.codes, &s->unit_code, sizeof(int32_t)) != OK)
         return ERROR;
     s->rows++;
     return OK;
@@ -467,11 +486,14 @@ static int scan_fact(Scan *s)
 typedef int (*ValueScanner)(Scan *s, PyObject **out);
 
 /* An object whose values `each` turns into Python objects -> a dict, as orjson builds it
- * (a repeated key keeps its first position and its last value). */
-static int scan_dict(Scan *s, ValueScanner each, PyObject **out)
+ * (a repeated key keeps its first position and its last value). With `keys`, each key is
+ * also interned there and its code left in *key_code while its value is read. */
+static int scan_dict(Scan *s, ValueScanner each, TextColumn *keys, int32_t *key_code,
+                     PyObject **out)
 {
     Span key;
     int count = 0, r;
+    int64_t scope = s->scopes++;
     PyObject *dict = PyDict_New();
     if (!dict)
         return ERROR;
@@ -482,7 +504,9 @@ static int scan_dict(Scan *s, ValueScanner each, PyObject **out)
             r = PyErr_Occurred() ? ERROR : DECLINE;
             break;
         }
-        r = each(s, &value);
+        r = keys ? intern(keys, &key, scope, &s->repeated, key_code) : OK;
+        if (r == OK)
+            r = each(s, &value);
         if (r == OK && PyDict_SetItem(dict, name, value) < 0)
             r = ERROR;
         Py_DECREF(name);
@@ -527,13 +551,14 @@ static int fact_list(Scan *s, PyObject **out) /* a unit's facts -> range(first, 
 
 static int units(Scan *s, PyObject **out)
 {
-    return peek(&s->c) == '{' ? scan_dict(s, fact_list, out) : none(s, out);
+    return peek(&s->c) == '{' ? scan_dict(s, fact_list, &s->unit, &s->unit_code, out)
+                              : none(s, out);
 }
 
 static int concept_body(Scan *s, PyObject **out) /* {"units": ...}: the one key read */
 {
     Span key;
-    int count = 0, r;
+    int count = 0, r, seen = 0;
     if (peek(&s->c) != '{')
         return none(s, out);
     PyObject *body = PyDict_New(), *value = NULL;
@@ -550,6 +575,7 @@ static int concept_body(Scan *s, PyObject **out) /* {"units": ...}: the one key 
                 break;
             continue;
         }
+        s->repeated |= seen++;
         if ((r = units(s, &value)) != OK)
             break;
         r = PyDict_SetItemString(body, "units", value) < 0 ? ERROR : OK;
@@ -567,19 +593,20 @@ static int concept_body(Scan *s, PyObject **out) /* {"units": ...}: the one key 
 
 static int read_namespace(Scan *s, PyObject **out)
 {
-    return peek(&s->c) == '{' ? scan_dict(s, concept_body, out) : DECLINE;
+    return peek(&s->c) == '{' ? scan_dict(s, concept_body, &s->concept, &s->concept_code, out)
+                              : DECLINE;
 }
 
 static int other_namespace(Scan *s, PyObject **out) /* only its number of concepts is used */
 {
-    return peek(&s->c) == '{' ? scan_dict(s, none, out) : none(s, out);
+    return peek(&s->c) == '{' ? scan_dict(s, none, NULL, NULL, out) : none(s, out);
 }
 
 /* The `facts` object: us-gaap and dei read, other namespaces sized. */
 static int namespaces(Scan *s, PyObject **out)
 {
     Span key;
-    int count = 0, r;
+    int count = 0, r, seen = 0, bit;
     if (peek(&s->c) != '{')
         return DECLINE;
     PyObject *dict = PyDict_New(), *value = NULL;
@@ -592,8 +619,10 @@ static int namespaces(Scan *s, PyObject **out)
             r = PyErr_Occurred() ? ERROR : DECLINE;
             break;
         }
-        int read = is_key(&key, "us-gaap") || is_key(&key, "dei");
-        r = read ? read_namespace(s, &value) : other_namespace(s, &value);
+        bit = is_key(&key, "us-gaap") ? 1 : is_key(&key, "dei") ? 2 : 0;
+        s->repeated |= (seen & bit) != 0;
+        seen |= bit;
+        r = bit ? read_namespace(s, &value) : other_namespace(s, &value);
         if (r == OK && PyDict_SetItem(dict, name, value) < 0)
             r = ERROR;
         Py_DECREF(name);
@@ -661,6 +690,7 @@ static void free_column(TextColumn *t)
 {
     PyMem_Free(t->slots);
     PyMem_Free(t->strings.data);
+    PyMem_Free(t->scopes.data);
     PyMem_Free(t->codes.data);
 }
 
@@ -676,14 +706,19 @@ static PyObject *scan(PyObject *module, PyObject *arg)
     s.c.end = s.doc + view.len;
     int r = view.len < INT32_MAX ? document(&s, &facts) : DECLINE;
     if (r == OK)
-        out = Py_BuildValue("(NNNNNNNNN)", facts, as_bytes(&s.values), as_bytes(&s.accn.codes),
-                            texts(&s.accn), as_bytes(&s.end.codes), texts(&s.end),
-                            as_bytes(&s.start.codes), texts(&s.start), as_bytes(&s.spans));
+        out = Py_BuildValue("(NNNNNNNNNNNNNN)", facts, as_bytes(&s.values),
+                            as_bytes(&s.accn.codes), texts(&s.accn), as_bytes(&s.end.codes),
+                            texts(&s.end), as_bytes(&s.start.codes), texts(&s.start),
+                            as_bytes(&s.concept.codes), texts(&s.concept),
+                            as_bytes(&s.unit.codes), texts(&s.unit), as_bytes(&s.spans),
+                            PyBool_FromLong(!s.repeated));
     else if (r == DECLINE)
         out = Py_NewRef(Py_None);
     free_column(&s.accn);
     free_column(&s.end);
     free_column(&s.start);
+    free_column(&s.concept);
+    free_column(&s.unit);
     PyMem_Free(s.values.data);
     PyMem_Free(s.spans.data);
     PyBuffer_Release(&view);
@@ -693,7 +728,8 @@ static PyObject *scan(PyObject *module, PyObject *arg)
 static PyMethodDef methods[] = {
     {"scan", scan, METH_O,
      "scan(document: bytes) -> None (not handled: parse it with orjson) or (facts, values, "
-     "accn_codes, accn_texts, end_codes, end_texts, start_codes, start_texts, spans)"},
+     "accn_codes, accn_texts, end_codes, end_texts, start_codes, start_texts, concept_codes, "
+     "concept_texts, unit_codes, unit_texts, spans, plain)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -192,7 +192,7 @@ def _read_scanned(
         return None
     result = ReadResult(source=source, ticker=ticker)
     lists = _unit_lists(scanned.facts, taxonomy, result)
-    return result if native.native_frames(scanned, lists, result) else None
+    return result if native.native_frames(scanned, lists, taxonomy, result) else None
 
 
 def _read_parsed(doc: Any, source: str, ticker: str, taxonomy: set[str] | None) -> ReadResult:

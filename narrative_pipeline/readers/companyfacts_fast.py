@@ -134,6 +134,17 @@ def list_codes(
     )
 
 
+def vocabulary(texts: list[str], normalise: Callable[[str], str]) -> tuple[np.ndarray, np.ndarray]:
+    """For distinct texts: each one's rank among the distinct normalised texts, and those in
+    rank order (what `list_codes` gives, per text rather than per fact list)."""
+    ids: dict[str, int] = {}
+    text_ids = np.fromiter(
+        (ids.setdefault(normalise(t), len(ids)) for t in texts), dtype=np.int64, count=len(texts)
+    )
+    rank, names = _ranked(ids)
+    return rank[text_ids], names[np.argsort(rank)]
+
+
 def _struct(items: list) -> pa.StructArray:
     """The facts as one Arrow struct column (C++ conversion), or NotFastPathable."""
     try:

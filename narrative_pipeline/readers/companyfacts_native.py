@@ -35,6 +35,7 @@ from narrative_pipeline.readers.companyfacts_fast import (
     UnitList,
     fill,
     list_codes,
+    vocabulary,
 )
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,9 @@ def scanner() -> ModuleType | None:
 @dataclass(frozen=True)
 class Scanned:
     """One scanned document: `facts` mirrors the document's `facts` object (fact lists as
-    ranges of rows); per row: val, accn/end/start codes, the fact object's byte span."""
+    ranges of rows); per row: val, accn/end/start/concept/unit (as written) codes, the fact
+    object's byte span. `plain`: no key was repeated above the facts, so every row is in
+    exactly one of the ranges, in row order."""
 
     data: bytes
     facts: dict
@@ -76,7 +79,10 @@ class Scanned:
     accn: TextCodes
     end: TextCodes
     start: TextCodes
+    concept: TextCodes
+    unit: TextCodes
     spans: np.ndarray  # (rows, 2) int64: first byte, one past the last
+    plain: bool
 
     def fact_objects(self, rows: np.ndarray) -> list:
         """The fact objects at these rows, parsed by orjson from their bytes (the filing
@@ -94,34 +100,67 @@ def scan(data: bytes) -> Scanned | None:
     out = module.scan(data) if module is not None else None
     if out is None:
         return None
-    facts, values, accn, accn_texts, end, end_texts, start, start_texts, spans = out
+    facts, values, *texts, spans, plain = out
+    codes = [
+        TextCodes(np.frombuffer(c, np.int32), t)
+        for c, t in zip(texts[::2], texts[1::2], strict=True)
+    ]
     return Scanned(
         data,
         facts,
         np.frombuffer(values, np.float64),
-        TextCodes(np.frombuffer(accn, np.int32), accn_texts),
-        TextCodes(np.frombuffer(end, np.int32), end_texts),
-        TextCodes(np.frombuffer(start, np.int32), start_texts),
+        *codes,
         np.frombuffer(spans, np.int64).reshape(-1, 2),
+        plain,
     )
 
 
-def native_frames(scanned: Scanned, lists: Sequence[UnitList], result: ReadResult) -> bool:
-    """Fill result from the scanned columns (the fact lists `lists` names, in its order), as
-    the fast path fills it from parsed dicts; False (result to be dropped) if not possible."""
-    taken = [(c, u, rows) for c, u, rows in lists if isinstance(rows, range)]
-    index = _rows([r.start for _, _, r in taken], [len(r) for _, _, r in taken])
-    columns = FactColumns(
-        scanned.values[index],
-        *(TextCodes(t.codes[index], t.texts) for t in (scanned.accn, scanned.end, scanned.start)),
-        *list_codes([(c, u, len(r)) for c, u, r in taken]),
-        fact_objects=lambda rows: scanned.fact_objects(index[rows]),
-    )
+def native_frames(
+    scanned: Scanned, lists: Sequence[UnitList], taxonomy: set[str] | None, result: ReadResult
+) -> bool:
+    """Fill result from the scanned columns (the rows of the fact lists `lists` names, which
+    companyfacts.py's `_unit_lists` chose with `taxonomy`), as the fast path fills it from
+    parsed dicts; False (result to be dropped) if not possible."""
+    columns = _plain_columns(scanned, taxonomy) if scanned.plain else _listed(scanned, lists)
     try:
         fill(result, columns)
     except NotFastPathable:
         return False
     return True
+
+
+def _listed(scanned: Scanned, lists: Sequence[UnitList]) -> FactColumns:
+    """The rows of the ranges in `lists`, in that order (a key was repeated: the dicts hold
+    only the last of its values, as orjson's)."""
+    taken = [(c, u, rows) for c, u, rows in lists if isinstance(rows, range)]
+    index = _rows([r.start for _, _, r in taken], [len(r) for _, _, r in taken])
+    return _columns(scanned, index, *list_codes([(c, u, len(r)) for c, u, r in taken]))
+
+
+def _plain_columns(scanned: Scanned, taxonomy: set[str] | None) -> FactColumns:
+    """Every row whose concept `taxonomy` takes: in a plain document those are the rows of the
+    ranges `_unit_lists` returns, in order, without a Python step per fact list."""
+    concept_rank, concepts = vocabulary(scanned.concept.texts, str)
+    unit_rank, units = vocabulary(scanned.unit.texts, lambda unit: unit.upper().strip())
+    index = np.arange(len(scanned.values))
+    if taxonomy is not None:
+        taken = [c in taxonomy for c in scanned.concept.texts]
+        index = np.flatnonzero(np.asarray(taken, dtype=bool)[scanned.concept.codes])
+    concept_codes = concept_rank[scanned.concept.codes[index]]
+    return _columns(
+        scanned, index, concept_codes, unit_rank[scanned.unit.codes[index]], concepts, units
+    )
+
+
+def _columns(scanned: Scanned, index: np.ndarray, *codes: np.ndarray) -> FactColumns:
+    """The FactColumns of these rows (concept/unit codes and vocabularies given)."""
+    fields = (scanned.accn, scanned.end, scanned.start)
+    return FactColumns(
+        scanned.values[index],
+        *(TextCodes(field.codes[index], field.texts) for field in fields),
+        *codes,
+        fact_objects=lambda rows: scanned.fact_objects(index[rows]),
+    )
 
 
 def _rows(starts: list[int], lengths: list[int]) -> np.ndarray:
