@@ -82,12 +82,19 @@ def fast_frames(lists: Sequence[UnitList], result: ReadResult) -> bool:
         values = _values(items, column)
     except NotFastPathable:
         return False
+    accn, end, start = (_text_codes(column.field(name)) for name in ("accn", "end", "start"))
+    concept_codes, unit_codes, concepts, units = list_codes(taken)
     fill(
         result,
         FactColumns(
             values,
-            *(_text_codes(column.field(name)) for name in ("accn", "end", "start")),
-            *list_codes(taken),
+            accn,
+            end,
+            start,
+            concept_codes,
+            unit_codes,
+            concepts,
+            units,
             fact_objects=lambda rows: [items[i] for i in rows],
         ),
     )

@@ -101,15 +101,19 @@ def scan(data: bytes) -> Scanned | None:
     if out is None:
         return None
     facts, values, *texts, spans, plain = out
-    codes = [
+    accn, end, start, concept, unit = (
         TextCodes(np.frombuffer(c, np.int32), t)
         for c, t in zip(texts[::2], texts[1::2], strict=True)
-    ]
+    )
     return Scanned(
         data,
         facts,
         np.frombuffer(values, np.float64),
-        *codes,
+        accn,
+        end,
+        start,
+        concept,
+        unit,
         np.frombuffer(spans, np.int64).reshape(-1, 2),
         plain,
     )
@@ -152,13 +156,28 @@ def _plain_columns(scanned: Scanned, taxonomy: set[str] | None) -> FactColumns:
     )
 
 
-def _columns(scanned: Scanned, index: np.ndarray, *codes: np.ndarray) -> FactColumns:
+def _columns(
+    scanned: Scanned,
+    index: np.ndarray,
+    concept_codes: np.ndarray,
+    unit_codes: np.ndarray,
+    concepts: np.ndarray,
+    units: np.ndarray,
+) -> FactColumns:
     """The FactColumns of these rows (concept/unit codes and vocabularies given)."""
-    fields = (scanned.accn, scanned.end, scanned.start)
+    accn, end, start = (
+        TextCodes(field.codes[index], field.texts)
+        for field in (scanned.accn, scanned.end, scanned.start)
+    )
     return FactColumns(
         scanned.values[index],
-        *(TextCodes(field.codes[index], field.texts) for field in fields),
-        *codes,
+        accn,
+        end,
+        start,
+        concept_codes,
+        unit_codes,
+        concepts,
+        units,
         fact_objects=lambda rows: scanned.fact_objects(index[rows]),
     )
 
