@@ -298,6 +298,13 @@ def test_zip_members_read_in_a_helper_process_match(
     assert len(here) == n + 1 and sum(bool(r.error) for r in here) >= 6
     for a, b in zip(with_child, here, strict=True):
         assert_same(a, b)
+    with monkeypatch.context() as patch:  # the reference path, member by member
+        patch.setenv(companyfacts_native.ENV, "0")
+        patch.setattr(companyfacts, "fast_frames", lambda lists, result: False)
+        patch.setattr(companyfacts, "parse_json", json.loads)
+        reference = list(companyfacts.read_companyfacts(archive))
+    for a, b in zip(here, reference, strict=True):
+        assert_same(a, b)
 
 
 def test_a_dead_helper_process_leaves_every_member_read_here(
