@@ -21,12 +21,15 @@ NARRATIVE_MAX_DOCUMENT_MB and refused past it (a `.json.gz` bomb costs the cap, 
 decompressed size). A document with no usable filing (e.g. `{"facts": {}}`) is an error, so the
 ticker's stored data is kept.
 
-Speed (whole-SEC ingestion was bound by this reader): documents are parsed with orjson (the
-stdlib parser only when orjson refuses a document, so errors and the stdlib's extensions such
-as NaN read as before) and turned into frames by companyfacts_fast.py without a Python object
-per fact. Documents holding values whose meaning that path would change go through the
-reference path here (`_reference_frames`: one comprehension per field per (concept, unit)
-list, then pandas), which defines the behaviour; tests compare the two.
+Speed (whole-SEC ingestion was bound by this reader), fastest first; each path hands a
+document it cannot read exactly to the next:
+1. the native scanner (companyfacts_native.py over the C extension `_companyfacts_scan`, when
+   built and not turned off by NARRATIVE_COMPANYFACTS_NATIVE=0): columns straight from the bytes;
+2. orjson (the stdlib parser only when orjson refuses a document, so errors and the stdlib's
+   extensions such as NaN read as before), then companyfacts_fast.py's Arrow conversion;
+3. the reference path here (`_reference_frames`: one comprehension per field per (concept,
+   unit) list, then pandas), which defines the behaviour; tests compare all three.
+Paths 1 and 2 share `_unit_lists` above the facts and companyfacts_fast.fill below them.
 """
 
 from __future__ import annotations

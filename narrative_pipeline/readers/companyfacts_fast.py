@@ -5,8 +5,11 @@ Whole-SEC ingestion was bound by the reader (~48k entries/s in pure Python: one 
 per field per entry, then a pandas sort). Here every fact list is appended to ONE list of the
 parsed dicts, which Arrow converts to a struct column in C++ (`accn`, `end`, `start`, `val`);
 concepts and units become integer codes ranked by their text, so the sort that picks one fact
-per (accn, concept, unit) is one `np.lexsort` over integers, and each filing's fields (form, fy,
+per (accn, concept, unit) is one stable sort over integers, and each filing's fields (form, fy,
 fp, filed: only the first fact of each accn is looked at) are read from its dict.
+
+The columns reach `fill` as FactColumns, from the parsed dicts here or from the native
+scanner (companyfacts_native.py): one implementation of the dedup, filings and counts.
 
 Identical results to the reference path (companyfacts.py `_reference_frames`) or no result:
 `fast_frames` returns False, and the caller uses the reference, whenever a document holds
