@@ -59,6 +59,8 @@ typedef struct {
     int32_t concept_code, unit_code; /* of the fact list being read */
     int64_t scopes; /* objects whose keys were interned so far */
     int repeated;   /* a key repeated where rows are: some rows may be replaced in the dicts */
+    int namespaces; /* bits: us-gaap, dei seen */
+    const Span *key; /* the key whose value scan_dict is reading */
 } Scan;
 
 static int push(Buffer *b, const void *item, size_t size)
@@ -227,6 +229,7 @@ static int scan_dict(Scan *s, ValueScanner each, TextColumn *keys, int32_t *key_
             r = PyErr_Occurred() ? ERROR : DECLINE;
             break;
         }
+        s->key = &key;
         r = keys ? intern(keys, &key, scope, &s->repeated, key_code) : OK;
         if (r == OK)
             r = each(s, &value);
@@ -314,51 +317,21 @@ static int concept_body(Scan *s, PyObject **out) /* {"units": ...}: the one key 
     return OK;
 }
 
-static int read_namespace(Scan *s, PyObject **out)
+/* A namespace's concepts: us-gaap and dei read, the others only sized. */
+static int namespace(Scan *s, PyObject **out)
 {
-    return peek(&s->c) == '{' ? scan_dict(s, concept_body, &s->concept, &s->concept_code, out)
-                              : DECLINE;
-}
-
-static int other_namespace(Scan *s, PyObject **out) /* only its number of concepts is used */
-{
-    return peek(&s->c) == '{' ? scan_dict(s, none, NULL, NULL, out) : none(s, out);
-}
-
-/* The `facts` object: us-gaap and dei read, other namespaces sized. */
-static int namespaces(Scan *s, PyObject **out)
-{
-    Span key;
-    int count = 0, r, seen = 0, bit;
+    int bit = is_key(s->key, "us-gaap") ? 1 : is_key(s->key, "dei") ? 2 : 0;
+    s->repeated |= (s->namespaces & bit) != 0;
+    s->namespaces |= bit;
     if (peek(&s->c) != '{')
-        return DECLINE;
-    PyObject *dict = PyDict_New(), *value = NULL;
-    if (!dict)
-        return ERROR;
-    s->c.p++;
-    while ((r = next_member(&s->c, &count, '}', &key)) == OK) {
-        PyObject *name = key_text(&key);
-        if (!name) {
-            r = PyErr_Occurred() ? ERROR : DECLINE;
-            break;
-        }
-        bit = is_key(&key, "us-gaap") ? 1 : is_key(&key, "dei") ? 2 : 0;
-        s->repeated |= (seen & bit) != 0;
-        seen |= bit;
-        r = bit ? read_namespace(s, &value) : other_namespace(s, &value);
-        if (r == OK && PyDict_SetItem(dict, name, value) < 0)
-            r = ERROR;
-        Py_DECREF(name);
-        Py_CLEAR(value);
-        if (r != OK)
-            break;
-    }
-    if (r != DONE) {
-        Py_DECREF(dict);
-        return r;
-    }
-    *out = dict;
-    return OK;
+        return bit ? DECLINE : none(s, out);
+    return bit ? scan_dict(s, concept_body, &s->concept, &s->concept_code, out)
+               : scan_dict(s, none, NULL, NULL, out);
+}
+
+static int namespaces(Scan *s, PyObject **out) /* the `facts` object */
+{
+    return peek(&s->c) == '{' ? scan_dict(s, namespace, NULL, NULL, out) : DECLINE;
 }
 
 /* The document: an object holding `facts` once, then nothing but blanks. */
