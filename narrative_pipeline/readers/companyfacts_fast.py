@@ -56,6 +56,16 @@ class TextCodes:
 
 
 @dataclass(frozen=True)
+class Labels:
+    """Each fact's concept and unit as ranks into the texts in rank (text) order."""
+
+    concept_codes: np.ndarray  # rank of the fact's concept in `concepts`
+    unit_codes: np.ndarray  # rank of the fact's unit (upper-cased, stripped) in `units`
+    concepts: np.ndarray
+    units: np.ndarray
+
+
+@dataclass(frozen=True)
 class FactColumns:
     """The facts of one document as columns: what `fill` turns into frames. Built from the
     parsed dicts (`fast_frames`) or by the native scanner (companyfacts_native.py)."""
@@ -64,10 +74,7 @@ class FactColumns:
     accn: TextCodes
     end: TextCodes
     start: TextCodes
-    concept_codes: np.ndarray  # rank of the fact's concept in `concepts`
-    unit_codes: np.ndarray  # rank of the fact's unit (upper-cased, stripped) in `units`
-    concepts: np.ndarray
-    units: np.ndarray
+    labels: Labels
     fact_objects: Callable[[np.ndarray], list]  # the parsed fact objects at these rows
 
 
@@ -86,21 +93,8 @@ def fast_frames(lists: Sequence[UnitList], result: ReadResult) -> bool:
     except NotFastPathable:
         return False
     accn, end, start = (_text_codes(column.field(name)) for name in ("accn", "end", "start"))
-    concept_codes, unit_codes, concepts, units = list_codes(taken)
-    fill(
-        result,
-        FactColumns(
-            values,
-            accn,
-            end,
-            start,
-            concept_codes,
-            unit_codes,
-            concepts,
-            units,
-            fact_objects=lambda rows: [items[i] for i in rows],
-        ),
-    )
+    objects = lambda rows: [items[i] for i in rows]  # noqa: E731
+    fill(result, FactColumns(values, accn, end, start, list_codes(taken), objects))
     return True
 
 
@@ -118,9 +112,7 @@ def _ranked(vocabulary: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     return _ranks(texts), np.array(texts, dtype=object)
 
 
-def list_codes(
-    taken: Sequence[tuple[str, str, int]],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def list_codes(taken: Sequence[tuple[str, str, int]]) -> Labels:
     """Per fact of the (concept, unit as written, number of facts) lists, in order: concept
     and unit ranks, and the concepts and units (upper-cased, stripped) in rank order."""
     concept_ids: dict[str, int] = {}
@@ -136,11 +128,8 @@ def list_codes(
     counts = np.fromiter((n for _, _, n in taken), dtype=np.int64, count=len(taken))
     concept_codes = np.repeat(concept_rank[np.asarray(list_concepts, dtype=np.int64)], counts)
     unit_codes = np.repeat(unit_rank[np.asarray(list_units, dtype=np.int64)], counts)
-    return (
-        concept_codes,
-        unit_codes,
-        concepts[np.argsort(concept_rank)],
-        units[np.argsort(unit_rank)],
+    return Labels(
+        concept_codes, unit_codes, concepts[np.argsort(concept_rank)], units[np.argsort(unit_rank)]
     )
 
 
@@ -188,12 +177,13 @@ def fill(result: ReadResult, columns: FactColumns) -> None:
     last listed), and the filings, as the reference computes them."""
     bad_value = ~np.isfinite(columns.values)
     no_accn = columns.accn.codes < 0
-    _count_skipped(result, bad_value, no_accn, columns.units, columns.unit_codes)
+    labels = columns.labels
+    _count_skipped(result, bad_value, no_accn, labels.units, labels.unit_codes)
     kept = np.flatnonzero(~bad_value & ~no_accn)
     accn_codes = columns.accn.ranks()[kept]
     end = columns.end.ranks()[kept]
     start = columns.start.ranks()[kept]
-    c, u = columns.concept_codes[kept], columns.unit_codes[kept]
+    c, u = labels.concept_codes[kept], labels.unit_codes[kept]
     order = _sort_order([accn_codes, c, u, end, start])  # stable: ties keep document order
     g_accn, g_c, g_u = accn_codes[order], c[order], u[order]
     last = np.ones(len(order), dtype=bool)
@@ -203,8 +193,8 @@ def fill(result: ReadResult, columns: FactColumns) -> None:
     result.facts = pd.DataFrame(
         {
             "accn": _texts(columns.accn.texts, columns.accn.codes[rows]),
-            "concept": _texts(columns.concepts, columns.concept_codes[rows]),
-            "unit": _texts(columns.units, columns.unit_codes[rows]),
+            "concept": _texts(labels.concepts, labels.concept_codes[rows]),
+            "unit": _texts(labels.units, labels.unit_codes[rows]),
             "value": columns.values[rows],
         },
         copy=False,

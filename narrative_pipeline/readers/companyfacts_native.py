@@ -30,6 +30,7 @@ import orjson
 from narrative_pipeline.readers.base import ReadResult
 from narrative_pipeline.readers.companyfacts_fast import (
     FactColumns,
+    Labels,
     NotFastPathable,
     TextCodes,
     UnitList,
@@ -138,7 +139,7 @@ def _listed(scanned: Scanned, lists: Sequence[UnitList]) -> FactColumns:
     only the last of its values, as orjson's)."""
     taken = [(c, u, rows) for c, u, rows in lists if isinstance(rows, range)]
     index = _rows([r.start for _, _, r in taken], [len(r) for _, _, r in taken])
-    return _columns(scanned, index, *list_codes([(c, u, len(r)) for c, u, r in taken]))
+    return _columns(scanned, index, list_codes([(c, u, len(r)) for c, u, r in taken]))
 
 
 def _plain_columns(scanned: Scanned, taxonomy: set[str] | None) -> FactColumns:
@@ -150,36 +151,18 @@ def _plain_columns(scanned: Scanned, taxonomy: set[str] | None) -> FactColumns:
     if taxonomy is not None:
         taken = [c in taxonomy for c in scanned.concept.texts]
         index = np.flatnonzero(np.asarray(taken, dtype=bool)[scanned.concept.codes])
-    concept_codes = concept_rank[scanned.concept.codes[index]]
-    return _columns(
-        scanned, index, concept_codes, unit_rank[scanned.unit.codes[index]], concepts, units
-    )
+    codes = concept_rank[scanned.concept.codes[index]], unit_rank[scanned.unit.codes[index]]
+    return _columns(scanned, index, Labels(*codes, concepts, units))
 
 
-def _columns(
-    scanned: Scanned,
-    index: np.ndarray,
-    concept_codes: np.ndarray,
-    unit_codes: np.ndarray,
-    concepts: np.ndarray,
-    units: np.ndarray,
-) -> FactColumns:
-    """The FactColumns of these rows (concept/unit codes and vocabularies given)."""
+def _columns(scanned: Scanned, index: np.ndarray, labels: Labels) -> FactColumns:
+    """The FactColumns of these rows (their concepts and units given)."""
     accn, end, start = (
         TextCodes(field.codes[index], field.texts)
         for field in (scanned.accn, scanned.end, scanned.start)
     )
-    return FactColumns(
-        scanned.values[index],
-        accn,
-        end,
-        start,
-        concept_codes,
-        unit_codes,
-        concepts,
-        units,
-        fact_objects=lambda rows: scanned.fact_objects(index[rows]),
-    )
+    objects = lambda rows: scanned.fact_objects(index[rows])  # noqa: E731
+    return FactColumns(scanned.values[index], accn, end, start, labels, objects)
 
 
 def _rows(starts: list[int], lengths: list[int]) -> np.ndarray:
