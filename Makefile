@@ -12,7 +12,8 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 # Torch first, pinned: that pin is a local CPU wheel; anything looser pulls a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# The C sources too: the optional native companyfacts scanner is rebuilt in place when they change.
+$(STAMP): pyproject.toml narrative_pipeline/readers/_companyfacts_scan.c narrative_pipeline/readers/_companyfacts_json.h
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0

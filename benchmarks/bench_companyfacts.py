@@ -8,10 +8,14 @@ seconds of the reading process and its helper process together, facts kept, and 
 (kept + repeats dropped + skipped); `facts/cpu-s` is the speed per core. The report checks
 that both trees read the same number of facts per file (a speed-up that changes the result
 is not one). `--env NAME=VALUE` (repeatable) measures this tree once more per setting, e.g.
-NARRATIVE_INGEST_PROCESSES=0 (no helper process).
+NARRATIVE_INGEST_PROCESSES=0 (no helper process) or NARRATIVE_COMPANYFACTS_NATIVE=0 (the
+orjson + Arrow fast path instead of the native scanner); `--reference` once more with the
+reference path only (native scanner and fast path off, stdlib parser: the behaviour's definition).
 
     .venv/bin/python benchmarks/bench_companyfacts.py --other /tmp/cf-base --repeat 3
     .venv/bin/python benchmarks/bench_companyfacts.py --other /tmp/cf-base --ingest ZIP
+    .venv/bin/python benchmarks/bench_companyfacts.py --env NARRATIVE_COMPANYFACTS_NATIVE=0 \
+        --reference --env NARRATIVE_INGEST_PROCESSES=0 FILES
 """
 
 from __future__ import annotations
@@ -29,12 +33,17 @@ SHARED = ROOT.parent / "shared" / "data" / "companyfacts"
 ZIP = Path("/work/bench-data/whole_sec/scale_0.01/companyfacts.zip")
 
 PRELUDE = r"""
-import json, resource, sys, tempfile, time
+import json, os, resource, sys, tempfile, time
 sys.path.insert(0, sys.argv[1])
 def cpu():  # this process and its reaped children (the zip member helper process)
     own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 out = []
+if os.environ.get("BENCH_REFERENCE_PATH") == "1":  # --reference: what the tests compare with
+    from narrative_pipeline.readers import companyfacts
+    os.environ["NARRATIVE_COMPANYFACTS_NATIVE"] = "0"
+    companyfacts.fast_frames = lambda lists, result: False
+    companyfacts.parse_json = json.loads
 """
 READ = r"""
 from narrative_pipeline.readers.companyfacts import read_companyfacts
@@ -92,6 +101,7 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE: also this tree")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--ingest", action="store_true", help="load into SQLite (end to end)")
+    parser.add_argument("--reference", action="store_true", help="also the reference path")
     args = parser.parse_args()
     files = args.files or default_files()
     if not files:
@@ -100,6 +110,8 @@ def main() -> None:
     for setting in args.env:
         name, _, value = setting.partition("=")
         sides[f"this {setting}"] = (ROOT, {name: value})
+    if args.reference:
+        sides["this reference path"] = (ROOT, {"BENCH_REFERENCE_PATH": "1"})
     if args.other:
         sides["base"] = (args.other.resolve(), {})
     runs: dict[str, list[list[dict]]] = {name: [] for name in sides}
@@ -114,7 +126,7 @@ def report(files: list[Path], runs: dict[str, list[list[dict]]]) -> None:
     base, and a check that every side kept the same facts."""
     print(
         f"{'file':<26} {'side':<34} {'entries':>8} {'facts':>8} {'facts/s':>9} "
-        f"{'facts/cpu-s':>11} {'wall':>6} {'cpu':>6}"
+        f"{'facts/cpu-s':>11} {'entries/cpu-s':>13} {'wall':>6} {'cpu':>6}"
     )
     for i, path in enumerate(files):
         speed: dict[str, tuple[float, float]] = {}
@@ -125,7 +137,8 @@ def report(files: list[Path], runs: dict[str, list[list[dict]]]) -> None:
             speed[name] = (row["facts"] / wall, row["facts"] / cpu)
             print(
                 f"{path.name:<26} {name:<34} {row['entries']:>8} {row['facts']:>8} "
-                f"{speed[name][0]:>9,.0f} {speed[name][1]:>11,.0f} {wall:>6.2f} {cpu:>6.2f}"
+                f"{speed[name][0]:>9,.0f} {speed[name][1]:>11,.0f} "
+                f"{row['entries'] / cpu:>13,.0f} {wall:>6.2f} {cpu:>6.2f}"
             )
         same = len({runs[name][0][i]["facts"] for name in runs}) == 1
         if "base" in speed:

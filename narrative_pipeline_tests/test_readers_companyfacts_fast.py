@@ -1,6 +1,7 @@
-"""The companyfacts fast path (readers/companyfacts_fast.py, orjson, the zip member process)
-gives exactly the reference path's results: the same facts and filings frames (values, order,
-dtypes), counts and messages, on the real documents and on generated odd ones."""
+"""The companyfacts fast paths (the native scanner, readers/companyfacts_native.py; the Arrow
+path, readers/companyfacts_fast.py with orjson; the zip member process) give exactly the
+reference path's results: the same facts and filings frames (values, order, dtypes), counts and
+messages, on the real documents and on generated odd ones."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from narrative_pipeline.readers import companyfacts, companyfacts_worker
+from narrative_pipeline.readers import companyfacts, companyfacts_native, companyfacts_worker
 from narrative_pipeline.readers.base import ReadResult
 
 
@@ -24,13 +25,18 @@ def _read(data: bytes, taxonomy: set[str] | None) -> ReadResult:
 
 
 def both(data: bytes, taxonomy: set[str] | None, monkeypatch: pytest.MonkeyPatch) -> tuple:
-    """(public read, reference read: the fast path turned off and the stdlib JSON parser)."""
-    fast = _read(data, taxonomy)
+    """(public read: the native scanner where built, reference read: the native scanner and
+    the fast path turned off, and the stdlib JSON parser); the Arrow fast path alone (the
+    native scanner off) is checked against the reference here too."""
+    public = _read(data, taxonomy)
     with monkeypatch.context() as patch:
+        patch.setenv(companyfacts_native.ENV, "0")
+        arrow = _read(data, taxonomy)
         patch.setattr(companyfacts, "fast_frames", lambda lists, result: False)
         patch.setattr(companyfacts, "parse_json", json.loads)
         reference = _read(data, taxonomy)
-    return fast, reference
+    assert_same(arrow, reference)
+    return public, reference
 
 
 def assert_same(fast: ReadResult, reference: ReadResult) -> None:
@@ -46,6 +52,16 @@ def assert_same(fast: ReadResult, reference: ReadResult) -> None:
         "taxonomy_applied",
     ):
         assert getattr(fast, name) == getattr(reference, name), name
+
+
+def took_native_path(data: bytes) -> bool:
+    """Whether the native scanner read this document (rather than declining it)."""
+    scanned = companyfacts_native.scan(data)
+    if scanned is None:
+        return False
+    result = ReadResult("doc.json", "TST")
+    lists = companyfacts._unit_lists(scanned.facts, None, result)
+    return companyfacts_native.native_frames(scanned, lists, None, result)
 
 
 def took_fast_path(data: bytes) -> bool:
@@ -68,6 +84,7 @@ def test_real_documents_read_the_same(
             taxonomy = set(names[::2])
         fast, reference = both(data, taxonomy, monkeypatch)
         assert took_fast_path(data)
+        assert took_native_path(data) or companyfacts_native.scanner() is None
         assert len(fast.facts) > 2000 and fast.duplicate_facts > 2000
         assert_same(fast, reference)
 
@@ -158,6 +175,18 @@ ODD = {
         other={"X": {"units": {"USD": [entry()]}}},
     ),
     "unicode": document({"Ä": {"units": {"€": [entry(accn="é-1"), entry(accn="e-1", end="z")]}}}),
+    "raw UTF-8": json.dumps(
+        {"facts": {"us-gaap": {"Ä": {"units": {"€": [entry(accn="é-1"), entry(accn="e-1")]}}}}},
+        ensure_ascii=False,
+    ).encode(),
+    "repeated keys": b'{"facts": {"us-gaap": {"A": {"units": {"USD": [{"accn": "a", "val": 1}]'
+    b'}}, "B": {"units": {"USD": [{"accn": "a", "val": 2}], "EUR": [{"accn": "b", "val": 3}], '
+    b'"USD": [{"accn": "c", "val": 4}]}, "units": {"usd": [{"accn": "d", "val": 5}], "USD": '
+    b'[{"accn": "e", "val": 6}], "usd": [{"accn": "e", "val": 7}]}}, "A": {"units": {"USD": '
+    b'[{"accn": "f", "val": 8}]}}}, "dei": {"A": {"units": {"USD": [{"accn": "g", "val": 9}]}}}}}',
+    "repeated namespace": b'{"facts": {"us-gaap": {"A": {"units": {"USD": [{"accn": "a", '
+    b'"val": 1}]}}}, "dei": {"A": {"units": {"USD": [{"accn": "g", "val": 8}]}}}, "us-gaap": '
+    b'{"C": {"units": {"X": [{"accn": "h", "val": 9}]}}}}}',
     "empty facts": b'{"facts": {}}',
     "empty unit lists": document({"A": {"units": {"USD": []}}}),
     "NaN (stdlib only)": b'{"facts": {"us-gaap": {"A": {"units": {"USD": [{"val": NaN, '
@@ -181,6 +210,36 @@ def test_plain_documents_take_the_fast_path_and_odd_values_do_not() -> None:
     assert took_fast_path(ODD["non-numeric values"]) is False  # text val
     assert took_fast_path(ODD["boolean value"]) is False
     assert took_fast_path(ODD["missing units"])
+
+
+NATIVE = [  # the odd documents the native scanner reads itself (it declines the others)
+    "missing units",
+    "units not an object",
+    "concept not an object",
+    "fact list not a list",
+    "missing accn",
+    "odd fy",
+    "odd form fields",
+    "duplicates across forms and periods",
+    "frames and other namespaces",
+    "raw UTF-8",
+    "repeated keys",
+    "repeated namespace",
+    "empty facts",
+    "empty unit lists",
+]
+
+
+def test_the_native_scanner_reads_plain_documents_and_declines_odd_values() -> None:
+    if companyfacts_native.scanner() is None:
+        pytest.skip("the native scanner is not built (no C compiler at install time)")
+    assert {name for name in ODD if took_native_path(ODD[name])} == set(NATIVE)
+    assert [name for name in NATIVE if not companyfacts_native.scan(ODD[name]).plain] == [
+        "repeated keys",  # read from the ranges the dicts keep, not from every row
+        "repeated namespace",
+    ]
+    rng = random.Random(13)
+    assert all(took_native_path(random_document(rng)) for _ in range(60))
 
 
 def random_document(rng: random.Random) -> bytes:
@@ -238,6 +297,13 @@ def test_zip_members_read_in_a_helper_process_match(
     assert [r.source for r in with_child] == [r.source for r in here]
     assert len(here) == n + 1 and sum(bool(r.error) for r in here) >= 6
     for a, b in zip(with_child, here, strict=True):
+        assert_same(a, b)
+    with monkeypatch.context() as patch:  # the reference path, member by member
+        patch.setenv(companyfacts_native.ENV, "0")
+        patch.setattr(companyfacts, "fast_frames", lambda lists, result: False)
+        patch.setattr(companyfacts, "parse_json", json.loads)
+        reference = list(companyfacts.read_companyfacts(archive))
+    for a, b in zip(here, reference, strict=True):
         assert_same(a, b)
 
 

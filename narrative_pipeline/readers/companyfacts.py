@@ -21,18 +21,20 @@ NARRATIVE_MAX_DOCUMENT_MB and refused past it (a `.json.gz` bomb costs the cap, 
 decompressed size). A document with no usable filing (e.g. `{"facts": {}}`) is an error, so the
 ticker's stored data is kept.
 
-Speed (whole-SEC ingestion was bound by this reader): documents are parsed with orjson (the
-stdlib parser only when orjson refuses a document, so errors and the stdlib's extensions such
-as NaN read as before) and turned into frames by companyfacts_fast.py without a Python object
-per fact. Documents holding values whose meaning that path would change go through the
-reference path here (`_reference_frames`: one comprehension per field per (concept, unit)
-list, then pandas), which defines the behaviour; tests compare the two.
+Speed (whole-SEC ingestion was bound by this reader), fastest first; each path hands a
+document it cannot read exactly to the next:
+1. the native scanner (companyfacts_native.py over the C extension `_companyfacts_scan`, when
+   built and not turned off by NARRATIVE_COMPANYFACTS_NATIVE=0): columns straight from the bytes;
+2. orjson (the stdlib parser only when orjson refuses a document, so errors and the stdlib's
+   extensions such as NaN read as before), then companyfacts_fast.py's Arrow conversion;
+3. the reference path here (`_reference_frames`: one comprehension per field per (concept,
+   unit) list, then pandas), which defines the behaviour; tests compare all three.
+Paths 1 and 2 share `_unit_lists` above the facts and companyfacts_fast.fill below them.
 """
 
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import logging
 import zipfile
@@ -45,6 +47,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
+from narrative_pipeline.readers import companyfacts_native as native
 from narrative_pipeline.readers import companyfacts_worker as worker
 from narrative_pipeline.readers.base import (
     ReadResult,
@@ -88,7 +91,7 @@ def read_companyfacts(
     except (OSError, EOFError) as exc:
         yield failed(str(path), ticker, f"cannot read file: {exc}")
         return
-    yield read_companyfacts_stream(io.BytesIO(data), str(path), ticker, taxonomy_concepts)
+    yield read_companyfacts_document(data, str(path), ticker, taxonomy_concepts)
 
 
 def _read_zip(path: Path, taxonomy: set[str] | None) -> Iterator[ReadResult]:
@@ -124,7 +127,7 @@ def read_zip_member(
         return failed(source, ticker, str(exc))
     except (OSError, zipfile.BadZipFile, EOFError, gzip.BadGzipFile) as exc:
         return failed(source, ticker, f"cannot read archive member: {exc}")
-    return read_companyfacts_stream(io.BytesIO(data), source, ticker, taxonomy)
+    return read_companyfacts_document(data, source, ticker, taxonomy)
 
 
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> bytes:
@@ -145,18 +148,27 @@ def read_companyfacts_stream(
 ) -> ReadResult:
     """Parse one companyfacts document from an open binary stream."""
     try:
-        doc = parse_json(read_stream_capped(fh, source))
+        data = read_stream_capped(fh, source)
     except InputTooLarge as exc:
         return failed(source, ticker, str(exc))
     except (ValueError, EOFError, OSError) as exc:
         return failed(source, ticker, f"not valid JSON: {exc}")
-    if not isinstance(doc, dict) or not isinstance(doc.get("facts"), dict):
-        return failed(source, ticker, "no 'facts' object: not a companyfacts document")
-    result = ReadResult(source=source, ticker=ticker)
-    lists = _unit_lists(doc["facts"], taxonomy, result)
-    if not fast_frames(lists, result):
-        _reference_frames(lists, result)
+    return read_companyfacts_document(data, source, ticker, taxonomy)
+
+
+def read_companyfacts_document(
+    data: bytes, source: str, ticker: str, taxonomy: set[str] | None
+) -> ReadResult:
+    """Parse one companyfacts document already read (and capped) into memory."""
+    try:
+        result = _read_scanned(data, source, ticker, taxonomy)
+        if result is None:  # not scanned natively: parsed here
+            result = _read_parsed(parse_json(data), source, ticker, taxonomy)
+    except (ValueError, EOFError, OSError) as exc:
+        return failed(source, ticker, f"not valid JSON: {exc}")
     if not len(result.facts):
+        if result.error:
+            return result
         out = failed(
             source,
             ticker,
@@ -170,6 +182,30 @@ def read_companyfacts_stream(
             f"{result.duplicate_facts} repeated (accn, concept, unit) facts (comparative "
             "periods) dropped: kept the latest end, then latest start"
         )
+    return result
+
+
+def _read_scanned(
+    data: bytes, source: str, ticker: str, taxonomy: set[str] | None
+) -> ReadResult | None:
+    """The document read from the native scanner's columns; None when the scanner is absent
+    or does not handle this document (companyfacts_native.py)."""
+    scanned = native.scan(data)
+    if scanned is None:
+        return None
+    result = ReadResult(source=source, ticker=ticker)
+    lists = _unit_lists(scanned.facts, taxonomy, result)
+    return result if native.native_frames(scanned, lists, taxonomy, result) else None
+
+
+def _read_parsed(doc: Any, source: str, ticker: str, taxonomy: set[str] | None) -> ReadResult:
+    """The parsed document read by the fast path, or by the reference path when it must."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("facts"), dict):
+        return failed(source, ticker, "no 'facts' object: not a companyfacts document")
+    result = ReadResult(source=source, ticker=ticker)
+    lists = _unit_lists(doc["facts"], taxonomy, result)
+    if not fast_frames(lists, result):
+        _reference_frames(lists, result)
     return result
 
 

@@ -5,8 +5,11 @@ Whole-SEC ingestion was bound by the reader (~48k entries/s in pure Python: one 
 per field per entry, then a pandas sort). Here every fact list is appended to ONE list of the
 parsed dicts, which Arrow converts to a struct column in C++ (`accn`, `end`, `start`, `val`);
 concepts and units become integer codes ranked by their text, so the sort that picks one fact
-per (accn, concept, unit) is one `np.lexsort` over integers, and each filing's fields (form, fy,
+per (accn, concept, unit) is one stable sort over integers, and each filing's fields (form, fy,
 fp, filed: only the first fact of each accn is looked at) are read from its dict.
+
+The columns reach `fill` as FactColumns, from the parsed dicts here or from the native
+scanner (companyfacts_native.py): one implementation of the dedup, filings and counts.
 
 Identical results to the reference path (companyfacts.py `_reference_frames`) or no result:
 `fast_frames` returns False, and the caller uses the reference, whenever a document holds
@@ -17,7 +20,9 @@ Tests compare both paths on the real files and on generated odd documents.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,16 +42,59 @@ class NotFastPathable(Exception):
     """The document holds a value the fast path would read differently: use the reference."""
 
 
+@dataclass(frozen=True)
+class TextCodes:
+    """A text field of every fact: `codes[i]` indexes `texts` (-1: null or absent)."""
+
+    codes: np.ndarray
+    texts: list[str]
+
+    def ranks(self) -> np.ndarray:
+        """Each fact's rank of its text in text order (equal texts equal ranks; null -> -1,
+        which sorts first, as the reference's `na_position="first"`)."""
+        return np.append(_ranks(self.texts), -1)[self.codes]  # code -1 -> the appended -1
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Each fact's concept and unit as ranks into the texts in rank (text) order."""
+
+    concept_codes: np.ndarray  # rank of the fact's concept in `concepts`
+    unit_codes: np.ndarray  # rank of the fact's unit (upper-cased, stripped) in `units`
+    concepts: np.ndarray
+    units: np.ndarray
+
+
+@dataclass(frozen=True)
+class FactColumns:
+    """The facts of one document as columns: what `fill` turns into frames. Built from the
+    parsed dicts (`fast_frames`) or by the native scanner (companyfacts_native.py)."""
+
+    values: np.ndarray  # float64, NaN when absent
+    accn: TextCodes
+    end: TextCodes
+    start: TextCodes
+    labels: Labels
+    fact_objects: Callable[[np.ndarray], list]  # the parsed fact objects at these rows
+
+
 def fast_frames(lists: Sequence[UnitList], result: ReadResult) -> bool:
     """Fill result.facts/filings (and the skipped counts) from the fact lists, or return False
     (result untouched) when the reference path must read this document."""
-    items, concept_codes, unit_codes, concepts, units = _flatten(lists)
+    items: list = []
+    taken: list[tuple[str, str, int]] = []
+    for concept, unit, facts in lists:
+        if isinstance(facts, list):  # the reference reads a non-list as no facts
+            items.extend(facts)
+            taken.append((concept, unit, len(facts)))
     try:
         column = _struct(items)
         values = _values(items, column)
     except NotFastPathable:
         return False
-    _fill(result, items, column, values, concept_codes, unit_codes, concepts, units)
+    accn, end, start = (_text_codes(column.field(name)) for name in ("accn", "end", "start"))
+    objects = lambda rows: [items[i] for i in rows]  # noqa: E731
+    fill(result, FactColumns(values, accn, end, start, list_codes(taken), objects))
     return True
 
 
@@ -64,31 +112,36 @@ def _ranked(vocabulary: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     return _ranks(texts), np.array(texts, dtype=object)
 
 
-def _flatten(
-    lists: Sequence[UnitList],
-) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """All fact dicts in document order, one struct column, and per-fact concept/unit ranks."""
-    items: list = []
+def list_codes(taken: Sequence[tuple[str, str, int]]) -> Labels:
+    """Per fact of the (concept, unit as written, number of facts) lists, in order: concept
+    and unit ranks, and the concepts and units (upper-cased, stripped) in rank order."""
     concept_ids: dict[str, int] = {}
     unit_ids: dict[str, int] = {}
-    lengths: list[int] = []
     list_concepts: list[int] = []
     list_units: list[int] = []
-    for concept, unit, facts in lists:
-        if not isinstance(facts, list):
-            continue  # the reference reads a non-list as no facts
-        items.extend(facts)
-        lengths.append(len(facts))
+    for concept, unit, _ in taken:
         list_concepts.append(concept_ids.setdefault(concept, len(concept_ids)))
-        unit_ids.setdefault(unit.upper().strip(), len(unit_ids))
-        list_units.append(unit_ids[unit.upper().strip()])
+        key = unit.upper().strip()
+        list_units.append(unit_ids.setdefault(key, len(unit_ids)))
     concept_rank, concepts = _ranked(concept_ids)
     unit_rank, units = _ranked(unit_ids)
-    counts = np.asarray(lengths, dtype=np.int64)
+    counts = np.fromiter((n for _, _, n in taken), dtype=np.int64, count=len(taken))
     concept_codes = np.repeat(concept_rank[np.asarray(list_concepts, dtype=np.int64)], counts)
     unit_codes = np.repeat(unit_rank[np.asarray(list_units, dtype=np.int64)], counts)
-    by_rank = np.argsort(concept_rank), np.argsort(unit_rank)
-    return items, concept_codes, unit_codes, concepts[by_rank[0]], units[by_rank[1]]
+    return Labels(
+        concept_codes, unit_codes, concepts[np.argsort(concept_rank)], units[np.argsort(unit_rank)]
+    )
+
+
+def vocabulary(texts: list[str], normalise: Callable[[str], str]) -> tuple[np.ndarray, np.ndarray]:
+    """For distinct texts: each one's rank among the distinct normalised texts, and those in
+    rank order (what `list_codes` gives, per text rather than per fact list)."""
+    ids: dict[str, int] = {}
+    text_ids = np.fromiter(
+        (ids.setdefault(normalise(t), len(ids)) for t in texts), dtype=np.int64, count=len(texts)
+    )
+    rank, names = _ranked(ids)
+    return rank[text_ids], names[np.argsort(rank)]
 
 
 def _struct(items: list) -> pa.StructArray:
@@ -112,54 +165,59 @@ def _values(items: list, column: pa.StructArray) -> np.ndarray:
     return values
 
 
-def _text_codes(column: pa.Array) -> np.ndarray:
-    """Each string's rank in text order (equal strings equal codes); null -> -1 (sorts first)."""
+def _text_codes(column: pa.Array) -> TextCodes:
+    """An Arrow text column as codes into its distinct texts."""
     encoded = column.dictionary_encode()
-    rank = np.append(_ranks(encoded.dictionary.to_pylist()), -1)  # index -1 (null) -> -1
-    indices = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    return rank[indices]
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return TextCodes(codes, encoded.dictionary.to_pylist())
 
 
-def _fill(
-    result: ReadResult,
-    items: list,
-    column: pa.StructArray,
-    values: np.ndarray,
-    concept_codes: np.ndarray,
-    unit_codes: np.ndarray,
-    concepts: np.ndarray,
-    units: np.ndarray,
-) -> None:
+def fill(result: ReadResult, columns: FactColumns) -> None:
     """Skipped counts, one fact per (accn, concept, unit) (latest end, then start, then the
     last listed), and the filings, as the reference computes them."""
-    bad_value = ~np.isfinite(values)
-    no_accn = column.field("accn").is_null().to_numpy(zero_copy_only=False)
-    _count_skipped(result, bad_value, no_accn, units, unit_codes)
+    bad_value = ~np.isfinite(columns.values)
+    no_accn = columns.accn.codes < 0
+    labels = columns.labels
+    _count_skipped(result, bad_value, no_accn, labels.units, labels.unit_codes)
     kept = np.flatnonzero(~bad_value & ~no_accn)
-    accn = column.field("accn").take(kept)
-    accn_codes = _text_codes(accn)
-    end = _text_codes(column.field("end").take(kept))
-    start = _text_codes(column.field("start").take(kept))
-    c, u = concept_codes[kept], unit_codes[kept]
-    order = np.lexsort((start, end, u, c, accn_codes))  # stable: ties keep document order
+    accn_codes = columns.accn.ranks()[kept]
+    end = columns.end.ranks()[kept]
+    start = columns.start.ranks()[kept]
+    c, u = labels.concept_codes[kept], labels.unit_codes[kept]
+    order = _sort_order([accn_codes, c, u, end, start])  # stable: ties keep document order
     g_accn, g_c, g_u = accn_codes[order], c[order], u[order]
     last = np.ones(len(order), dtype=bool)
     last[:-1] = (g_accn[1:] != g_accn[:-1]) | (g_c[1:] != g_c[:-1]) | (g_u[1:] != g_u[:-1])
-    rows = order[last]
+    rows = kept[order[last]]
+    filings = _filings(columns, accn_codes, kept)  # first: it may raise NotFastPathable
     result.facts = pd.DataFrame(
         {
-            "accn": accn.take(rows).to_pandas(),
-            "concept": _texts(concepts, c[rows]),
-            "unit": _texts(units, u[rows]),
-            "value": values[kept[rows]],
+            "accn": _texts(columns.accn.texts, columns.accn.codes[rows]),
+            "concept": _texts(labels.concepts, labels.concept_codes[rows]),
+            "unit": _texts(labels.units, labels.unit_codes[rows]),
+            "value": columns.values[rows],
         },
         copy=False,
     )
     result.duplicate_facts = int(len(order) - len(rows))
-    result.filings = _filings(items, accn, accn_codes, kept)
+    result.filings = filings
 
 
-def _texts(vocabulary: np.ndarray, codes: np.ndarray) -> pd.Series:
+def _sort_order(keys: list[np.ndarray]) -> np.ndarray:
+    """The stable order by these integer keys (the first most significant; each >= -1): one
+    argsort of a combined int64 key when the keys' ranges multiply below 2**62 (about 3x
+    faster than np.lexsort), else np.lexsort."""
+    sizes = [int(k.max()) + 2 if len(k) else 1 for k in keys]  # values -1..max -> 0..max+1
+    if math.prod(sizes) >= 2**62:
+        return np.lexsort(keys[::-1])
+    combined = np.zeros(len(keys[0]), dtype=np.int64)
+    for key, size in zip(keys, sizes, strict=True):
+        combined *= size
+        combined += key + 1
+    return np.argsort(combined, kind="stable")
+
+
+def _texts(vocabulary: Sequence | np.ndarray, codes: np.ndarray) -> pd.Series:
     """vocabulary[codes] as a pandas text Series (via Arrow: no Python object per row)."""
     return pa.array(vocabulary, pa.string()).take(codes).to_pandas()
 
@@ -204,18 +262,19 @@ def _fiscal_years(values: list) -> pd.Series:
     return pd.Series(fy_column(_as_text(values)).to_pandas()).astype("Int64")
 
 
-def _filings(items: list, accn: pa.Array, accn_codes: np.ndarray, kept: np.ndarray) -> pd.DataFrame:
+def _filings(columns: FactColumns, accn_codes: np.ndarray, kept: np.ndarray) -> pd.DataFrame:
     """One row per accn (its first kept fact's form, fy, fp, filed), sorted by accn."""
     _, first = np.unique(accn_codes, return_index=True)  # unique codes ascend: accn order
-    facts = [items[i] for i in kept[first]]
-    columns = {name: _as_text([f.get(name) for f in facts]).to_pandas() for name in FILING_FIELDS}
+    rows = kept[first]
+    facts = columns.fact_objects(rows)
+    fields = {name: _as_text([f.get(name) for f in facts]).to_pandas() for name in FILING_FIELDS}
     return pd.DataFrame(
         {
-            "accn": accn.take(first).to_pandas(),
-            "form": columns["form"],
+            "accn": _texts(columns.accn.texts, columns.accn.codes[rows]),
+            "form": fields["form"],
             "fy": _fiscal_years([f.get("fy") for f in facts]),
-            "fp": columns["fp"],
-            "filed": columns["filed"],
+            "fp": fields["fp"],
+            "filed": fields["filed"],
         },
         copy=False,
     )
