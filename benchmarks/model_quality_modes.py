@@ -286,7 +286,7 @@ def seen_and_unseen_pairs(checkpoint: Path, store_path: Path, heldout: list[str]
     result: dict[str, Any] = {
         "heldout_cells": len(cells),
         "unseen_pair_cells": int((~seen).sum()),
-        "unseen_pairs": int(len(np.unique(cells.pair_id[~seen]))),
+        "unseen_pair_count": int(len(np.unique(cells.pair_id[~seen]))),
         "heldout_scaled_abs_p99": float(np.quantile(np.abs(cells.x[:, -1]), 0.99)),
     }
     for part, mask in (("seen_pairs", seen), ("unseen_pairs", ~seen)):
