@@ -262,40 +262,78 @@ def _ingest(store: Any, db: Any, source: Path) -> None:
         store.ingest_companyfacts(source / "companyfacts", db, downstream=False)
 
 
+SCALED_BANDS = ((0.0, 10.0), (10.0, 1e2), (1e2, 1e4), (1e4, np.inf))  # |scaled value|
+
+
 def seen_and_unseen_pairs(checkpoint: Path, store_path: Path, heldout: list[str]) -> dict:
-    """Held-out cells of pairs some training cell has vs pairs no training cell has: model,
-    same-size PCA and per-pair median, each split scored alike (training/evaluation.py)."""
+    """Held-out cells of pairs some training cell has vs pairs no training cell has, and by
+    the size of their scaled value (frozen scalers can map a new company's values far out):
+    model, same-size PCA and per-pair median, fitted and scored as in training/evaluation.py."""
     from narrative_pipeline.training import evaluation as ev
     from narrative_pipeline.training.inference import load_model
+    from narrative_pipeline.training.metrics import cell_value_metrics
 
     store = StoreOpener(str(store_path))()
     model = load_model(checkpoint, device="cpu")
-    matrix, names = store.get_embedding_matrix()
+    matrix, _ = store.get_embedding_matrix()
     matrix = np.asarray(matrix, dtype=np.float32)
     scalers = store.load_scalers()
     val_fraction = float(model.training_inputs.get("val_fraction", 0.1))
     indices = ev.split_indices(store, heldout, val_fraction)
     train = ev.read_split(store, "train", indices["train"], matrix, len(indices["train"]), 0)
     cells = ev.read_split(store, "heldout", indices["heldout"], matrix, len(indices["heldout"]), 0)
-    predictors: dict[str, Any] = {
-        "model": ev.CheckpointPredictor(model, scalers),
-        "pca": ev.PcaAutoencoder(train.x, model.typed_hparams.latent_dim, scalers),
-        "pair_median": ev.PairMedianPredictor(train.pair_id, train.unscaled, scalers),
+    predictions = {
+        "model": ev.CheckpointPredictor(model, scalers).predict(cells),
+        "pca": ev.PcaAutoencoder(train.x, model.typed_hparams.latent_dim, scalers).predict(cells),
+        "pair_median": ev.PairMedianPredictor(train.pair_id, train.unscaled, scalers).predict(
+            cells
+        ),
     }
+    cosines = {name: _cosine(p.embedding, cells.x[:, :-1]) for name, p in predictions.items()}
     seen = np.isin(cells.pair_id, np.unique(train.pair_id))
+    size = np.abs(cells.x[:, -1].astype(np.float64))
+    masks = {"seen_pairs": seen, "unseen_pairs": ~seen}
+    masks.update(
+        {f"scaled_abs_{lo:g}_{hi:g}": (size >= lo) & (size < hi) for lo, hi in SCALED_BANDS}
+    )
     result: dict[str, Any] = {
         "heldout_cells": len(cells),
         "unseen_pair_cells": int((~seen).sum()),
         "unseen_pair_count": int(len(np.unique(cells.pair_id[~seen]))),
-        "heldout_scaled_abs_p99": float(np.quantile(np.abs(cells.x[:, -1]), 0.99)),
+        "train_scaled_abs_max": float(np.abs(train.x[:, -1]).max()),
+        "heldout_scaled_abs_p99": float(np.quantile(size, 0.99)),
     }
-    for part, mask in (("seen_pairs", seen), ("unseen_pairs", ~seen)):
-        subset = ev.SplitCells(part, cells.x[mask], cells.pair_id[mask], cells.unscaled[mask])
-        result[part] = {}
-        for name, predictor in predictors.items():
-            scored = ev.score(subset, predictor.predict(subset), names) if len(subset) else {}
-            result[part][name] = {k: scored.get(k) for k in FIGURES}
+    for part, mask in masks.items():
+        result[part] = {"cells": int(mask.sum())}
+        for name, prediction in predictions.items():
+            figures = cell_value_metrics(prediction.value[mask], cells.unscaled[mask])
+            figures["embedding_cosine"] = float(cosines[name][mask].mean()) if mask.any() else None
+            result[part][name] = {k: figures.get(k) for k in FIGURES}
     return result
+
+
+def _cosine(embedding: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per-row cosine (0 where a row is zero), as training/evaluation.py's `score` takes it."""
+    a, b = np.asarray(embedding, np.float64), np.asarray(target, np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return (a * b).sum(axis=1) / np.where(norms > 0, norms, 1.0)
+
+
+def bands_table(report: dict) -> str:
+    """RESULTS.md rows: held-out cells by |scaled value|, model and PCA cosine per store."""
+    lines = ["| store | seed | abs(scaled) band | cells | model cosine | PCA cosine |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in report["rows"]:
+        b = r["by_pair_seen"]
+        for lo, hi in SCALED_BANDS:
+            part = b.get(f"scaled_abs_{lo:g}_{hi:g}", {})
+            if not part.get("cells"):
+                continue
+            lines.append(
+                f"| {r['store']} | {r['seed']} | [{lo:g}, {hi:g}) | {part['cells']} "
+                f"| {part['model']['embedding_cosine']:.4f} | {part['pca']['embedding_cosine']:.4f} |"
+            )
+    return "\n".join(lines)
 
 
 def strict_table(report: dict) -> str:
@@ -368,3 +406,4 @@ def run_selected(
             saver("strict_heldout"),
         )  # fmt: skip
         print(strict_table(report))
+        print(bands_table(report))
