@@ -112,17 +112,22 @@ def original_equal_epochs(
     heldout: list[str],
     torch_threads: int | None,
     save: Callable[[list[dict]], None],
+    designs: tuple[str, ...] = ("original", "ours"),
+    original_latent: int = 256,
 ) -> list[dict]:
-    """The original design and our default, trained for each epoch count and seed alike."""
+    """The original design and our default, trained for each epoch count and seed alike
+    (`original_latent`: the original design at another latent size, e.g. ours, 96)."""
+    chosen = {"original": {**ORIGINAL_DESIGN, "latent_dim": original_latent}, "ours": OUR_DEFAULT}
     rows: list[dict] = []
     for epochs in epochs_list:
         for seed in seeds:
-            for design, settings in (("original", ORIGINAL_DESIGN), ("ours", OUR_DEFAULT)):
+            for design in designs:
                 config = TrainConfig(
                     **epoch_bounded(epochs, seed, torch_threads, heldout_tickers=heldout),
-                    **settings,
+                    **chosen[design],
                 )
-                row = train_and_evaluate(store_path, runs, f"{design}_e{epochs}_s{seed}", config)
+                label = f"{design}_l{config.latent_dim}_e{epochs}_s{seed}"
+                row = train_and_evaluate(store_path, runs, label, config)
                 rows.append({"design": design, **row})
                 save(rows)
     return rows
@@ -371,6 +376,10 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--epochs-list", default="3,10,30",
                         help="original_equal_epochs: epoch counts")  # fmt: skip
     parser.add_argument("--seeds", default="0,1", help="seeds of the two modes")
+    parser.add_argument("--designs", default="original,ours",
+                        help="original_equal_epochs: which designs")  # fmt: skip
+    parser.add_argument("--original-latent", type=int, default=256,
+                        help="original_equal_epochs: the original design's latent size")  # fmt: skip
     parser.add_argument("--strict-epochs", type=int, default=10, help="strict_heldout: epochs")
     parser.add_argument("--heldout", default="MSFT", help="held-out tickers of the two modes")
 
@@ -395,7 +404,7 @@ def run_selected(
         epochs_list = [int(e) for e in args.epochs_list.split(",")]
         rows = original_equal_epochs(
             store, runs, epochs_list, seeds, heldout, args.torch_threads,
-            saver("original_equal_epochs"),
+            saver("original_equal_epochs"), tuple(args.designs.split(",")), args.original_latent,
         )  # fmt: skip
         print(equal_epochs_table(rows))
     if "strict_heldout" in experiments:
