@@ -13,6 +13,8 @@ same training cells):
 - `lowepochs`: the default config stopped after 1 and 2 epochs (no time limit), seeds 0, 1, 2:
   the starting state competes for "best", so the PCA check must hold however little it trained.
 
+- `strict_heldout`, `original_equal_epochs`: see model_quality_modes.py (epoch-bounded).
+
 Every run uses TrainConfig's defaults (architecture, learning rate, latent for `seeds`) unless
 `--architecture`, `--learning-rate` or `--default-latent` say otherwise (e.g. `--architecture mlp
 --learning-rate 1e-3 --default-latent 256` for the first design).
@@ -31,6 +33,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import model_quality_modes as modes  # noqa: E402
 
 from narrative_pipeline.training import TrainConfig, train_stage1  # noqa: E402
 from narrative_pipeline.training.cli import StoreOpener  # noqa: E402
@@ -164,6 +168,7 @@ def main() -> int:
     parser.add_argument("--torch-threads", type=int, default=None)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "model_quality.json"))
     parser.add_argument("--plot", default=str(REPO / "docs" / "images" / "model_quality.png"))
+    modes.add_arguments(parser)
     args = parser.parse_args()
 
     data = Path(args.data) if (Path(args.data) / "sec-fetcher-csvs").is_dir() else None
@@ -213,6 +218,7 @@ def main() -> int:
                 **base,
             )  # fmt: skip
         ]
+    modes.run_selected(experiments, args, data, workdir, robust, results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")

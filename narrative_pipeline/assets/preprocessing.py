@@ -97,9 +97,14 @@ def embeddings(
 
 
 class ScalerConfig(dg.Config):
-    """Per-pair value scaler: "robust" (the seed's RobustScaler) or "quantile" (to a normal)."""
+    """Per-pair value scaler: "robust" (the seed's RobustScaler) or "quantile" (to a normal).
+
+    `freeze_existing`: pairs the live data already scales keep their scalers (a trained
+    model's input scaling stays fixed, like the PCA basis); only new pairs are fitted.
+    """
 
     kind: str = "robust"
+    freeze_existing: bool = False
 
 
 # After `embeddings`, not beside it: both write the store, and the embedded store has one writer.
@@ -114,7 +119,7 @@ def scalers(
 ) -> dg.MaterializeResult:
     metadata: dict = {}
     with timed(metadata), store.us_gaap_store() as us_gaap_store:
-        report = us_gaap_store.fit_scalers(kind=config.kind)
+        report = us_gaap_store.fit_scalers(kind=config.kind, freeze_existing=config.freeze_existing)
     metadata.update(report_metadata(report))
     context.log.info("fitted %s scalers in %.1fs", config.kind, metadata["step_seconds"])
     return dg.MaterializeResult(metadata=metadata)

@@ -9,7 +9,8 @@ An update costs work in proportion to the changed tickers and the pairs they tou
   new tickers' facts are read from the database and appended as new chunks;
 - pairs keep their ids (new pairs are numbered after the existing ones); the value index of
   each pair that lost, gained or moved cells is rewritten; scalers are refitted only for the
-  pairs whose values changed (scaled values are computed on read, so no cell is rewritten);
+  pairs whose values changed (scaled values are computed on read, so no cell is rewritten),
+  or, with `freeze_scalers`, only the new pairs (frozen_scalers.py; no full build for size);
 - embeddings: only texts not in the cache are embedded; PCA: new pairs are projected with the
   live model, refitted only when `pca_refit=True` or when the variance it keeps over the live
   pairs falls below `pca_floor` (default: the configured variance), so the model's input
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from narrative_pipeline.db.protocol import FactSource
-from narrative_pipeline.us_gaap import build, layout, model_steps, pairs_step
+from narrative_pipeline.us_gaap import build, frozen_scalers, layout, model_steps, pairs_step
 from narrative_pipeline.us_gaap.chunk_table import ChunkTable
 from narrative_pipeline.us_gaap.generations import StoreState
 from narrative_pipeline.us_gaap.reports import IngestReport, PairsReport, PcaReport, ScalerReport
@@ -84,11 +85,18 @@ def run_full_build(state: StoreState, report: IngestReport, db: FactSource, opti
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("pairs", lambda: pairs_step.build_concept_unit_pairs(state, db)),
         ("embeddings", lambda: _embeddings(state, db, options)),
-        ("scalers", lambda: model_steps.fit_scalers(state, options.get("scaler_kind", "robust"))),
+        ("scalers", lambda: _full_scalers(state, options)),
         ("pca", lambda: _full_pca(state, options)),
         ("triplets", lambda: model_steps.write_triplets(state)),
     ]
     _run_steps(report, steps)
+
+
+def _full_scalers(state: StoreState, options: dict) -> ScalerReport:
+    kind = options.get("scaler_kind", "robust")
+    if options.get("freeze_scalers"):
+        return frozen_scalers.fit_new_pair_scalers(state, kind)
+    return model_steps.fit_scalers(state, kind)
 
 
 def _embeddings(state: StoreState, db: FactSource, options: dict) -> Any:
@@ -137,9 +145,15 @@ class TickerChanges:
 
 
 def plan_update(
-    state: StoreState, db: FactSource, force: bool, scaler_kind: str | None
+    state: StoreState,
+    db: FactSource,
+    force: bool,
+    scaler_kind: str | None,
+    size_rule: bool = True,
 ) -> TickerChanges:
-    """Tickers whose fingerprint differs from the live generation's (db/ticker_state.py)."""
+    """Tickers whose fingerprint differs from the live generation's (db/ticker_state.py).
+    `size_rule=False` (frozen scalers): no full build for a large change, since a full build
+    would refit the PCA the frozen inputs go with."""
     from narrative_pipeline.db.ticker_state import ticker_fact_counts
 
     live = state.live()
@@ -153,6 +167,8 @@ def plan_update(
     before = state.ticker_table(live)["fingerprints"]
     changed = sorted(t for t, fp in now.items() if before.get(t) != fp)
     removed = sorted(t for t in before if t not in now)
+    if not size_rule:
+        return TickerChanges(changed, removed)
     if len(changed) > FULL_BUILD_SHARE * max(1, len(now)):  # many tickers: no need to count
         return TickerChanges(changed, removed, f"{len(changed)} of {len(now)} tickers changed")
     # the store's database is a DbUsGaap, which answers raw queries (as for the fingerprints)
@@ -175,7 +191,8 @@ def update_from_db(
     (into `report` when given: an ingest's own report)."""
     report = report if report is not None else IngestReport(source="database")
     started = time.perf_counter()
-    changes = plan_update(state, db, force, options.get("scaler_kind"))
+    frozen = bool(options.get("freeze_scalers"))
+    changes = plan_update(state, db, force, options.get("scaler_kind"), size_rule=not frozen)
     report.timings["tickers"] = round(time.perf_counter() - started, 4)
     if changes.full_build_reason is not None:
         run_full_build(state, report, db, options)
@@ -186,7 +203,7 @@ def update_from_db(
         steps: list[tuple[str, Callable[[], Any]]] = [
             ("pairs", lambda: build_incremental_pairs(state, db, changes)),
             ("embeddings", lambda: _embeddings(state, db, options)),
-            ("scalers", lambda: refit_changed_scalers(state)),
+            ("scalers", lambda: _update_scalers(state, options)),
             (
                 "pca",
                 lambda: project_pca(
@@ -210,6 +227,12 @@ def update_from_db(
         )
     fill_totals(state, report)
     return report
+
+
+def _update_scalers(state: StoreState, options: dict) -> ScalerReport:
+    if options.get("freeze_scalers"):
+        return frozen_scalers.fit_new_pair_scalers(state, state.require_live()["scalers"]["kind"])
+    return refit_changed_scalers(state)
 
 
 def build_incremental_pairs(
@@ -249,8 +272,11 @@ def pairs_step_for(state: StoreState, db: FactSource, incremental: bool) -> Pair
     return pairs_step.build_concept_unit_pairs(state, db)
 
 
-def scalers_step_for(state: StoreState, kind: str) -> ScalerReport:
-    """Step 4: only the changed pairs after an incremental step 2 (same kind), else all."""
+def scalers_step_for(state: StoreState, kind: str, freeze_existing: bool = False) -> ScalerReport:
+    """Step 4: only the changed pairs after an incremental step 2 (same kind), else all;
+    `freeze_existing`: only the pairs the live generation has no value of (frozen_scalers.py)."""
+    if freeze_existing:
+        return frozen_scalers.fit_new_pair_scalers(state, kind)
     update, live = state.working().get("update"), state.live()
     if update is not None and live and live["scalers"]["kind"] == kind:
         return refit_changed_scalers(state)

@@ -48,6 +48,7 @@ class ScalerReport:
     scale_doublings: int  # pairs whose scale was doubled so no non-zero value maps onto itself
     seconds: float
     refitted_pairs: int | None = None  # incremental: pairs refitted (None: every pair)
+    frozen_pairs: int | None = None  # freeze_scalers: pairs that kept the live parameters
 
 
 @dataclass

@@ -119,7 +119,9 @@ class UsGaapStore:
         (added, changed, removed), through triplets; a full build when there is no live
         generation, when `force`, or when the change is too large (incremental.py). Extra
         options: `pca_refit` (True: refit the PCA), `pca_floor` (refit when the kept variance
-        over the live pairs falls below it; default: the configured variance)."""
+        over the live pairs falls below it; default: the configured variance), `freeze_scalers`
+        (True: pairs already scaled keep their scalers, only new pairs are fitted, and a large
+        change stays incremental; us_gaap/frozen_scalers.py)."""
         return steps.update_from_db(self._state, db, force=force, options=options)
 
     # ------------------------------------------------------------------ steps 2-6
@@ -148,10 +150,12 @@ class UsGaapStore:
             self._state, db, model_name_or_path, embedder, model_id
         )
 
-    def fit_scalers(self, kind: str = "robust") -> ScalerReport:
+    def fit_scalers(self, kind: str = "robust", *, freeze_existing: bool = False) -> ScalerReport:
         """One scaler per pair over all of its values (see preprocessing/scalers.py for the
-        rules); after an incremental step 2, only the pairs whose values changed."""
-        return steps.scalers_step_for(self._state, kind)
+        rules); after an incremental step 2, only the pairs whose values changed.
+        `freeze_existing`: pairs the live generation scales keep their scalers bit for bit;
+        only the others are fitted (us_gaap/frozen_scalers.py)."""
+        return steps.scalers_step_for(self._state, kind, freeze_existing)
 
     def load_scalers(self) -> list:
         """The fitted sklearn scaler of every live pair, indexed by pair_id."""
