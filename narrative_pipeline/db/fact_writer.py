@@ -365,7 +365,8 @@ def _column_pairs(columns: FactBatch) -> ColumnPairs:
         inverse = (np.cumsum(used) - 1)[combined]
     else:
         uniq, inverse = np.unique(combined, return_inverse=True)
-    pairs = [(str(concepts[k // n_u]), str(units[k % n_u])) for k in uniq.tolist()]
+    concept_names, unit_names = concepts.tolist(), units.tolist()  # not Index[k] per pair
+    pairs = [(str(concept_names[k // n_u]), str(unit_names[k % n_u])) for k in uniq.tolist()]
     return inverse.reshape(-1), pairs
 
 
