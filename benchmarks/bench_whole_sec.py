@@ -247,7 +247,7 @@ def _incremental_runs(
         started = time.perf_counter()
         report = store.update_from_db(db, **options)
         seconds = time.perf_counter() - started
-        size, live = data_store.file_size(), data_store.live_bytes()
+        size, live = data_store.file_size(), data_store.live_bytes
         out.append(
             {
                 "run": run + 1,

@@ -214,6 +214,9 @@ class StoreState:
         keys.update(layout.pair_index_key(g, p) for p, g in enumerate(gens))
         if (record.get("scalers") or {}).get("kind") == "quantile":
             keys.update(layout.scaler_key(g, p) for p, g in enumerate(gens))
+        if record.get("pca"):  # shared with earlier generations after a projection
+            keys.add(layout.pca_model_key(layout.pca_model_generation(record)))
+            keys.update(layout.pca_reduced_key(g) for g, _ in layout.reduced_parts(record))
         return keys
 
     def _delete_keys(self, keys: list[bytes]) -> None:
@@ -357,13 +360,18 @@ class StoreState:
         return scaled
 
     def reduced(self, record: dict) -> np.ndarray:
-        return self._decoded(
-            record,
-            layout.pca_reduced_key,
-            "PCA-reduced embeddings",
-            layout.decode_matrix,
-            record["pca"]["fingerprint"],
-        )
+        """The PCA-reduced embedding of every pair: the record's parts stacked in order."""
+
+        def load() -> np.ndarray:
+            parts = [
+                layout.decode_matrix(
+                    self._required(layout.pca_reduced_key(g), "PCA-reduced embeddings", record)
+                )
+                for g, _ in layout.reduced_parts(record)
+            ]
+            return parts[0] if len(parts) == 1 else np.vstack(parts)
+
+        return self._memoised("reduced", record, load, record["pca"]["fingerprint"])
 
     def batch_read(self, keys: list[bytes]) -> list[bytes | None]:
         out: list[bytes | None] = []

@@ -353,10 +353,9 @@ def project_pca(
         floor = target if target is not None else 0.0
     if kept < floor:
         return model_steps.fit_pca(state, variance, n_components, plot_dir, make_plots)
-    old = state.reduced(live)
-    new = raw[len(old) :]
-    reduced = np.vstack([old, pca_fns.reduce(model, new)]) if len(new) else np.array(old)
-    model_steps.save_pca(state, record, model, reduced, target)
+    new = raw[live["n_pairs"] :]
+    new_rows = pca_fns.reduce(model, new) if len(new) else np.zeros((0, model.n_components_))
+    model_steps.save_projected_pca(state, record, live, new_rows, target)
     return PcaReport(
         n_pairs=len(raw),
         input_dim=raw.shape[1],

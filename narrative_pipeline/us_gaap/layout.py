@@ -98,6 +98,18 @@ def pca_reduced_key(generation: int) -> bytes:
     return PCA_REDUCED.namespace(_U32.pack(generation))
 
 
+def pca_model_generation(record: dict) -> int:
+    """The generation whose key holds the record's PCA model (an update that projected with
+    the live model shares it)."""
+    return int(record["pca"].get("model_generation", record["generation"]))
+
+
+def reduced_parts(record: dict) -> list[list]:
+    """[[generation, rows or None], ...]: the keys (`pca_reduced_key`) whose matrices, stacked
+    in order, are the record's PCA-reduced embeddings (one part: the record's own key)."""
+    return record["pca"].get("reduced_parts") or [[record["generation"], None]]
+
+
 def encode_count(n: int) -> bytes:
     return _U64.pack(n)
 
