@@ -1,6 +1,7 @@
 """A bulk companyfacts zip is written a batch of members per transaction (us_gaap/ingest.py
 `_ResultBatch`): the same stored facts as member by member, a refused member keeps its stored
-data while the others of its batch are written, and a ticker seen twice ends as the later one."""
+data while the others of its batch are written, a ticker seen twice ends as the later one, and
+the tickers' content stamps let an update re-materialise only the members whose content changed."""
 
 from __future__ import annotations
 
@@ -99,3 +100,41 @@ def test_a_ticker_twice_in_one_zip_ends_as_its_later_member(
     report = ingest.load_companyfacts(_zip(tmp_path / "companyfacts.zip", members), db)
     assert not report.skipped_files
     assert sorted(db.facts_frame()["value"].tolist()) == [300.0, 300.0, 303.0, 303.0]
+
+
+@pytest.mark.parametrize("batch", [64, 1])
+def test_only_the_member_whose_content_changed_is_rematerialised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
+    """db/ticker_state.py: the whole zip is written again, but only one member's values
+    changed. One batch (64): SQLite hands the same filing ids back to every member, so ids
+    cannot tell the changed member; one member per transaction (1): every member gets new
+    ids, so ids would call all of them changed. The content stamp finds exactly the one."""
+    from narrative_pipeline.store import DataStore
+    from narrative_pipeline.us_gaap import incremental
+    from narrative_pipeline.us_gaap_store import UsGaapStore
+    from narrative_pipeline_tests.test_us_gaap_store_incremental import OPTIONS
+
+    monkeypatch.setattr(incremental, "FULL_BUILD_SHARE", 0.6)  # 1 of 3 tickers: incremental
+    monkeypatch.setattr(ingest, "RESULT_BATCH_TICKERS", batch)
+    db = DbUsGaap(f"sqlite:///{tmp_path / 'facts.sqlite'}")
+    path = _zip(tmp_path / "companyfacts.zip", _members(3))
+    data_store = DataStore(str(tmp_path / "store.bin"))
+    store = UsGaapStore(data_store)
+    store.ingest_companyfacts(path, db, downstream=False)
+    store.build_from_db(db, **OPTIONS)
+    ids_before = db._query("SELECT ticker, accn, id FROM filing ORDER BY id")
+    members = _members(3)
+    members["CIK0000000002.json"] = _document(2, ["A2-1", "A2-2"], scale=5.0)  # values only
+    path.unlink()
+    _zip(path, members)
+    store.ingest_companyfacts(path, db, downstream=False)
+    ids_after = db._query("SELECT ticker, accn, id FROM filing ORDER BY id")
+    assert (ids_after == ids_before) == (batch == 64)
+    report = store.update_from_db(db, **OPTIONS)
+    assert report.messages[-1] == "incremental: 1 tickers added or changed, 0 removed"
+    cells = store.read_cell_range(0, store.get_triplet_count())
+    assert sorted(cells.unscaled.tolist()) == sorted(db.facts_frame()["value"].tolist())
+    store.ingest_companyfacts(path, db, downstream=False)  # unchanged file: not read
+    assert store.update_from_db(db, **OPTIONS).messages[-1] == "incremental: no ticker changed"
+    data_store.close()
