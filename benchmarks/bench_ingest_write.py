@@ -6,11 +6,14 @@ The machine is shared, so both figures are CPU seconds of this process (not wall
    ingestion did before) against `us_gaap/ingest.py`'s batches of RESULT_BATCH_TICKERS
    members, alternated `--rounds` times in one run, each into a fresh SQLite file; then
    `ReadResult.fact_columns()` (the readers' frames -> write columns) alone.
+   `--ingest`: whole ingestions of the zip (parsing included, the reader's helper process as
+   configured), one member per transaction against the batches, alternated: wall clock and
+   the ingesting process's CPU.
 2. `--pairs-db DB`: step 2 (`pairs_step.build_concept_unit_pairs`) over an existing SQLite
    database into a fresh store file, `--rounds` times: facts per CPU second.
 
 Run: `.venv/bin/python benchmarks/bench_ingest_write.py --zip /work/bench-data/13w/scale_0.01/companyfacts.zip
-[--pairs-db facts.sqlite] [--rounds 3]` (the zip: `bench_whole_sec.py`'s generator).
+[--ingest] [--pairs-db facts.sqlite] [--rounds 3]` (the zip: `bench_whole_sec.py`'s generator).
 """
 
 from __future__ import annotations
@@ -79,6 +82,31 @@ def bench_writes(archive: Path, rounds: int, work: Path) -> None:
     print(f"  of which fact_columns(): {cpu:.2f} cpu-s = {facts / cpu:,.0f} facts/cpu-s")
 
 
+def bench_ingest(archive: Path, rounds: int, work: Path) -> None:
+    """Whole `load_companyfacts` of the zip (reader helper process as configured) with one
+    member per transaction against the batches, alternated: wall and this process's CPU."""
+    from narrative_pipeline.db import DbUsGaap
+    from narrative_pipeline.us_gaap import ingest
+
+    batch = ingest.RESULT_BATCH_TICKERS
+    for _ in range(rounds):
+        for label, size in (("one member per transaction", 1), (f"batches of {batch}", batch)):
+            ingest.RESULT_BATCH_TICKERS = size
+            folder = Path(tempfile.mkdtemp(dir=work))
+            db = DbUsGaap(f"sqlite:///{folder / 'facts.sqlite'}")
+            started_cpu, started = time.process_time(), time.perf_counter()
+            report = ingest.load_companyfacts(archive, db)
+            cpu, wall = time.process_time() - started_cpu, time.perf_counter() - started
+            print(
+                f"  ingest, {label}: {report.facts_written:,} facts, {wall:.2f} s wall, "
+                f"{cpu:.2f} cpu-s in the ingesting process",
+                flush=True,
+            )
+            db.close()
+            shutil.rmtree(folder)
+    ingest.RESULT_BATCH_TICKERS = batch
+
+
 def bench_pairs(db_path: Path, rounds: int, work: Path) -> None:
     from narrative_pipeline.db import DbUsGaap
     from narrative_pipeline.store import DataStore
@@ -104,12 +132,17 @@ def bench_pairs(db_path: Path, rounds: int, work: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zip", type=Path, help="a companyfacts zip (bench_whole_sec.py's)")
+    parser.add_argument(
+        "--ingest", action="store_true", help="also time whole ingestions of --zip (see above)"
+    )
     parser.add_argument("--pairs-db", type=Path, help="a SQLite database to run step 2 over")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     args = parser.parse_args()
     if args.zip:
         bench_writes(args.zip, args.rounds, args.workdir)
+    if args.zip and args.ingest:
+        bench_ingest(args.zip, args.rounds, args.workdir)
     if args.pairs_db:
         bench_pairs(args.pairs_db, args.rounds, args.workdir)
     return 0
