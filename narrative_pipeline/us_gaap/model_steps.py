@@ -184,17 +184,8 @@ class ScalerFit:
             self.state.data_store.batch_write(pickles)
 
     def _grouped_values(self, group: np.ndarray, counts: np.ndarray) -> scaler_fns.GroupedValues:
-        gens = self.gens
-        payloads = self.state.batch_read(
-            [layout.pair_index_key(int(gens[p]), p) for p in group.tolist()]
-        )
-        values = []
-        for pair_id, payload in zip(group.tolist(), payloads, strict=True):
-            if payload is None:
-                raise LookupError(
-                    f"value index of pair {pair_id} (generation {gens[pair_id]}) is missing"
-                )
-            values.append(layout.decode_pair_index(payload)[0])
+        indexes = self.state.pair_indexes(self.record, group.tolist())
+        values = [pair_values for pair_values, _ in indexes]
         group_counts = counts[group]
         starts = np.concatenate([[0], np.cumsum(group_counts)[:-1]]).astype(np.int64)
         return scaler_fns.GroupedValues(
