@@ -3,7 +3,8 @@ of the tickers in a batch, in one transaction, and records their source files wi
 
 Owns: checks that refuse a ticker before any write (facts without a filing, non-finite
 values, repeated (accn, concept, unit), unnamed concepts or units, bad names), the retry of a
-failed batch ticker by ticker, deleting tickers, the concept_unit id cache, and the bulk
+failed batch ticker by ticker, deleting tickers, the concept_unit id cache, each written
+ticker's content stamp (`ticker_version`, read by db/ticker_state.py), and the bulk
 inserts (multi-row INSERTs on SQLite with their fact_block, LOAD DATA LOCAL INFILE on
 MySQL/MariaDB when the server allows it). Which sources hold which filings, and the rules
 against silent shrinks, are db/sources.py's.
