@@ -21,12 +21,15 @@ step's time. Results go to stdout as JSON; `--results` appends a section to RESU
 Run: `.venv/bin/python benchmarks/bench_whole_sec.py --scale 0.01 [--scale 0.1 ...]`.
 `--scale 0.01 --replicate 100` builds a scale-1-sized corpus by copying the loaded companies in
 SQL (raw_records extrapolated x100, not measured): steps 2-6 and the incremental updates at the
-full corpus' size.
+full corpus' size. `--incremental-runs 10` then runs 10 successive updates (a new ticker, the
+same ticker changed, ...) and reports after each the store file's size against its live bytes
+(automatic compaction on) and the update's time.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -36,6 +39,7 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,14 +89,21 @@ def _one_ticker_zip(folder: Path, name: str, cik: int, seed: int) -> Path:
     """A one-member archive of a new ~10k-fact company (the incremental step's input)."""
     import zipfile
 
-    from whole_sec_corpus import company_document, load_vocabulary
+    from whole_sec_corpus import company_document
 
-    vocab = load_vocabulary(TAXONOMY if TAXONOMY.exists() else None)
+    vocab = _vocabulary()
     text = company_document(cik, NEW_TICKER_ENTRIES, vocab, np.random.default_rng(seed))
     path = folder / name
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr(f"CIK{cik:010d}.json", text)
     return path
+
+
+@functools.cache
+def _vocabulary() -> Any:
+    from whole_sec_corpus import load_vocabulary
+
+    return load_vocabulary(TAXONOMY if TAXONOMY.exists() else None)
 
 
 def replicate_companies(db_path: Path, copies: int) -> float:
@@ -137,7 +148,7 @@ def recreate_fact_block_triggers(db_path: Path) -> None:
     DbUsGaap(f"sqlite:///{db_path}").close()  # creates the fact_block triggers again
 
 
-def run_child(archive: str, work: str, copies: int = 1) -> dict:
+def run_child(archive: str, work: str, copies: int = 1, runs: int = 0) -> dict:
     """The measured run (in a fresh process)."""
     from narrative_pipeline.db import DbUsGaap
     from narrative_pipeline.db.taxonomy import load_taxonomy
@@ -183,6 +194,8 @@ def run_child(archive: str, work: str, copies: int = 1) -> dict:
         }
     )
     out["incremental"] = _incremental(store, db, data_store, work_dir, options)
+    if runs:
+        out["incremental_runs"] = _incremental_runs(store, db, data_store, work_dir, options, runs)
     out["store_bytes_after_incremental"] = data_store.file_size()
     out["peak_rss_mib_after_incremental"] = round(_self_peak_mib())
     data_store.close()
@@ -216,6 +229,42 @@ def _incremental(store, db, data_store, work_dir: Path, options: dict) -> dict:
     return results
 
 
+def _incremental_runs(
+    store, db, data_store, work_dir: Path, options: dict, runs: int
+) -> list[dict]:
+    """`runs` successive updates (a new ~10k-fact ticker, then that ticker changed, and so
+    on), each through triplets with the store's automatic compaction on: after each, the
+    file's size against its live bytes (issue 13: <= 1.5x after 10 runs) and the times."""
+    out = []
+    for run in range(runs):
+        cik = 9_998_000 + run // 2
+        label = "add" if run % 2 == 0 else "change"
+        path = _one_ticker_zip(work_dir, f"run_{run}.zip", cik, seed=100 + run)
+        started = time.perf_counter()
+        store.ingest_companyfacts(path, db, downstream=False)
+        loaded = time.perf_counter() - started
+        before = data_store.file_size()
+        started = time.perf_counter()
+        report = store.update_from_db(db, **options)
+        seconds = time.perf_counter() - started
+        size, live = data_store.file_size(), data_store.live_bytes
+        out.append(
+            {
+                "run": run + 1,
+                "action": label,
+                "raw_records_seconds": round(loaded, 2),
+                "rematerialise_seconds": round(seconds, 2),
+                "mode": report.messages[-1] if report.messages else "",
+                "file_bytes": size,
+                "live_bytes": live,
+                "file_over_live": round(size / live, 3),
+                "compacted": size < before,
+            }
+        )
+        print(json.dumps(out[-1]), file=sys.stderr, flush=True)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, action="append", required=True)
@@ -227,10 +276,17 @@ def main() -> int:
         help="copy the loaded companies N times in SQL before steps 2-6 (a larger corpus "
         "without the JSON reader's hours; raw_records is then extrapolated, not measured)",
     )
+    parser.add_argument(
+        "--incremental-runs",
+        type=int,
+        default=0,
+        help="after the add/change/remove updates, N successive updates (add a ticker, "
+        "change it, ...) reporting the store file's size against its live bytes after each",
+    )
     parser.add_argument("--child", nargs=2, metavar=("ARCHIVE", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_child(*args.child, copies=args.replicate)))
+        print(json.dumps(run_child(*args.child, copies=args.replicate, runs=args.incremental_runs)))
         return 0
     for scale in args.scale:
         archive, meta = ensure_archive(args.data_dir, scale)
@@ -243,6 +299,8 @@ def main() -> int:
                     str(scale),
                     "--replicate",
                     str(args.replicate),
+                    "--incremental-runs",
+                    str(args.incremental_runs),
                     "--child",
                     str(archive),
                     work,

@@ -3,7 +3,8 @@ of the tickers in a batch, in one transaction, and records their source files wi
 
 Owns: checks that refuse a ticker before any write (facts without a filing, non-finite
 values, repeated (accn, concept, unit), unnamed concepts or units, bad names), the retry of a
-failed batch ticker by ticker, deleting tickers, the concept_unit id cache, and the bulk
+failed batch ticker by ticker, deleting tickers, the concept_unit id cache, each written
+ticker's content stamp (`ticker_version`, read by db/ticker_state.py), and the bulk
 inserts (multi-row INSERTs on SQLite with their fact_block, LOAD DATA LOCAL INFILE on
 MySQL/MariaDB when the server allows it). Which sources hold which filings, and the rules
 against silent shrinks, are db/sources.py's.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from xxhash import xxh3_64
 
 from narrative_pipeline.db import fact_reader, source_files, sources
 from narrative_pipeline.db.engine import Backend, chunks
@@ -181,15 +184,18 @@ class FactWriter:
             if refused:
                 raise _Refused(refused)
             whole = [t for t, plan in enumerate(plans) if plan.whole]
+            stamps: dict[str, int] = {}  # content stamps of the tickers written whole
             if len(whole) == len(plans):
-                self._write_whole(cur, columns, column_pairs, keys)
+                self._write_whole(cur, columns, column_pairs, keys, stamps)
             else:
                 if whole:
-                    self._write_whole(cur, columns.select(whole), None, [keys[t] for t in whole])
+                    batch = columns.select(whole)
+                    self._write_whole(cur, batch, None, [keys[t] for t in whole], stamps)
                 for t, plan in enumerate(plans):
                     if not plan.whole:
                         note = self._write_shared(cur, columns.select([t]), keys[t], plan)
                         new_notes += [note] if note else []
+            stamp_tickers(cur, self._db.ph, columns.tickers, stamps)
             for state in files:
                 if state is not None:
                     source_files.record(cur, self._db.ph, state)
@@ -217,9 +223,15 @@ class FactWriter:
         )
 
     def _write_whole(
-        self, cur: Any, columns: FactBatch, column_pairs: ColumnPairs | None, keys: list[str]
+        self,
+        cur: Any,
+        columns: FactBatch,
+        column_pairs: ColumnPairs | None,
+        keys: list[str],
+        stamps: dict[str, int],
     ) -> None:
-        """Delete the tickers, insert their filings, facts and filing sources."""
+        """Delete the tickers, insert their filings, facts and filing sources; `stamps`
+        receives each ticker's content stamp (`content_stamps`)."""
         p = self._db.ph
         pair_index, pairs = column_pairs or _column_pairs(columns)
         filing_rows = [
@@ -242,6 +254,9 @@ class FactWriter:
             if np.any(np.diff(key[order]) == 0):
                 raise _RepeatedFacts
             self._insert_facts(cur, fid[order], cid[order], columns.values[order])
+            stamps.update(content_stamps(columns, order, cid))
+        else:
+            stamps.update(content_stamps(columns, np.zeros(0, np.int64), np.zeros(0, np.int64)))
         sources.record_whole(cur, p, columns.tickers, keys, columns.filings)
 
     def _filing_ids(self, cur: Any, tickers: Sequence[str]) -> dict[tuple[str, str], int]:
@@ -270,6 +285,7 @@ class FactWriter:
         for chunk in chunks(list(tickers)):
             marks = ",".join([p] * len(chunk))
             cur.execute(f"DELETE FROM filing_source WHERE ticker IN ({marks})", tuple(chunk))
+            cur.execute(f"DELETE FROM ticker_version WHERE ticker IN ({marks})", tuple(chunk))
         tables = ("fact", "fact_block") if self._db.is_sqlite else ("fact",)
         for chunk in chunks(ids):
             for table in tables:
@@ -333,6 +349,44 @@ class FactWriter:
         return np.array([self._pair_ids[pair] for pair in pairs], dtype=np.int64)
 
 
+def content_stamps(columns: FactBatch, order: np.ndarray, pair_ids: np.ndarray) -> dict[str, int]:
+    """Per ticker, a 62-bit hash of what it stores: its filing rows, then its facts as
+    (position of the filing in its list, concept_unit id, value) in `order` (the write's
+    primary-key order, which follows each ticker's filing list). The same content gives the
+    same stamp whatever filing ids the database hands out."""
+    tickers = columns.ticker_index[order]
+    by_ticker = order[np.argsort(tickers, kind="stable")]
+    bounds = np.searchsorted(columns.ticker_index[by_ticker], np.arange(len(columns.tickers) + 1))
+    filing_index = columns.filing_index[by_ticker].astype("<i8")
+    pairs = pair_ids[by_ticker].astype("<i8")
+    values = columns.values[by_ticker].astype("<f8")
+    out = {}
+    for t, ticker in enumerate(columns.tickers):
+        lo, hi = int(bounds[t]), int(bounds[t + 1])
+        digest = xxh3_64(repr(columns.filings[t]).encode())
+        for part in (filing_index[lo:hi], pairs[lo:hi], values[lo:hi]):
+            digest.update(part.tobytes())
+        out[ticker] = digest.intdigest() >> 2
+    return out
+
+
+def stamp_tickers(
+    cur: Any, ph: str, tickers: Sequence[str], stamps: Mapping[str, int] | None = None
+) -> None:
+    """Each written ticker's `ticker_version` stamp (models.py says why): its content stamp
+    when known, else a random one (a merged write: always seen as a change)."""
+    stamps = stamps or {}
+    for chunk in chunks(list(tickers)):
+        cur.execute(
+            f"DELETE FROM ticker_version WHERE ticker IN ({','.join([ph] * len(chunk))})",
+            tuple(chunk),
+        )
+    cur.executemany(
+        f"INSERT INTO ticker_version (ticker, stamp) VALUES ({ph},{ph})",
+        [(ticker, stamps.get(ticker, secrets.randbits(62))) for ticker in tickers],
+    )
+
+
 def _load_data_local(cur: Any, fid: np.ndarray, cid: np.ndarray, values: np.ndarray) -> None:
     """MySQL/MariaDB bulk path: the rows as a CSV temp file (written by Arrow, shortest
     round-trip float text) loaded with LOAD DATA LOCAL INFILE."""
@@ -365,7 +419,8 @@ def _column_pairs(columns: FactBatch) -> ColumnPairs:
         inverse = (np.cumsum(used) - 1)[combined]
     else:
         uniq, inverse = np.unique(combined, return_inverse=True)
-    pairs = [(str(concepts[k // n_u]), str(units[k % n_u])) for k in uniq.tolist()]
+    concept_names, unit_names = concepts.tolist(), units.tolist()  # not Index[k] per pair
+    pairs = [(str(concept_names[k // n_u]), str(unit_names[k % n_u])) for k in uniq.tolist()]
     return inverse.reshape(-1), pairs
 
 

@@ -127,6 +127,16 @@ filing_source = Table(
     PrimaryKeyConstraint("ticker", "accn", "source", name="pk_filing_source"),
 )
 
+# A random stamp per ticker, new at each write of its facts (db/fact_writer.py): part of the
+# ticker's fingerprint (db/ticker_state.py), so a rewrite that gets the same filing ids back
+# (SQLite reuses the highest ids) with the same fact counts is still seen as a change.
+ticker_version = Table(
+    "ticker_version",
+    metadata,
+    Column("ticker", key_string(64), primary_key=True),
+    Column("stamp", BigInteger, nullable=False),
+)
+
 concept_unit = Table(
     "concept_unit",
     metadata,

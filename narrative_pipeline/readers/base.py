@@ -446,4 +446,5 @@ def _factorize(series: pd.Series) -> tuple[np.ndarray, list[str]]:
         codes = series.cat.codes.to_numpy().astype(np.int64)
         return codes, [str(c) for c in series.cat.categories]
     codes, uniques = pd.factorize(series)
-    return codes.astype(np.int64), [str(u) for u in uniques]
+    names = np.asarray(uniques, dtype=object).tolist()  # not Arrow's per-element iteration
+    return codes.astype(np.int64), [u if type(u) is str else str(u) for u in names]

@@ -135,11 +135,33 @@ def _factorize_two(first: pd.Series, second: pd.Series) -> tuple[np.ndarray, tup
     )
 
 
-def cell_keys_from_codes(codes: FactCodes) -> np.ndarray:
+class PairHashes:
+    """The pair table's hashes, kept while successive FactCodes carry the same pair table
+    (every group of one `iter_fact_codes` does): one hash per pair per build, not per group."""
+
+    def __init__(self) -> None:
+        self.concept: pa.Array | None = None
+        self.unit: pa.Array | None = None
+        self.hashes = np.zeros(0, dtype=np.uint64)
+
+    def of(self, codes: FactCodes) -> np.ndarray:
+        same = (
+            self.concept is not None
+            and self.unit is not None
+            and self.concept.equals(codes.pair_concept)
+            and self.unit.equals(codes.pair_unit)
+        )
+        if not same:
+            self.concept, self.unit = codes.pair_concept, codes.pair_unit
+            self.hashes = _hash_texts(codes.pair_concept.to_pylist(), codes.pair_unit.to_pylist())
+        return self.hashes
+
+
+def cell_keys_from_codes(codes: FactCodes, pair_hashes: PairHashes | None = None) -> np.ndarray:
     """`cell_keys` of DbUsGaap.fact_codes rows: one hash per filing and per pair of its
-    (small) tables, combined per fact by position."""
+    (small) tables, combined per fact by position (`pair_hashes`: reused across groups)."""
     filing_hash = _hash_texts(codes.filing_ticker.to_pylist(), codes.filing_accn.to_pylist())
-    pair_hash = _hash_texts(codes.pair_concept.to_pylist(), codes.pair_unit.to_pylist())
+    pair_hash = (pair_hashes or PairHashes()).of(codes)
     return combine_cell_keys(filing_hash[codes.filing_pos], pair_hash[codes.pair_pos])
 
 

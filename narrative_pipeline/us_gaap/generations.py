@@ -202,6 +202,7 @@ class StoreState:
                 for c in layout.STORED_COLUMNS
             )
             keys.update(layout.pair_index_key(generation, p) for p in range(upper))
+            keys.update(layout.pair_index_delta_key(generation, p) for p in range(upper))
             keys.update(layout.scaler_key(generation, p) for p in range(upper))
             return keys
         table = self.chunk_table(record)
@@ -211,9 +212,18 @@ class StoreState:
             for c in layout.STORED_COLUMNS
         )
         gens = self.pair_index_generations(record).tolist()
-        keys.update(layout.pair_index_key(g, p) for p, g in enumerate(gens))
+        bases = self.pair_index_bases(record).tolist()
+        keys.update(layout.pair_index_key(b, p) for p, b in enumerate(bases))
+        keys.update(
+            layout.pair_index_delta_key(g, p)
+            for p, (g, b) in enumerate(zip(gens, bases, strict=True))
+            if g != b
+        )
         if (record.get("scalers") or {}).get("kind") == "quantile":
             keys.update(layout.scaler_key(g, p) for p, g in enumerate(gens))
+        if record.get("pca"):  # shared with earlier generations after a projection
+            keys.add(layout.pca_model_key(layout.pca_model_generation(record)))
+            keys.update(layout.pca_reduced_key(g) for g, _ in layout.reduced_parts(record))
         return keys
 
     def _delete_keys(self, keys: list[bytes]) -> None:
@@ -302,13 +312,48 @@ class StoreState:
             record, layout.pair_index_generations_key, "pair-index table", layout.decode_array
         )
 
+    def pair_index_bases(self, record: dict) -> np.ndarray:
+        """Per pair, the generation of its full index (= its pair-index table entry unless
+        that generation wrote a delta; a record without the table has no deltas)."""
+
+        def load() -> np.ndarray:
+            payload = self.data_store.read(layout.pair_index_bases_key(record["generation"]))
+            if payload is None:
+                return self.pair_index_generations(record)
+            return layout.decode_array(payload)
+
+        return self._memoised("pair-index bases", record, load)
+
     def pair_index(self, record: dict, pair_id: int) -> tuple[np.ndarray, np.ndarray]:
         """(sorted values, locators) of one pair."""
-        generation = int(self.pair_index_generations(record)[pair_id])
-        payload = self.data_store.read(layout.pair_index_key(generation, pair_id))
-        if payload is None:
-            raise LookupError(f"value index of pair {pair_id} (generation {generation}) is missing")
-        return layout.decode_pair_index(payload)
+        return self.pair_indexes(record, [pair_id])[0]
+
+    def pair_indexes(
+        self, record: dict, pair_ids: list[int]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(sorted values, locators) of each pair: its full index, merged with its delta
+        when it has one (layout.merge_pair_index)."""
+        gens = self.pair_index_generations(record)
+        bases = self.pair_index_bases(record)
+        full = self.batch_read([layout.pair_index_key(int(bases[p]), p) for p in pair_ids])
+        with_delta = [p for p in pair_ids if gens[p] != bases[p]]
+        deltas = dict(
+            zip(
+                with_delta,
+                self.batch_read([layout.pair_index_delta_key(int(gens[p]), p) for p in with_delta]),
+                strict=True,
+            )
+        )
+        out = []
+        for p, payload in zip(pair_ids, full, strict=True):
+            delta = deltas.get(p)
+            if payload is None or (p in deltas and delta is None):
+                raise LookupError(f"value index of pair {p} (generation {gens[p]}) is missing")
+            index = layout.decode_pair_index(payload)
+            if delta is not None:
+                index = layout.merge_pair_index(index, layout.decode_pair_index_delta(delta))
+            out.append(index)
+        return out
 
     @staticmethod
     def _scalers_fingerprint(record: dict) -> str:
@@ -357,13 +402,18 @@ class StoreState:
         return scaled
 
     def reduced(self, record: dict) -> np.ndarray:
-        return self._decoded(
-            record,
-            layout.pca_reduced_key,
-            "PCA-reduced embeddings",
-            layout.decode_matrix,
-            record["pca"]["fingerprint"],
-        )
+        """The PCA-reduced embedding of every pair: the record's parts stacked in order."""
+
+        def load() -> np.ndarray:
+            parts = [
+                layout.decode_matrix(
+                    self._required(layout.pca_reduced_key(g), "PCA-reduced embeddings", record)
+                )
+                for g, _ in layout.reduced_parts(record)
+            ]
+            return parts[0] if len(parts) == 1 else np.vstack(parts)
+
+        return self._memoised("reduced", record, load, record["pca"]["fingerprint"])
 
     def batch_read(self, keys: list[bytes]) -> list[bytes | None]:
         out: list[bytes | None] = []
@@ -378,11 +428,21 @@ class StoreState:
         tickers: dict,
         pair_table: dict,
         index_generations: np.ndarray,
+        index_bases: np.ndarray | None = None,
     ) -> None:
-        """The record's own tables, in one batch."""
+        """The record's own tables, in one batch (`index_bases`: see `pair_index_bases`)."""
         generation = record["generation"]
+        bases = []
+        if index_bases is not None and not np.array_equal(index_bases, index_generations):
+            bases = [
+                (
+                    layout.pair_index_bases_key(generation),
+                    layout.encode_array(np.asarray(index_bases, dtype="<u4")),
+                )
+            ]
         self.data_store.batch_write(
-            [
+            bases
+            + [
                 (layout.chunk_table_key(generation), table.encode()),
                 (layout.tickers_key(generation), layout.encode_json(tickers)),
                 (layout.pairs_key(generation), layout.encode_json(pair_table)),
@@ -414,6 +474,7 @@ def _record_keys(generation: int) -> list[bytes]:
         layout.chunk_table_key(generation),
         layout.tickers_key(generation),
         layout.pair_index_generations_key(generation),
+        layout.pair_index_bases_key(generation),
     ]
 
 

@@ -7,10 +7,11 @@ An update costs work in proportion to the changed tickers and the pairs they tou
   them (those chunks, found from the chunk table's ticker ranges, are rewritten without them;
   every other chunk is kept as it is, shared with the previous generation); the changed and
   new tickers' facts are read from the database and appended as new chunks;
-- pairs keep their ids (new pairs are numbered after the existing ones); the value index of
-  each pair that lost, gained or moved cells is rewritten; scalers are refitted only for the
-  pairs whose values changed (scaled values are computed on read, so no cell is rewritten),
-  or, with `freeze_scalers`, only the new pairs (frozen_scalers.py; no full build for size);
+- pairs keep their ids (new pairs are numbered after the existing ones); each pair that lost,
+  gained or moved cells gets a delta against its full index (index_deltas.py), or a new full
+  index once the delta is large; scalers are refitted only for the pairs whose values changed
+  (scaled values are computed on read, so no cell is rewritten), or, with `freeze_scalers`,
+  only the new pairs (frozen_scalers.py; no full build for size);
 - embeddings: only texts not in the cache are embedded; PCA: new pairs are projected with the
   live model, refitted only when `pca_refit=True` or when the variance it keeps over the live
   pairs falls below `pca_floor` (default: the configured variance), so the model's input
@@ -34,13 +35,13 @@ from narrative_pipeline.db.protocol import FactSource
 from narrative_pipeline.us_gaap import build, frozen_scalers, layout, model_steps, pairs_step
 from narrative_pipeline.us_gaap.chunk_table import ChunkTable
 from narrative_pipeline.us_gaap.generations import StoreState
+from narrative_pipeline.us_gaap.index_deltas import IndexDeltas
 from narrative_pipeline.us_gaap.reports import IngestReport, PairsReport, PcaReport, ScalerReport
 
 if TYPE_CHECKING:
     from narrative_pipeline.db.protocol import RawQueries
 
 FULL_BUILD_SHARE = 0.25
-INDEX_PAIRS_PER_READ = 256
 
 _REPORT_FIELDS = {
     "pairs": "pairs_report",
@@ -379,10 +380,9 @@ def project_pca(
         floor = target if target is not None else 0.0
     if kept < floor:
         return model_steps.fit_pca(state, variance, n_components, plot_dir, make_plots)
-    old = state.reduced(live)
-    new = raw[len(old) :]
-    reduced = np.vstack([old, pca_fns.reduce(model, new)]) if len(new) else np.array(old)
-    model_steps.save_pca(state, record, model, reduced, target)
+    new = raw[live["n_pairs"] :]
+    new_rows = pca_fns.reduce(model, new) if len(new) else np.zeros((0, model.n_components_))
+    model_steps.save_projected_pca(state, record, live, new_rows, target)
     return PcaReport(
         n_pairs=len(raw),
         input_dim=raw.shape[1],
@@ -424,14 +424,13 @@ class TickerUpdate:
         for pid, _, _ in new_cells:
             counts += np.bincount(pid, minlength=len(counts))
             self.value_changed.update(np.unique(pid).tolist())
-        gens = np.concatenate(
-            [
-                state.pair_index_generations(live),
-                np.full(len(pairs.pairs) - live["n_pairs"], self.generation, np.uint32),
-            ]
-        ).astype(np.uint32)
+        new_pairs = np.full(len(pairs.pairs) - live["n_pairs"], self.generation, np.uint32)
+        gens = np.concatenate([state.pair_index_generations(live), new_pairs]).astype(np.uint32)
+        bases = np.concatenate([state.pair_index_bases(live), new_pairs]).astype(np.uint32)
         touched = sorted(self.value_changed | moved)
-        self._rewrite_indexes(touched, dropped, moved_cells + new_cells, gens)
+        IndexDeltas(state, live, self.generation).write(
+            touched, dropped, moved_cells + new_cells, gens, bases
+        )
         record = pairs_step.new_record(
             self.generation, new_table, len(pairs.pairs), len(tickers.tickers)
         )
@@ -442,6 +441,7 @@ class TickerUpdate:
             {"tickers": tickers.tickers, "fingerprints": fingerprints},
             pairs_step.pair_table(pairs.pairs, counts),
             gens,
+            bases,
         )
         record["update"] = {
             "base": live["generation"],
@@ -513,47 +513,6 @@ class TickerUpdate:
         base = np.uint64(self.generation) << np.uint64(layout.LOCATOR_CHUNK_BITS)
         locators = ((base | chunk) << np.uint64(layout.LOCATOR_OFFSET_BITS)) | offsets
         return (columns["pair_id"], columns["unscaled"], locators)
-
-    def _rewrite_indexes(
-        self, touched: list[int], dropped: set[int], added: list, gens: np.ndarray
-    ) -> None:
-        """New value index of each touched pair: its old entries outside the dropped chunks
-        plus its added cells, sorted by value."""
-        parts = [a for a in added if len(a[0])]
-        if parts:
-            pid = np.concatenate([p[0] for p in parts]).astype(np.int64)
-            values = np.concatenate([p[1] for p in parts])
-            locators = np.concatenate([p[2] for p in parts])
-        else:
-            pid = np.zeros(0, np.int64)
-            values, locators = np.zeros(0), np.zeros(0, np.uint64)
-        order = np.argsort(pid, kind="stable")
-        pid, values, locators = pid[order], values[order], locators[order]
-        dropped_refs = np.array(sorted(dropped), dtype=np.uint64)
-        n_live = self.live["n_pairs"]
-        for first in range(0, len(touched), INDEX_PAIRS_PER_READ):
-            group = touched[first : first + INDEX_PAIRS_PER_READ]
-            old_keys = [layout.pair_index_key(int(gens[p]), p) for p in group if p < n_live]
-            old = dict(
-                zip([p for p in group if p < n_live], self.state.batch_read(old_keys), strict=True)
-            )
-            batch = []
-            for p in group:
-                lo, hi = np.searchsorted(pid, [p, p + 1])
-                vals, locs = values[lo:hi], locators[lo:hi]
-                previous = old.get(p)
-                if previous is not None:
-                    old_vals, old_locs = layout.decode_pair_index(previous)
-                    keep = ~np.isin(layout.locator_chunks(old_locs), dropped_refs)
-                    vals = np.concatenate([old_vals[keep], vals])
-                    locs = np.concatenate([old_locs[keep], locs])
-                gens[p] = self.generation
-                if len(vals):
-                    by_value = np.argsort(vals, kind="stable")
-                    payload = layout.encode_pair_index(vals[by_value], locs[by_value])
-                    batch.append((layout.pair_index_key(self.generation, p), payload))
-            if batch:
-                self.state.data_store.batch_write(batch)
 
 
 def kept_variance(model: Any, raw: np.ndarray) -> float:

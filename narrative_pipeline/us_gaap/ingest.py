@@ -31,11 +31,13 @@ from narrative_pipeline.us_gaap.reports import IngestReport, SkippedFile
 if TYPE_CHECKING:  # the readers and the database are imported when a load starts
     from narrative_pipeline.db.database import SourceFileState
     from narrative_pipeline.db.sources import SourceNote
-    from narrative_pipeline.readers.base import FileReport, ReadResult
+    from narrative_pipeline.readers.base import FactColumns, FileReport, ReadResult
     from narrative_pipeline.readers.sec_fetcher_batch import CsvBatch
 
 Progress = Callable[[int, int, str], None]  # (files done, files total, current path)
 CSV_BATCH_FILES = 64  # files read and written together (per-file fixed costs dominate)
+RESULT_BATCH_TICKERS = 64  # zip members written per transaction (one commit each otherwise)
+RESULT_BATCH_FACTS = 400_000  # ... unless they hold more facts than this (bounded memory)
 
 
 def _taxonomy_filter(db: IngestTarget) -> set[str] | None:
@@ -120,42 +122,106 @@ def _store_results(
 ) -> None:
     """Write each result of one file (a lazy iterator for a bulk zip), then record the file.
 
-    A one-ticker file is recorded in the same transaction as its facts; a multi-ticker file
-    (companyfacts zip) after all of them. One bad file never stops the run.
+    A one-ticker file is recorded in the same transaction as its facts. A multi-ticker file
+    (companyfacts zip) is written RESULT_BATCH_TICKERS results per transaction (each ticker
+    refused or retried alone as in `replace_fact_columns`) and recorded after all of them. One
+    bad file never stops the run.
     """
-    from narrative_pipeline.db.database import SourceFileState
-
-    size, mtime, sha = fingerprint
     results = results if isinstance(results, list) else iter(results)
-    single = isinstance(results, list) and len(results) == 1
-    loaded = failed = False
+    if isinstance(results, list) and len(results) == 1:
+        _store_single(report, db, path, fingerprint, results[0], allow_shrink)
+        return
+    batch = _ResultBatch(report, db, allow_shrink)
     try:
         for result in results:
             _merge_result(report, result)
             if result.error:
-                failed = True
+                batch.failed = True
                 report.skipped_files.append(SkippedFile(result.source or str(path), result.error))
                 continue
-            state = SourceFileState(str(path), result.ticker, size, mtime, sha) if single else None
-            notes: list[SourceNote] = []
-            try:
-                written = db.replace_ticker(
-                    result, source_file=state, allow_shrink=allow_shrink, notes=notes
-                )
-            except ValueError as exc:  # refused: the stored data stays
-                failed = True
-                report.skipped_files.append(SkippedFile(result.source or str(path), str(exc)))
-                continue
-            _add_notes(report, notes)
-            report.facts_written += int(written)
-            loaded = True
+            batch.add(result)
+        batch.flush()
     except Exception as exc:  # noqa: BLE001 - keep what was loaded, report the file
-        failed = True
+        batch.failed = True
         report.skipped_files.append(SkippedFile(str(path), f"failed while reading: {exc}"))
-    if loaded:
+    if batch.loaded:
         report.files_loaded += 1
-        if not single and not failed:
-            db.record_source_file(path, size, mtime, sha)
+        if not batch.failed:
+            db.record_source_file(path, *fingerprint)
+
+
+def _store_single(
+    report: IngestReport,
+    db: IngestTarget,
+    path: Path,
+    fingerprint: tuple,
+    result: ReadResult,
+    allow_shrink: bool,
+) -> None:
+    """A one-ticker file: its facts and its source_file row in one transaction."""
+    from narrative_pipeline.db.database import SourceFileState
+
+    _merge_result(report, result)
+    if result.error:
+        report.skipped_files.append(SkippedFile(result.source or str(path), result.error))
+        return
+    notes: list[SourceNote] = []
+    try:
+        state = SourceFileState(str(path), result.ticker, *fingerprint)
+        written = db.replace_ticker(
+            result, source_file=state, allow_shrink=allow_shrink, notes=notes
+        )
+    except ValueError as exc:  # refused: the stored data stays
+        report.skipped_files.append(SkippedFile(result.source or str(path), str(exc)))
+        return
+    except Exception as exc:  # noqa: BLE001 - reported as the file's failure
+        report.skipped_files.append(SkippedFile(str(path), f"failed while reading: {exc}"))
+        return
+    _add_notes(report, notes)
+    report.facts_written += int(written)
+    report.files_loaded += 1
+
+
+class _ResultBatch:
+    """Reader results of one multi-ticker file, written a batch of tickers per transaction
+    (per-transaction costs, the commit above all, outweigh a ~2k-fact company's write)."""
+
+    def __init__(self, report: IngestReport, db: IngestTarget, allow_shrink: bool) -> None:
+        self.report, self.db, self.allow_shrink = report, db, allow_shrink
+        self.parts: list[FactColumns] = []
+        self.facts = 0
+        self.loaded = self.failed = False
+
+    def add(self, result: ReadResult) -> None:
+        if any(part.tickers[0] == result.ticker for part in self.parts):
+            self.flush()  # a ticker twice: the later one replaces the earlier, as one by one
+        part = result.fact_columns()
+        self.parts.append(part)
+        self.facts += len(part.values)
+        if len(self.parts) >= RESULT_BATCH_TICKERS or self.facts >= RESULT_BATCH_FACTS:
+            self.flush()
+
+    def flush(self) -> None:
+        from narrative_pipeline.readers.base import concat_fact_columns
+
+        if not self.parts:
+            return
+        columns = concat_fact_columns(self.parts)
+        self.parts, self.facts = [], 0
+        notes: list[SourceNote] = []
+        outcomes = self.db.replace_fact_columns(
+            columns, None, allow_shrink=self.allow_shrink, notes=notes
+        )
+        _add_notes(self.report, notes)
+        for t, outcome in enumerate(outcomes):
+            if isinstance(outcome, Exception):
+                self.failed = True
+                self.report.skipped_files.append(
+                    SkippedFile(columns.sources[t], _write_failure(outcome))
+                )
+            else:
+                self.report.facts_written += int(outcome)
+                self.loaded = True
 
 
 def load_csv_files(

@@ -9,7 +9,9 @@ key, so it writes beside the live data and switches over only when complete (a c
 leaves the previous triplets readable). The manifest says which generation is live. A live
 generation may reference chunks and per-pair indexes written by earlier generations (an
 incremental update rewrites only what changed): its chunk table lists the (generation, chunk)
-of each chunk in i_cell order, and its pair-index table the generation of each pair's index.
+of each chunk in i_cell order, and its pair-index table the generation of each pair's index
+(an update may write a pair's index as a delta against a full one an earlier generation wrote:
+the pair-index bases table says which, `merge_pair_index` reads the two as one).
 
 Scaled values are not stored: a chunk's scaled column is computed when it is read, with the
 live scalers (`robust_transform` is `RobustScaler.transform`'s arithmetic, so the value is
@@ -57,6 +59,7 @@ EMBEDDING_CACHE = NamespaceHasher(b"embedding-cache")
 PCA_MODEL = NamespaceHasher(b"pca-model")
 PCA_REDUCED = NamespaceHasher(b"pca-reduced-embedding")
 GENERATION_TABLES = NamespaceHasher(b"generation-tables")
+PAIR_VALUE_INDEX_DELTA = NamespaceHasher(b"triplet-reverse-index-delta")
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -96,6 +99,18 @@ def pca_model_key(generation: int) -> bytes:
 
 def pca_reduced_key(generation: int) -> bytes:
     return PCA_REDUCED.namespace(_U32.pack(generation))
+
+
+def pca_model_generation(record: dict) -> int:
+    """The generation whose key holds the record's PCA model (an update that projected with
+    the live model shares it)."""
+    return int(record["pca"].get("model_generation", record["generation"]))
+
+
+def reduced_parts(record: dict) -> list[list]:
+    """[[generation, rows or None], ...]: the keys (`pca_reduced_key`) whose matrices, stacked
+    in order, are the record's PCA-reduced embeddings (one part: the record's own key)."""
+    return record["pca"].get("reduced_parts") or [[record["generation"], None]]
 
 
 def encode_count(n: int) -> bytes:
@@ -148,6 +163,42 @@ def decode_pair_index(payload: bytes) -> tuple[np.ndarray, np.ndarray]:
     return values, locators
 
 
+def pair_index_delta_key(generation: int, pair_id: int) -> bytes:
+    return PAIR_VALUE_INDEX_DELTA.namespace(_U32.pack(generation) + _U32.pack(pair_id))
+
+
+def encode_pair_index_delta(values: np.ndarray, locators: np.ndarray, dropped: np.ndarray) -> bytes:
+    """What an update changed in a pair's index, against its base (a full index written by
+    an earlier generation): the cells added (values sorted ascending, with their locators)
+    and the chunk refs (`chunk_ref`) whose cells left it. u64 n, f64[n], u64[n], u64 m, u64[m]."""
+    return (
+        encode_pair_index(values, locators)
+        + _U64.pack(len(dropped))
+        + np.ascontiguousarray(dropped, dtype="<u8").tobytes()
+    )
+
+
+def decode_pair_index_delta(payload: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    values, locators = decode_pair_index(payload)
+    at = 8 + 16 * len(values)
+    m = _U64.unpack_from(payload, at)[0]
+    return values, locators, np.frombuffer(payload, dtype="<u8", count=m, offset=at + 8)
+
+
+def merge_pair_index(
+    base: tuple[np.ndarray, np.ndarray], delta: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A pair's index from its base and a delta: the base's cells outside the dropped chunks,
+    then the added ones, sorted by value (stable: ties keep that order, as a rewrite would)."""
+    base_values, base_locators = base
+    added_values, added_locators, dropped = delta
+    keep = ~np.isin(locator_chunks(base_locators), dropped)
+    values = np.concatenate([base_values[keep], added_values])
+    locators = np.concatenate([base_locators[keep], added_locators])
+    order = np.argsort(values, kind="stable")
+    return values[order], locators[order]
+
+
 def pair_texts_key(generation: int) -> bytes:
     return CONCEPT_UNIT_PAIRS.namespace(_U32.pack(generation) + b"/texts")
 
@@ -185,6 +236,12 @@ def tickers_key(generation: int) -> bytes:
 
 def pair_index_generations_key(generation: int) -> bytes:
     return GENERATION_TABLES.namespace(_U32.pack(generation) + b"/pair-index-generations")
+
+
+def pair_index_bases_key(generation: int) -> bytes:
+    """Per pair, the generation of its full index; where it differs from the pair's entry in
+    the pair-index table, that generation holds a delta against it (absent: no deltas)."""
+    return GENERATION_TABLES.namespace(_U32.pack(generation) + b"/pair-index-bases")
 
 
 # A cell's place independent of i_cell (which moves when chunks before it change): the

@@ -184,17 +184,8 @@ class ScalerFit:
             self.state.data_store.batch_write(pickles)
 
     def _grouped_values(self, group: np.ndarray, counts: np.ndarray) -> scaler_fns.GroupedValues:
-        gens = self.gens
-        payloads = self.state.batch_read(
-            [layout.pair_index_key(int(gens[p]), p) for p in group.tolist()]
-        )
-        values = []
-        for pair_id, payload in zip(group.tolist(), payloads, strict=True):
-            if payload is None:
-                raise LookupError(
-                    f"value index of pair {pair_id} (generation {gens[pair_id]}) is missing"
-                )
-            values.append(layout.decode_pair_index(payload)[0])
+        indexes = self.state.pair_indexes(self.record, group.tolist())
+        values = [pair_values for pair_values, _ in indexes]
         group_counts = counts[group]
         starts = np.concatenate([[0], np.cumsum(group_counts)[:-1]]).astype(np.int64)
         return scaler_fns.GroupedValues(
@@ -303,8 +294,44 @@ def save_pca(
 def load_pca_model(state: StoreState, record: dict | None) -> Any:
     if not record or not record.get("pca"):
         return None
-    payload = state.data_store.read(layout.pca_model_key(record["generation"]))
+    payload = state.data_store.read(layout.pca_model_key(layout.pca_model_generation(record)))
     return None if payload is None else pickle.loads(payload)
+
+
+REDUCED_PARTS_MAX = 16  # a projection writes the whole matrix again past this many parts
+
+
+def save_projected_pca(
+    state: StoreState, record: dict, live: dict, new_rows: np.ndarray, target: float | None
+) -> None:
+    """After a projection with the live model: the live model and reduced rows are shared
+    (referenced, not written again); only the new pairs' rows are written, as one more part
+    of the matrix. An update then adds bytes in proportion to its new pairs, not n_pairs x k."""
+    parts = layout.reduced_parts(live)
+    if len(new_rows) and len(parts) >= REDUCED_PARTS_MAX:
+        model = load_pca_model(state, live)
+        save_pca(state, record, model, np.vstack([state.reduced(live), new_rows]), target)
+        return
+    if len(new_rows):
+        generation = record["generation"]
+        state.data_store.write(layout.pca_reduced_key(generation), layout.encode_matrix(new_rows))
+        parts = [*parts, [generation, len(new_rows)]]
+    model_generation = layout.pca_model_generation(live)
+    model_bytes = state.data_store.read(layout.pca_model_key(model_generation))
+    if model_bytes is None:
+        raise LookupError(f"PCA model of generation {model_generation} is missing")
+    n_rows = sum(int(n) for _, n in parts) if all(n is not None for _, n in parts) else None
+    if n_rows is None:
+        n_rows = len(state.reduced(live)) + len(new_rows)
+    record["pca"] = {
+        "n_components": live["pca"]["n_components"],
+        "configured_variance": target,
+        "embeddings_fingerprint": record["embeddings"]["fingerprint"],
+        "fingerprint": xxh3_64_hexdigest(bytes(model_bytes) + layout.encode_count(n_rows)),
+        "model_generation": model_generation,
+        "reduced_parts": parts,
+    }
+    state.save()
 
 
 # ---------------------------------------------------------------------- step 6: triplets

@@ -121,12 +121,13 @@ def fact_batches(
     """Stored cell columns per batch of facts in database order (`only`: those tickers),
     from the database's streaming reader (iter_fact_codes: no string object per fact)."""
     groups = db.iter_fact_codes() if only is None else [db.fact_codes(only)]
+    pair_hashes = build.PairHashes()
     for codes in groups:
         if not len(codes):
             continue
         yield {
             "pair_id": pairs.assign_codes(codes),
             "unscaled": np.asarray(codes.values, dtype=np.float64),
-            "cell_key": build.cell_keys_from_codes(codes),
+            "cell_key": build.cell_keys_from_codes(codes, pair_hashes),
             "ticker_id": tickers.assign(codes.filing_ticker.to_pylist(), codes.filing_pos),
         }
