@@ -70,6 +70,42 @@ def test_awkward_pairs_never_leave_a_nonzero_value_unchanged(values: list[float]
             assert scaled != x
 
 
+@pytest.mark.parametrize(
+    ("values", "expected_scale"),
+    [
+        ([2.5e9, 2.5e9, 2.5e9], 2.5e9),  # constant dollar amounts: scale in dollars of the pair
+        ([-4.0e6], 4.0e6),  # single negative value: |center|
+        ([0.25, 0.25], 1.0),  # constant below 1: floor of 1
+        ([0.0, 0.0, 0.0], 1.0),  # constant 0: floor of 1
+    ],
+)
+def test_constant_pair_scale_is_in_its_own_units(
+    values: list[float], expected_scale: float
+) -> None:
+    params = scalers.robust_params(_grouped([values]))
+    assert params.zero_iqr[0] and not params.doubled[0]
+    assert params.center[0] == values[0] and params.scale[0] == expected_scale
+    scaler = scalers.make_robust_scaler(params.center[0], params.scale[0])
+    assert scaler.transform([[values[0]]])[0][0] == 0.0  # the fitted cells are unchanged
+    center = values[0]
+    if abs(center) >= 1:  # a value the fit never saw, far from the constant, stays moderate
+        sign = np.sign(center)
+        assert scaler.transform([[2 * center]])[0][0] == pytest.approx(sign * 1.0)
+        assert scaler.transform([[1000 * center]])[0][0] == pytest.approx(sign * 999.0)
+        assert scaler.transform([[-3 * center]])[0][0] == pytest.approx(sign * -4.0)
+    else:  # below 1 the floor keeps the scale at 1: a new value moves by its own difference
+        assert scaler.transform([[center + 0.5]])[0][0] == pytest.approx(0.5)
+
+
+def test_constant_pair_keeps_new_values_moderate_where_scale_one_did_not() -> None:
+    """The case that broke held-out embeddings: a pair constant at ~1e9 in the fitted
+    tickers, and a new company whose value in it is of the same order."""
+    params = scalers.robust_params(_grouped([[1.2e9, 1.2e9], [3.0, 5.0, 8.0, 13.0]]))
+    column = scalers.robust_transform(np.array([3.4e9, 0.0]), params.center[0], params.scale[0])
+    assert np.all(np.abs(column) < 10)  # scale 1 gave 2.2e9 and -1.2e9
+    assert params.scale[1] == RobustScaler().fit([[3.0], [5.0], [8.0], [13.0]]).scale_[0]
+
+
 def test_doubling_is_reported_for_the_identity_case() -> None:
     params = scalers.robust_params(_grouped([[-0.5, -0.5, 0.0, 0.5, 0.5]]))
     assert params.doubled[0] and params.scale[0] == 2.0

@@ -10,8 +10,13 @@ scaled value equals `scaler.transform([[x]])[0][0]` bit for bit.
 Two rules differ from a plain sklearn fit, on purpose:
 - Zero (or near-zero) interquartile range: sklearn uses scale 1, which leaves a pair whose
   median is 0 unscaled (`x - 0) / 1 == x`). We use the largest absolute deviation from the
-  median instead, and 1 only when every value equals the median (then `x - median` is 0 for
-  every cell, which differs from every non-zero `x`).
+  median instead; when every value equals the median (a constant or single-value pair) there
+  is no spread at all, and the scale is `max(|median|, 1)`: the pair's own units, so a later
+  value twice the constant scales to 1 and one a thousand times it to 999. Scale 1 there would
+  leave a pair of dollar amounts in dollars, and a value the fit never saw (a new company
+  added with frozen scalers, see `us_gaap/frozen_scalers.py`) would reach the model as 1e4 to
+  1e9 and lose its embedding. The fitted cells scale to 0 whatever the scale, so this rule
+  only changes the stored scale of such pairs, never a scaled value the fit saw.
 - Whatever the scale, a value may still map onto itself (`(x - c) / s == x` has a solution).
   For each pair we check every one of its values and double the scale until none does.
   Doubling keeps the arithmetic exact and breaks the equality: if `(x - c) / s == x` then
@@ -89,7 +94,9 @@ class RobustParams:
 
     center: np.ndarray
     scale: np.ndarray
-    zero_iqr: np.ndarray  # bool: scale taken from the largest deviation (or 1), not the IQR
+    zero_iqr: (
+        np.ndarray
+    )  # bool: scale from the largest deviation (or max(|center|, 1)), not the IQR
     doubled: np.ndarray  # bool: scale doubled so that no non-zero value maps onto itself
 
 
@@ -101,7 +108,8 @@ def robust_params(grouped: GroupedValues) -> RobustParams:
     if zero_iqr.any():
         deviation = np.abs(grouped.values - np.repeat(center, grouped.counts))
         max_dev = np.maximum.reduceat(deviation, grouped.starts)
-        scale = np.where(zero_iqr, np.where(max_dev >= _TINY_SCALE, max_dev, 1.0), scale)
+        own_units = np.maximum(np.abs(center), 1.0)  # constant pair: see the module docstring
+        scale = np.where(zero_iqr, np.where(max_dev >= _TINY_SCALE, max_dev, own_units), scale)
     final = make_scaled_differ(grouped, center, scale)
     return RobustParams(center, final, zero_iqr, final != scale)
 
