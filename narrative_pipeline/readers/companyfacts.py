@@ -56,7 +56,7 @@ from narrative_pipeline.readers.base import (
     fy_column,
     ticker_from_name,
 )
-from narrative_pipeline.readers.companyfacts_fast import UnitList, fast_frames
+from narrative_pipeline.readers.companyfacts_fast import ColumnsResult, UnitList, fast_frames
 from narrative_pipeline.readers.limits import (
     InputTooLarge,
     max_document_bytes,
@@ -166,7 +166,7 @@ def read_companyfacts_document(
             result = _read_parsed(parse_json(data), source, ticker, taxonomy)
     except (ValueError, EOFError, OSError) as exc:
         return failed(source, ticker, f"not valid JSON: {exc}")
-    if not len(result.facts):
+    if not result.fact_count:
         if result.error:
             return result
         out = failed(
@@ -193,7 +193,7 @@ def _read_scanned(
     scanned = native.scan(data)
     if scanned is None:
         return None
-    result = ReadResult(source=source, ticker=ticker)
+    result = ColumnsResult(source=source, ticker=ticker)
     lists = _unit_lists(scanned.facts, taxonomy, result)
     return result if native.native_frames(scanned, lists, taxonomy, result) else None
 
@@ -202,7 +202,7 @@ def _read_parsed(doc: Any, source: str, ticker: str, taxonomy: set[str] | None) 
     """The parsed document read by the fast path, or by the reference path when it must."""
     if not isinstance(doc, dict) or not isinstance(doc.get("facts"), dict):
         return failed(source, ticker, "no 'facts' object: not a companyfacts document")
-    result = ReadResult(source=source, ticker=ticker)
+    result = ColumnsResult(source=source, ticker=ticker)
     lists = _unit_lists(doc["facts"], taxonomy, result)
     if not fast_frames(lists, result):
         _reference_frames(lists, result)

@@ -9,7 +9,9 @@ per (accn, concept, unit) is one stable sort over integers, and each filing's fi
 fp, filed: only the first fact of each accn is looked at) are read from its dict.
 
 The columns reach `fill` as FactColumns, from the parsed dicts here or from the native
-scanner (companyfacts_native.py): one implementation of the dedup, filings and counts.
+scanner (companyfacts_native.py): one implementation of the dedup, filings and counts. `fill`
+gives the database writer's batch (base.FactColumns) directly: a ColumnsResult holds it and
+builds the facts/filings frames only when something reads them (a bulk ingest does not).
 
 Identical results to the reference path (companyfacts.py `_reference_frames`) or no result:
 `fast_frames` returns False, and the caller uses the reference, whenever a document holds
@@ -29,6 +31,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from narrative_pipeline.core.columns import filing_fields
+from narrative_pipeline.readers.base import FactColumns as Batch
 from narrative_pipeline.readers.base import ReadResult, fy_column
 
 FACT_TYPE = pa.struct(
@@ -174,7 +178,8 @@ def _text_codes(column: pa.Array) -> TextCodes:
 
 def fill(result: ReadResult, columns: FactColumns) -> None:
     """Skipped counts, one fact per (accn, concept, unit) (latest end, then start, then the
-    last listed), and the filings, as the reference computes them."""
+    last listed), and the filings, as the reference computes them: into `result` as the
+    writer's batch (a ColumnsResult builds its frames only when asked), else as frames."""
     bad_value = ~np.isfinite(columns.values)
     no_accn = columns.accn.codes < 0
     labels = columns.labels
@@ -189,18 +194,121 @@ def fill(result: ReadResult, columns: FactColumns) -> None:
     last = np.ones(len(order), dtype=bool)
     last[:-1] = (g_accn[1:] != g_accn[:-1]) | (g_c[1:] != g_c[:-1]) | (g_u[1:] != g_u[:-1])
     rows = kept[order[last]]
-    filings = _filings(columns, accn_codes, kept)  # first: it may raise NotFastPathable
-    result.facts = pd.DataFrame(
+    accn_ranks, filings = _filings(columns, accn_codes, kept)  # first: it may raise
+    concept_code, concepts = _first_seen(labels.concept_codes[rows], labels.concepts)
+    unit_code, units = _first_seen(labels.unit_codes[rows], labels.units)
+    batch = Batch(
+        [result.source],
+        [result.ticker],
+        [filings],
+        np.zeros(len(rows), dtype=np.int64),
+        np.searchsorted(accn_ranks, g_accn[last]).astype(np.int64),
+        concepts,
+        concept_code,
+        units,
+        unit_code,
+        columns.values[rows],
+    )
+    result.duplicate_facts = int(len(order) - len(rows))
+    if isinstance(result, ColumnsResult):
+        result.attach(batch)
+    else:
+        result.facts, result.filings = batch_frames(batch)
+
+
+def _first_seen(codes: np.ndarray, names: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Codes renumbered by first appearance and their names: what `pd.factorize` of the
+    names gives (base.fact_columns_from_result on the frame), as names and codes are 1:1."""
+    new_codes, uniques = pd.factorize(codes)
+    return new_codes.astype(np.int64), [str(n) for n in names[uniques].tolist()]
+
+
+def batch_frames(batch: Batch) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One ticker's batch as the reader's (facts, filings) frames (text columns, fy Int64)."""
+    rows = batch.filings[0]
+    accns = [r[0] for r in rows]
+    facts = pd.DataFrame(
         {
-            "accn": _texts(columns.accn.texts, columns.accn.codes[rows]),
-            "concept": _texts(labels.concepts, labels.concept_codes[rows]),
-            "unit": _texts(labels.units, labels.unit_codes[rows]),
-            "value": columns.values[rows],
+            "accn": _texts(accns, batch.filing_index),
+            "concept": _texts(batch.concepts, batch.concept_code),
+            "unit": _texts(batch.units, batch.unit_code),
+            "value": batch.values,
         },
         copy=False,
     )
-    result.duplicate_facts = int(len(order) - len(rows))
-    result.filings = filings
+    filings = pd.DataFrame(
+        {
+            "accn": _texts(accns, np.arange(len(accns))),
+            "form": _as_text([r[1] for r in rows]).to_pandas(),
+            "fy": pd.Series(pd.array([r[2] for r in rows], dtype="Int64")),
+            "fp": _as_text([r[3] for r in rows]).to_pandas(),
+            "filed": _as_text([r[4] for r in rows]).to_pandas(),
+        },
+        copy=False,
+    )
+    return facts, filings
+
+
+class ColumnsResult(ReadResult):
+    """A ReadResult that holds the writer's batch (base.FactColumns) and builds its facts and
+    filings frames only when they are read. Why: per document, the frames cost about as much
+    as the native scan, and a bulk ingest never reads them (the writer takes `fact_columns()`,
+    which no longer factorizes the frames' strings back into codes). Pickles without frames.
+    Assigning a frame after `attach` makes that frame authoritative (and the batch unused)."""
+
+    batch: Batch | None = None
+
+    def attach(self, batch: Batch) -> None:
+        """Hold `batch`; the frames are derived from it from now on."""
+        state = self.__dict__
+        state["batch"], state["_changed"] = batch, False
+        state.pop("_facts", None)
+        state.pop("_filings", None)
+
+    def _frame(self, name: str) -> pd.DataFrame:
+        state = self.__dict__
+        if name not in state:
+            assert self.batch is not None  # set by attach, the only way a frame goes missing
+            facts, filings = batch_frames(self.batch)
+            state.setdefault("_facts", facts)
+            state.setdefault("_filings", filings)
+        return state[name]
+
+    def _set(self, name: str, frame: pd.DataFrame) -> None:
+        self.__dict__[name] = frame
+        self.__dict__["_changed"] = True
+
+    @property  # type: ignore[override]
+    def facts(self) -> pd.DataFrame:
+        return self._frame("_facts")
+
+    @facts.setter
+    def facts(self, frame: pd.DataFrame) -> None:
+        self._set("_facts", frame)
+
+    @property  # type: ignore[override]
+    def filings(self) -> pd.DataFrame:
+        return self._frame("_filings")
+
+    @filings.setter
+    def filings(self, frame: pd.DataFrame) -> None:
+        self._set("_filings", frame)
+
+    def _current_batch(self) -> Batch | None:
+        """The batch, unless a frame was assigned since `attach` (then the frames rule)."""
+        return None if self.__dict__.get("_changed", True) else self.batch
+
+    @property
+    def fact_count(self) -> int:
+        batch = self._current_batch()
+        return len(batch.values) if batch is not None else len(self.facts)
+
+    def fact_columns(self) -> Batch:
+        """The batch as read (no frame built, nothing factorized), else from the frames."""
+        batch = self._current_batch()
+        if batch is not None:
+            return batch
+        return super().fact_columns()
 
 
 def _sort_order(keys: list[np.ndarray]) -> np.ndarray:
@@ -251,30 +359,26 @@ def _as_text(values: list) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
-def _fiscal_years(values: list) -> pd.Series:
+def _fiscal_years(values: list) -> list[int | None]:
     """`fy` as the reference reads it (text, then an integer of at most 9 digits, else null):
     plain ints directly, anything else through the reference's `fy_column`."""
     if all(type(v) is int or v is None for v in values):
-        years = [
-            v if v is not None and -1_000_000_000 < v < 1_000_000_000 else None for v in values
-        ]
-        return pd.Series(pd.array(years, dtype="Int64"))
-    return pd.Series(fy_column(_as_text(values)).to_pandas()).astype("Int64")
+        return [v if v is not None and -1_000_000_000 < v < 1_000_000_000 else None for v in values]
+    return fy_column(_as_text(values)).to_pylist()
 
 
-def _filings(columns: FactColumns, accn_codes: np.ndarray, kept: np.ndarray) -> pd.DataFrame:
-    """One row per accn (its first kept fact's form, fy, fp, filed), sorted by accn."""
-    _, first = np.unique(accn_codes, return_index=True)  # unique codes ascend: accn order
+def _filings(
+    columns: FactColumns, accn_codes: np.ndarray, kept: np.ndarray
+) -> tuple[np.ndarray, list[tuple]]:
+    """The accn ranks in order and one FILING_COLUMNS row per accn (its first kept fact's
+    form, fy, fp, filed; the rest None), sorted by accn."""
+    ranks, first = np.unique(accn_codes, return_index=True)  # unique codes ascend: accn order
     rows = kept[first]
     facts = columns.fact_objects(rows)
-    fields = {name: _as_text([f.get(name) for f in facts]).to_pandas() for name in FILING_FIELDS}
-    return pd.DataFrame(
-        {
-            "accn": _texts(columns.accn.texts, columns.accn.codes[rows]),
-            "form": fields["form"],
-            "fy": _fiscal_years([f.get("fy") for f in facts]),
-            "fp": fields["fp"],
-            "filed": fields["filed"],
-        },
-        copy=False,
-    )
+    accns = [str(a) for a in _texts(columns.accn.texts, columns.accn.codes[rows]).tolist()]
+    fields = {name: _as_text([f.get(name) for f in facts]).to_pylist() for name in FILING_FIELDS}
+    years = _fiscal_years([f.get("fy") for f in facts])
+    rest = zip(fields["form"], years, fields["fp"], fields["filed"], strict=True)
+    return ranks, [
+        (accn, *filing_fields([*r, None, None, None])) for accn, r in zip(accns, rest, strict=True)
+    ]
