@@ -38,6 +38,9 @@ sys.path.insert(0, sys.argv[1])
 def cpu():  # this process and its reaped children (the zip member helper process)
     own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+def cpu_own():  # this process alone (the rest of cpu(): the helper process)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
 out = []
 if os.environ.get("BENCH_REFERENCE_PATH") == "1":  # --reference: what the tests compare with
     from narrative_pipeline.readers import companyfacts
@@ -59,17 +62,28 @@ for path in sys.argv[2:]:
 print(json.dumps(out))
 """
 INGEST = r"""
+import functools
 from narrative_pipeline.db.database import DbUsGaap
+from narrative_pipeline.readers import companyfacts
 from narrative_pipeline.us_gaap.ingest import load_companyfacts
+parsed = [0.0]  # CPU seconds parsing members in this process (the rest: write, or helper)
+@functools.wraps(companyfacts.read_zip_member)  # same name: the helper imports the original
+def timed_read(*args, read=companyfacts.read_zip_member):
+    started = time.process_time()
+    try:
+        return read(*args)
+    finally:
+        parsed[0] += time.process_time() - started
+companyfacts.read_zip_member = timed_read
 for path in sys.argv[2:]:
     with tempfile.TemporaryDirectory() as tmp:
         db = DbUsGaap(f"sqlite:///{tmp}/bench.sqlite")
-        wall, used = time.perf_counter(), cpu()
+        wall, used, own, parsed[0] = time.perf_counter(), cpu(), cpu_own(), 0.0
         report = load_companyfacts(path, db)
         wall = time.perf_counter() - wall
         time.sleep(0.5)
         out.append({"facts": report.facts_written, "entries": 0, "wall": wall,
-                    "cpu": cpu() - used})
+                    "cpu": cpu() - used, "own": cpu_own() - own, "parse": parsed[0]})
 print(json.dumps(out))
 """
 
@@ -135,6 +149,12 @@ def report(files: list[Path], runs: dict[str, list[list[dict]]]) -> None:
             cpu = statistics.median(r[i]["cpu"] for r in rows)
             row = rows[0][i]
             speed[name] = (row["facts"] / wall, row["facts"] / cpu)
+            if "own" in row:  # --ingest: CPU-us per fact: parse, write (+ parse), helper
+                us = {k: statistics.median(1e6 * r[i][k] / row["facts"] for r in rows)
+                      for k in ("cpu", "own", "parse")}  # fmt: skip
+                print(f"{'':<26} {name}: CPU-us/fact: ingesting process {us['own']:.2f} "
+                      f"(parsing {us['parse']:.2f}, the rest {us['own'] - us['parse']:.2f}), "
+                      f"helper {us['cpu'] - us['own']:.2f}")  # fmt: skip
             print(
                 f"{path.name:<26} {name:<34} {row['entries']:>8} {row['facts']:>8} "
                 f"{speed[name][0]:>9,.0f} {speed[name][1]:>11,.0f} "
