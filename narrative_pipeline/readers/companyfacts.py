@@ -194,7 +194,7 @@ def _read_scanned(
     if scanned is None:
         return None
     result = ColumnsResult(source=source, ticker=ticker)
-    lists = _unit_lists(scanned.facts, taxonomy, result)
+    lists = _unit_lists(scanned.facts, taxonomy, result, listed=not scanned.plain)
     return result if native.native_frames(scanned, lists, taxonomy, result) else None
 
 
@@ -218,9 +218,12 @@ def parse_json(data: bytes) -> Any:
         return json.loads(data)
 
 
-def _unit_lists(facts: dict, taxonomy: set[str] | None, result: ReadResult) -> list[UnitList]:
+def _unit_lists(
+    facts: dict, taxonomy: set[str] | None, result: ReadResult, listed: bool = True
+) -> list[UnitList]:
     """(concept, unit, fact list) of each read concept, in document order; the skipped
-    namespaces and concepts go to the result's messages."""
+    namespaces and concepts go to the result's messages. `listed=False`: the messages only
+    (a plain scanned document takes its rows by concept, not from these lists)."""
     other = [ns for ns in facts if ns not in NAMESPACES]
     if other:
         n = sum(len(facts[ns]) for ns in other if isinstance(facts[ns], dict))
@@ -238,7 +241,8 @@ def _unit_lists(facts: dict, taxonomy: set[str] | None, result: ReadResult) -> l
             if not isinstance(units, dict):
                 result.messages.append(f"concept {concept!r} has no units; skipped")
                 continue
-            lists.extend((concept, unit, items) for unit, items in units.items())
+            if listed:
+                lists.extend((concept, unit, items) for unit, items in units.items())
     if taxonomy is not None and result.skipped_columns:
         result.messages.append(
             f"{len(result.skipped_columns)} concepts outside the US-GAAP taxonomy skipped"

@@ -124,8 +124,9 @@ def native_frames(
     scanned: Scanned, lists: Sequence[UnitList], taxonomy: set[str] | None, result: ReadResult
 ) -> bool:
     """Fill result from the scanned columns (the rows of the fact lists `lists` names, which
-    companyfacts.py's `_unit_lists` chose with `taxonomy`), as the fast path fills it from
-    parsed dicts; False (result to be dropped) if not possible."""
+    companyfacts.py's `_unit_lists` chose with `taxonomy`; empty and unused when the document
+    is plain), as the fast path fills it from parsed dicts; False (result to be dropped) if
+    not possible."""
     columns = _plain_columns(scanned, taxonomy) if scanned.plain else _listed(scanned, lists)
     try:
         fill(result, columns)
