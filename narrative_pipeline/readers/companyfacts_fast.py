@@ -140,6 +140,9 @@ def list_codes(taken: Sequence[tuple[str, str, int]]) -> Labels:
 def vocabulary(texts: list[str], normalise: Callable[[str], str]) -> tuple[np.ndarray, np.ndarray]:
     """For distinct texts: each one's rank among the distinct normalised texts, and those in
     rank order (what `list_codes` gives, per text rather than per fact list)."""
+    if normalise is str and len(set(texts)) == len(texts):  # each its own id: no Python loop
+        rank = _ranks(texts)
+        return rank, np.array(texts, dtype=object)[np.argsort(rank)]
     ids: dict[str, int] = {}
     text_ids = np.fromiter(
         (ids.setdefault(normalise(t), len(ids)) for t in texts), dtype=np.int64, count=len(texts)
