@@ -32,6 +32,12 @@ if TYPE_CHECKING:
 
 RESPONSE_MESSAGE_BYTES = 1024 * 1024  # response frames are grouped into messages of about this size
 WRITE_BUFFER_HIGH = 4 * 1024 * 1024  # stop reading a client's calls while it owes us this much
+# After our close frame, how long we keep reading (and discarding) what the client still sends
+# before closing the socket. Closing a socket with unread input makes the kernel send a reset,
+# which can destroy the close frame (and its code, e.g. 1009) before the client reads it.
+# Bounded in time and in bytes, so a client cannot make us read for long: past either, a reset.
+CLOSE_LINGER_SECONDS = 2.0
+CLOSE_LINGER_BYTES = 4 * 1024 * 1024
 OP_CONT, OP_TEXT, OP_BINARY = websocket.OP_CONT, websocket.OP_TEXT, websocket.OP_BINARY
 OP_CLOSE, OP_PING, OP_PONG = websocket.OP_CLOSE, websocket.OP_PING, websocket.OP_PONG
 
@@ -59,6 +65,7 @@ class WsConnection(asyncio.Protocol):
         self.opened_at = self.last_read = time.monotonic()
         self.held = 0  # bytes of client input this connection holds, as counted in the budget
         self.backlog_bytes = 0
+        self.lingered = 0  # bytes discarded after our close frame (CLOSE_LINGER_BYTES)
 
     # ------------------------------------------------------------------ asyncio callbacks
 
@@ -110,6 +117,7 @@ class WsConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
+            self._discard_while_closing(len(data))
             return
         self.last_read = time.monotonic()
         self.buf += data
@@ -350,7 +358,28 @@ class WsConnection(asyncio.Protocol):
         if self.upgraded:
             self._write_frame(OP_CLOSE, code.to_bytes(2, "big") + reason.encode()[:120])
         self.closing = True
-        self.transport.close()
+        self._linger_then_close(self.transport)
+
+    def _discard_while_closing(self, size: int) -> None:
+        self.lingered += size
+        if self.lingered > CLOSE_LINGER_BYTES and self.transport is not None:
+            self.transport.abort()
+
+    def _linger_then_close(self, transport: asyncio.Transport) -> None:
+        """Half-close (our close frame goes out, then FIN), discard the client's input until it
+        closes too or CLOSE_LINGER_SECONDS pass, then close: no reset overtakes the close frame.
+        The input read meanwhile is dropped unbuffered; past CLOSE_LINGER_BYTES of it, a reset."""
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on the event loop (no caller does this today): close at once
+            transport.close()
+            return
+        transport.write_eof()
+        transport.resume_reading()
+        loop.call_later(CLOSE_LINGER_SECONDS, transport.abort)
 
     def fail(self, code: int, reason: str) -> None:
         self.server.quiet.warning(
