@@ -94,9 +94,8 @@ class RobustParams:
 
     center: np.ndarray
     scale: np.ndarray
-    zero_iqr: (
-        np.ndarray
-    )  # bool: scale from the largest deviation (or max(|center|, 1)), not the IQR
+    # bool: scale from the largest deviation (or max(|center|, 1)), not the IQR
+    zero_iqr: np.ndarray
     doubled: np.ndarray  # bool: scale doubled so that no non-zero value maps onto itself
 
 

@@ -372,14 +372,9 @@ class WsConnection(asyncio.Protocol):
         if not transport.can_write_eof():
             transport.close()
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not on the event loop (no caller does this today): close at once
-            transport.close()
-            return
         transport.write_eof()
         transport.resume_reading()
-        loop.call_later(CLOSE_LINGER_SECONDS, transport.abort)
+        asyncio.get_running_loop().call_later(CLOSE_LINGER_SECONDS, transport.abort)
 
     def fail(self, code: int, reason: str) -> None:
         self.server.quiet.warning(
