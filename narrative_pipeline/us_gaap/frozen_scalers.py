@@ -84,10 +84,4 @@ def _copy_quantile_pickles(
         if fit.kinds[new] == quantile
     ]
     moves = [(src, dst) for src, dst in moves if src != dst]
-    payloads = state.batch_read([src for src, _ in moves])
-    entries = [(dst, blob) for (_, dst), blob in zip(moves, payloads, strict=True) if blob]
-    if len(entries) < len(moves):
-        missing = len(moves) - len(entries)
-        raise LookupError(f"{missing} live quantile scalers are missing from the store")
-    for first in range(0, len(entries), 512):
-        state.data_store.batch_write(entries[first : first + 512])
+    state.copy_entries(moves, missing_error="live quantile scalers are missing from the store")

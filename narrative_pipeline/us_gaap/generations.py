@@ -26,6 +26,7 @@ from narrative_pipeline.us_gaap.chunk_table import ChunkTable
 
 MANIFEST_FORMAT = 2
 READ_KEYS_BATCH = 4096
+COPY_ENTRIES_BATCH = 512  # payloads of up to tens of KB (quantile scaler pickles) per write call
 
 
 class StaleTripletsError(RuntimeError):
@@ -420,6 +421,17 @@ class StoreState:
         for first in range(0, len(keys), READ_KEYS_BATCH):
             out.extend(self.data_store.batch_read(keys[first : first + READ_KEYS_BATCH]))
         return out
+
+    def copy_entries(self, moves: list[tuple[bytes, bytes]], missing_error: str = "") -> None:
+        """Copy each (source key, destination key)'s payload (carrying per-pair scaler pickles
+        to a new key). A missing source is skipped, or, given `missing_error`, nothing is
+        written and LookupError("<count> <missing_error>") is raised."""
+        payloads = self.batch_read([src for src, _ in moves])
+        entries = [(dst, blob) for (_, dst), blob in zip(moves, payloads, strict=True) if blob]
+        if missing_error and len(entries) < len(moves):
+            raise LookupError(f"{len(moves) - len(entries)} {missing_error}")
+        for first in range(0, len(entries), COPY_ENTRIES_BATCH):
+            self.data_store.batch_write(entries[first : first + COPY_ENTRIES_BATCH])
 
     def write_record_tables(
         self,

@@ -337,14 +337,12 @@ def _carry_quantile_pickles(state: StoreState, live: dict, record: dict, changed
     old_gens = state.pair_index_generations(live)
     new_gens = state.pair_index_generations(record)
     moved = [p for p in range(live["n_pairs"]) if new_gens[p] != old_gens[p] and p not in changed]
-    payloads = state.batch_read([layout.scaler_key(int(old_gens[p]), p) for p in moved])
-    entries = [
-        (layout.scaler_key(record["generation"], p), blob)
-        for p, blob in zip(moved, payloads, strict=True)
-        if blob is not None
-    ]
-    if entries:
-        state.data_store.batch_write(entries)
+    state.copy_entries(
+        [
+            (layout.scaler_key(int(old_gens[p]), p), layout.scaler_key(record["generation"], p))
+            for p in moved
+        ]
+    )
 
 
 def project_pca(
