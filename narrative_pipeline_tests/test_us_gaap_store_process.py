@@ -56,6 +56,18 @@ def received(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
         return answer
 
     monkeypatch.setattr(csv_process.CsvWorker, "receive", spy)
+    original_ask = csv_process.CsvWorker.ask
+
+    def ask_spy(worker, batch):
+        # A dead worker shows up on whichever comes first: a send into its closed pipe (here)
+        # or a read of its answer (above).
+        try:
+            return original_ask(worker, batch)
+        except csv_process.WorkerGone:
+            seen.append(False)
+            raise
+
+    monkeypatch.setattr(csv_process.CsvWorker, "ask", ask_spy)
     return seen
 
 
