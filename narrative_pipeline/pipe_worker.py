@@ -10,6 +10,11 @@ module needs.
 The parent sends a first message (the child's set-up), the child answers "ready", then one
 answer per request in order; None or end of input stops the child. Any failure to talk to the
 child (it died, an answer was cut) raises WorkerGone, so callers can do the work themselves.
+
+A child writes its answers into a pipe of ~64 KiB: unless the parent reads them as they come,
+the child stops at its first large answer until the parent next asks for one, and the two
+processes take turns instead of overlapping. `PipeWorker(..., drain=True)` reads answers off the
+pipe in a thread as soon as they are written (the caller bounds how many are outstanding).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import queue
 import subprocess
 import sys
 import threading
@@ -40,7 +46,7 @@ class WorkerGone(Exception):
 class PipeWorker:
     """One child process; its answers come back in the order it was asked."""
 
-    def __init__(self, module: str, setup: Any, name: str) -> None:
+    def __init__(self, module: str, setup: Any, name: str, drain: bool = False) -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         self.name = name
         self.proc = subprocess.Popen(
@@ -48,6 +54,12 @@ class PipeWorker:
         )
         self.ready = self.closed = False
         self.outstanding = 0  # requests sent, answers not yet received
+        # Answers read off the pipe by the drain thread (then a _Cut when the pipe ends): at most
+        # the answers outstanding, which the caller bounds.
+        self.drained: queue.SimpleQueue[Any] | None = None
+        if drain:
+            self.drained = queue.SimpleQueue()
+            threading.Thread(target=self._drain, name=f"{name}-drain", daemon=True).start()
         self.send(setup)
 
     def send(self, obj: Any) -> None:
@@ -77,12 +89,41 @@ class PipeWorker:
         self.outstanding -= 1
         return answer
 
+    def has_answer(self) -> bool:
+        """An answer (or the news that the child is gone) can be received without waiting:
+        only known with `drain`; without it, False."""
+        if self.drained is None:
+            return False
+        if not self.ready and not self.drained.empty():
+            self.wait_ready()  # "ready" is not an answer
+        return not self.drained.empty()
+
     def _load(self) -> Any:
+        if self.drained is not None:
+            answer = self.drained.get()
+            if isinstance(answer, _Cut):
+                self.drained.put(answer)  # every later receive fails the same way
+                raise WorkerGone(f"{self.name} stopped (exit code {self.proc.poll()}): {answer}")
+            return answer
         try:
             return pickle.load(self.proc.stdout)  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001 - EOF, a cut pickle: the child is gone
             code = self.proc.poll()
             raise WorkerGone(f"{self.name} stopped (exit code {code}): {exc!r}") from exc
+
+    def _drain(self) -> None:
+        """In a thread: move each answer from the pipe to `drained` as soon as it is whole, until
+        the pipe ends (the child stopped or was killed), then close it."""
+        assert self.drained is not None and self.proc.stdout is not None
+        stdout = self.proc.stdout
+        try:
+            while True:
+                self.drained.put(pickle.load(stdout))
+        except Exception as exc:  # noqa: BLE001 - EOF, a cut pickle: the child is gone
+            self.drained.put(_Cut(repr(exc)))
+        finally:
+            with contextlib.suppress(OSError):
+                stdout.close()
 
     def close(self, kill: bool = False) -> None:
         """Stop the child (at once with `kill`, or when answers are still coming: nobody will
@@ -96,10 +137,18 @@ class PipeWorker:
             self.send(None)
         except WorkerGone:
             self.proc.kill()
-        for pipe in (self.proc.stdin, self.proc.stdout):
+        # With `drain`, the thread reading stdout closes it when the child's end closes.
+        pipes = (
+            [self.proc.stdin] if self.drained is not None else [self.proc.stdin, self.proc.stdout]
+        )
+        for pipe in pipes:
             with contextlib.suppress(OSError):
                 pipe.close()  # type: ignore[union-attr]
         threading.Thread(target=self.proc.wait, name=f"{self.name}-reaper", daemon=True).start()
+
+
+class _Cut(str):
+    """What the drain thread read last: the pipe ended or an answer was cut (why, as text)."""
 
 
 # ------------------------------------------------------------------ in the child

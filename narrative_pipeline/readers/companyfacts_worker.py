@@ -1,16 +1,18 @@
 """Members of a bulk companyfacts zip parsed in a helper process:
 `python -m narrative_pipeline.readers.companyfacts_worker`.
 
-Parsing a member (JSON, then frames) and the database write of the previous one both hold the
+Parsing a member (JSON, then frames) and the database write of the previous ones both hold the
 GIL, so only a second process puts the second core to work (as readers/csv_worker.py does for
 CSV batches, over pipe_worker.py). The child opens the same zip itself; it is sent member names
-and answers each with the member's ReadResult (frames pickle cheaply), in order.
+and answers each with the member's ReadResult (its columns pickle cheaply), in order.
 
-The parent (`read_members`) reads the first HEAD_START members itself while the child starts
-(~0.5 s of imports), keeps at most AHEAD members asked of it, and reads the next member itself
-whenever it had to wait for the child, so neither side idles for long. If the child dies or an
-answer is cut, every member from that one on is read in this process: results come back in
-member order and none is lost or read twice. NARRATIVE_INGEST_PROCESSES=0 turns the child off.
+`read_members` keeps AHEAD members asked of the child, whose answers a thread reads off the pipe
+as they come (`PipeWorker(drain=True)`), so the child parses on while this process writes a batch.
+Whenever this process would wait for the child's next answer, it parses the next member nobody
+has taken yet itself and keeps the result until its turn (at most WINDOW members past the one
+being yielded): neither process waits for the other while work is left. If the child dies or an
+answer is cut, every member it still owed is read in this process: results come back in member
+order and none is lost or read twice. NARRATIVE_INGEST_PROCESSES=0 turns the child off.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import importlib
 import logging
 import os
 import pickle
-import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,9 +42,11 @@ log = logging.getLogger(__name__)
 ReadMember = Callable[[zipfile.ZipFile, zipfile.ZipInfo, Path, "set[str] | None"], ReadResult]
 
 MIN_MEMBERS = 24  # fewer: the child's start (~0.5 s) is not paid back
-HEAD_START = 4  # members read here while the child starts
-AHEAD = 2  # members asked of the child at once
-WAITED_S = 0.02  # waited longer for the child: the next member is read here
+# Members asked of the child at once: enough to keep it parsing while this process writes a
+# batch of ingest.RESULT_BATCH_TICKERS (64) members, which takes about half as long as parsing
+# them. Memory: this many members' results at most wait here, plus those read here ahead.
+AHEAD = 48
+WINDOW = 2 * AHEAD  # members past the one being yielded that may be read (here or there)
 CHILD_MODULE = "narrative_pipeline.readers.companyfacts_worker"  # tests swap it for a dead one
 
 
@@ -59,7 +62,7 @@ def read_members(
     taxonomy: set[str] | None,
     read_zip_member: ReadMember,
 ) -> Iterator[ReadResult]:
-    """Each member's ReadResult, in order, some parsed by the child process."""
+    """Each member's ReadResult, in order, parsed by the child or here, whichever is free."""
     child = PipeWorker(
         CHILD_MODULE,
         {
@@ -68,35 +71,51 @@ def read_members(
             "read": (read_zip_member.__module__, read_zip_member.__name__),
         },
         "companyfacts worker",
+        drain=True,
     )
-    asked = 0  # members [i, asked) not read here are the child's, asked in order
-    here = set(range(min(HEAD_START, len(members))))
-    take_next = False
+    read_here: dict[int, ReadResult | Exception] = {}  # members read here, not yielded yet
+    taken = 0  # members [0, taken) are the child's or in read_here (or yielded)
     i = 0
+
+    def take_here() -> None:
+        nonlocal taken
+        try:
+            read_here[taken] = read_zip_member(archive, members[taken], path, taxonomy)
+        except Exception as exc:  # noqa: BLE001 - raised in member order, when its turn comes
+            read_here[taken] = exc
+        taken += 1
+
     try:
         while i < len(members):
-            while asked < len(members) and child.outstanding < AHEAD:
-                if asked in here or take_next:
-                    here.add(asked)
-                    take_next = False
-                else:
-                    child.ask(members[asked].filename)
-                asked += 1
-            if i in here:
-                result = read_zip_member(archive, members[i], path, taxonomy)
-            else:
-                started = time.perf_counter()
-                result = _answer(child.receive())
-                take_next = time.perf_counter() - started > WAITED_S
+            while taken < min(len(members), i + WINDOW) and child.outstanding < AHEAD:
+                child.ask(members[taken].filename)
+                taken += 1
+            if i not in read_here:
+                if not child.has_answer() and taken < min(len(members), i + WINDOW):
+                    take_here()  # the child is busy: read a member nobody has taken yet
+                    continue
+                read_here[i] = _answer(child.receive())
+            yield _result(read_here.pop(i))
             i += 1
-            yield result
     except WorkerGone as exc:
         log.warning("%s; reading %s from member %s on here", exc, path, members[i].filename)
         child.close(kill=True)
-        for info in members[i:]:
-            yield read_zip_member(archive, info, path, taxonomy)
+        for j in range(i, len(members)):
+            done = read_here.pop(j, None)
+            yield (
+                _result(done)
+                if done is not None
+                else read_zip_member(archive, members[j], path, taxonomy)
+            )
     finally:
         child.close()  # killed if answers are still coming: nobody will read them
+
+
+def _result(done: ReadResult | Exception) -> ReadResult:
+    """A member's result, or the exception reading it raised, raised now (in member order)."""
+    if isinstance(done, Exception):
+        raise done
+    return done
 
 
 def _answer(answer: Any) -> ReadResult:
