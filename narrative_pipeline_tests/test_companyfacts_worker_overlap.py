@@ -1,0 +1,83 @@
+"""The zip helper process and this process overlap: the child's answers are read off its pipe
+as they come (it never waits for the parent to ask for them), and this process parses members
+itself while it would otherwise wait (readers/companyfacts_worker.py, pipe_worker.py)."""
+
+from __future__ import annotations
+
+import functools
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from narrative_pipeline.pipe_worker import PipeWorker
+from narrative_pipeline.readers import companyfacts, companyfacts_worker
+
+
+def _document(cik: int, n_facts: int) -> bytes:
+    entries = ",".join(
+        f'{{"end":"2020-12-31","val":{cik * 1000 + i},"accn":"a{i}","fy":2020,"fp":"FY",'
+        f'"form":"10-K","filed":"2021-02-01"}}'
+        for i in range(n_facts)
+    )
+    concepts = ",".join(
+        f'"Concept{c}":{{"label":"x","units":{{"USD":[{entries}]}}}}' for c in range(4)
+    )
+    return f'{{"cik":{cik},"entityName":"E{cik}","facts":{{"us-gaap":{{{concepts}}}}}}}'.encode()
+
+
+def _zip(tmp_path: Path, n_members: int, n_facts: int) -> Path:
+    archive = tmp_path / "companyfacts.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for cik in range(1, n_members + 1):
+            zf.writestr(f"CIK{cik:010d}.json", _document(cik, n_facts))
+    return archive
+
+
+def test_answers_larger_than_the_pipe_are_drained_without_being_asked_for(tmp_path: Path) -> None:
+    archive = _zip(tmp_path, 6, 2000)  # each answer: 8,000 facts, well over a 64 KiB pipe
+    read = companyfacts.read_zip_member
+    setup = {"zip": str(archive), "taxonomy": None, "read": (read.__module__, read.__name__)}
+    child = PipeWorker(companyfacts_worker.CHILD_MODULE, setup, "test worker", drain=True)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            names = zf.namelist()
+        for name in names:
+            child.ask(name)
+        assert child.drained is not None
+        deadline = time.monotonic() + 60
+        while child.drained.qsize() < 1 + len(names) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # "ready" and every answer arrived while nobody called receive: the child never waited
+        assert child.drained.qsize() == 1 + len(names)
+        answers = [child.receive() for _ in names]
+        assert [a.source for a in answers] == [f"{archive}!{n}" for n in names]
+        assert all(a.fact_count == 8000 and not a.error for a in answers)
+        assert not child.has_answer()
+    finally:
+        child.close()
+
+
+def test_both_processes_parse_members_and_results_keep_member_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = _zip(tmp_path, 40, 50)
+    monkeypatch.setattr(companyfacts_worker, "AHEAD", 4)
+    monkeypatch.setattr(companyfacts_worker, "WINDOW", 8)
+    here: list[str] = []
+
+    @functools.wraps(companyfacts.read_zip_member)  # the child imports the original by name
+    def counting(archive_: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, taxonomy):
+        here.append(info.filename)
+        return companyfacts.read_zip_member(archive_, info, path, taxonomy)
+
+    with zipfile.ZipFile(archive) as zf:
+        members = zf.infolist()
+        got = list(companyfacts_worker.read_members(archive, zf, members, None, counting))
+        expected = [companyfacts.read_zip_member(zf, m, archive, None) for m in members]
+    assert [r.source for r in got] == [r.source for r in expected]
+    assert [r.fact_count for r in got] == [r.fact_count for r in expected] == [200] * 40
+    # The child starts in ~0.5 s: this process read members meanwhile, the child the rest.
+    assert 0 < len(here) < len(members)
+    assert len(set(here)) == len(here)  # none read twice
