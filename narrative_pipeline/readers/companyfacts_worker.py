@@ -6,7 +6,7 @@ GIL, so only a second process puts the second core to work (as readers/csv_worke
 CSV batches, over pipe_worker.py). The child opens the same zip itself; it is sent member names
 and answers each with the member's ReadResult (its columns pickle cheaply), in order.
 
-`read_members` keeps AHEAD members asked of the child, whose answers a thread reads off the pipe
+`read_members` keeps up to AHEAD members (AHEAD_BYTES of JSON) asked of the child, whose answers a thread reads off the pipe
 as they come (`PipeWorker(drain=True)`), so the child parses on while this process writes a batch.
 Whenever this process would wait for the child's next answer, it parses the next member nobody
 has taken yet itself and keeps the result until its turn (at most WINDOW members past the one
@@ -42,10 +42,13 @@ log = logging.getLogger(__name__)
 ReadMember = Callable[[zipfile.ZipFile, zipfile.ZipInfo, Path, "set[str] | None"], ReadResult]
 
 MIN_MEMBERS = 24  # fewer: the child's start (~0.5 s) is not paid back
-# Members asked of the child at once: enough to keep it parsing while this process writes a
-# batch of ingest.RESULT_BATCH_TICKERS (64) members, which takes about half as long as parsing
-# them. Memory: this many members' results at most wait here, plus those read here ahead.
-AHEAD = 48
+# Members asked of the child and not yet received, at most: by count and by their JSON bytes.
+# Enough to keep it parsing while this process writes a batch of ingest.RESULT_BATCH_TICKERS
+# (64) members (~55 MB of JSON on average): with less, this process runs out of answers after
+# each batch and parses members itself while the child idles. Memory: the parsed results of
+# ~128 MB of JSON (~20 MB) wait here at most, plus those read here ahead.
+AHEAD = 256
+AHEAD_BYTES = 128 << 20
 WINDOW = 2 * AHEAD  # members past the one being yielded that may be read (here or there)
 CHILD_MODULE = "narrative_pipeline.readers.companyfacts_worker"  # tests swap it for a dead one
 
@@ -74,11 +77,14 @@ def read_members(
         drain=True,
     )
     read_here: dict[int, ReadResult | Exception] = {}  # members read here, not yielded yet
+    n_here = 0
+    asked_bytes = 0  # JSON bytes of the members asked of the child, not yet received
     taken = 0  # members [0, taken) are the child's or in read_here (or yielded)
     i = 0
 
     def take_here() -> None:
-        nonlocal taken
+        nonlocal taken, n_here
+        n_here += 1
         try:
             read_here[taken] = read_zip_member(archive, members[taken], path, taxonomy)
         except Exception as exc:  # noqa: BLE001 - raised in member order, when its turn comes
@@ -88,13 +94,17 @@ def read_members(
     try:
         while i < len(members):
             while taken < min(len(members), i + WINDOW) and child.outstanding < AHEAD:
+                if child.outstanding and asked_bytes >= AHEAD_BYTES:
+                    break
                 child.ask(members[taken].filename)
+                asked_bytes += members[taken].file_size
                 taken += 1
             if i not in read_here:
                 if not child.has_answer() and taken < min(len(members), i + WINDOW):
                     take_here()  # the child is busy: read a member nobody has taken yet
                     continue
                 read_here[i] = _answer(child.receive())
+                asked_bytes -= members[i].file_size
             yield _result(read_here.pop(i))
             i += 1
     except WorkerGone as exc:
@@ -109,6 +119,12 @@ def read_members(
             )
     finally:
         child.close()  # killed if answers are still coming: nobody will read them
+        log.info(
+            "%s: %d of %d members parsed in this process, the rest by the helper process",
+            path.name,
+            n_here,
+            len(members),
+        )
 
 
 def _result(done: ReadResult | Exception) -> ReadResult:
