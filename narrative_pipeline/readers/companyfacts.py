@@ -38,6 +38,7 @@ import gzip
 import json
 import logging
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -49,6 +50,7 @@ import pyarrow as pa
 
 from narrative_pipeline.readers import companyfacts_native as native
 from narrative_pipeline.readers import companyfacts_worker as worker
+from narrative_pipeline.readers import zip_member
 from narrative_pipeline.readers.base import (
     ReadResult,
     drop_duplicate_facts,
@@ -62,7 +64,6 @@ from narrative_pipeline.readers.limits import (
     max_document_bytes,
     read_file_capped,
     read_stream_capped,
-    too_large,
 )
 
 log = logging.getLogger(__name__)
@@ -125,22 +126,20 @@ def read_zip_member(
         data = _read_member(archive, info, source)
     except InputTooLarge as exc:
         return failed(source, ticker, str(exc))
-    except (OSError, zipfile.BadZipFile, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:  # BadGzipFile: OSError
         return failed(source, ticker, f"cannot read archive member: {exc}")
     return read_companyfacts_document(data, source, ticker, taxonomy)
 
 
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> bytes:
-    """One member's document, decompressed as a stream up to the cap (the declared size is
-    checked first, but a zip can lie about it, so the stream is capped too)."""
+    """One member's document, capped: a `.json` member read whole (zip_member.py: one read,
+    one inflate, CRC checked), a `.json.gz` member decompressed as a stream (its declared size
+    says nothing of what it inflates to, so only the stream is capped)."""
     limit = max_document_bytes()
-    if info.file_size > limit and not info.filename.lower().endswith(".gz"):
-        raise too_large(source, limit)  # declared size: not even started
-    with archive.open(info) as raw:
-        if info.filename.lower().endswith(".gz"):
-            with gzip.GzipFile(fileobj=raw) as unzipped:
-                return read_stream_capped(unzipped, source, limit)
-        return read_stream_capped(raw, source, limit)
+    if not info.filename.lower().endswith(".gz"):
+        return zip_member.read_member(archive, info, source, limit)
+    with archive.open(info) as raw, gzip.GzipFile(fileobj=raw) as unzipped:
+        return read_stream_capped(unzipped, source, limit)
 
 
 def read_companyfacts_stream(
