@@ -33,13 +33,14 @@ import pyarrow as pa
 
 from narrative_pipeline.core.columns import filing_fields
 from narrative_pipeline.readers.base import FactColumns as Batch
-from narrative_pipeline.readers.base import ReadResult, fy_column
+from narrative_pipeline.readers.base import ReadResult, empty_facts, empty_filings, fy_column
 
 FACT_TYPE = pa.struct(
     [("accn", pa.string()), ("end", pa.string()), ("start", pa.string()), ("val", pa.float64())]
 )
 FILING_FIELDS = ("form", "fp", "filed")
 UnitList = tuple[str, str, Any]  # (concept, unit as written, the list of fact objects)
+_UNSET: Any = object()  # ColumnsResult.__init__: a frame not given (built when read)
 
 
 class NotFastPathable(Exception):
@@ -261,6 +262,14 @@ class ColumnsResult(ReadResult):
 
     batch: Batch | None = None
 
+    def __init__(self, source: str, ticker: str, **fields: Any) -> None:
+        """ReadResult's fields, without building its two empty frames up front (~0.4 ms, a
+        tenth of reading a typical member): a frame never assigned is built when read, from
+        the batch once attached, else empty."""
+        fields.setdefault("filings", _UNSET)
+        fields.setdefault("facts", _UNSET)
+        super().__init__(source, ticker, **fields)
+
     def attach(self, batch: Batch) -> None:
         """Hold `batch`; the frames are derived from it from now on."""
         state = self.__dict__
@@ -270,14 +279,17 @@ class ColumnsResult(ReadResult):
 
     def _frame(self, name: str) -> pd.DataFrame:
         state = self.__dict__
-        if name not in state:
-            assert self.batch is not None  # set by attach, the only way a frame goes missing
+        if name not in state and self.batch is None:  # nothing read (yet): empty frames
+            state[name] = empty_facts() if name == "_facts" else empty_filings()
+        elif name not in state:
             facts, filings = batch_frames(self.batch)
             state.setdefault("_facts", facts)
             state.setdefault("_filings", filings)
         return state[name]
 
     def _set(self, name: str, frame: pd.DataFrame) -> None:
+        if frame is _UNSET:  # __init__: built when read
+            return
         self.__dict__[name] = frame
         self.__dict__["_changed"] = True
 
@@ -378,7 +390,8 @@ def _filings(
     ranks, first = np.unique(accn_codes, return_index=True)  # unique codes ascend: accn order
     rows = kept[first]
     facts = columns.fact_objects(rows)
-    accns = [str(a) for a in _texts(columns.accn.texts, columns.accn.codes[rows]).tolist()]
+    texts = columns.accn.texts
+    accns = [texts[code] for code in columns.accn.codes[rows].tolist()]  # kept: all have one
     fields = {name: _as_text([f.get(name) for f in facts]).to_pylist() for name in FILING_FIELDS}
     years = _fiscal_years([f.get("fy") for f in facts])
     rest = zip(fields["form"], years, fields["fp"], fields["filed"], strict=True)
