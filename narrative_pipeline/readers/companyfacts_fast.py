@@ -280,11 +280,13 @@ class ColumnsResult(ReadResult):
         state.pop("_filings", None)
 
     def _frame(self, name: str) -> pd.DataFrame:
-        state = self.__dict__
-        if name not in state and self.batch is None:  # nothing read (yet): empty frames
+        state, batch = self.__dict__, self.batch
+        if name in state:
+            return state[name]
+        if batch is None:  # nothing read (yet): empty frames
             state[name] = empty_facts() if name == "_facts" else empty_filings()
-        elif name not in state:
-            facts, filings = batch_frames(self.batch)
+        else:
+            facts, filings = batch_frames(batch)
             state.setdefault("_facts", facts)
             state.setdefault("_filings", filings)
         return state[name]
