@@ -18,7 +18,8 @@ Decisions (documented because companyfacts is richer than sec-fetcher's one-cell
 
 Bounded input (readers/limits.py): a document is read, or decompressed as a stream, up to
 NARRATIVE_MAX_DOCUMENT_MB and refused past it (a `.json.gz` bomb costs the cap, not its
-decompressed size). A document with no usable filing (e.g. `{"facts": {}}`) is an error, so the
+decompressed size); a `.json` zip member is inflated whole, at most its declared size, itself
+checked against the cap first (readers/zip_member.py: one read, ISA-L when installed, CRC-32). A document with no usable filing (e.g. `{"facts": {}}`) is an error, so the
 ticker's stored data is kept.
 
 Speed (whole-SEC ingestion was bound by this reader), fastest first; each path hands a
