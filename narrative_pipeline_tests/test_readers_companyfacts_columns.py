@@ -24,8 +24,9 @@ from narrative_pipeline.readers.base import (
     empty_facts,
     empty_filings,
     fact_columns_from_result,
+    failed,
 )
-from narrative_pipeline.readers.companyfacts_fast import ColumnsResult
+from narrative_pipeline.readers.companyfacts_fast import ColumnsResult, failed_result
 from narrative_pipeline.us_gaap import ingest
 from narrative_pipeline_tests.test_readers_companyfacts_fast import ODD, _read, random_document
 
@@ -120,6 +121,13 @@ def test_a_result_never_filled_has_the_empty_frames() -> None:
     assert repr(result).replace("ColumnsResult", "ReadResult") == repr(ReadResult("s", "T"))
     given = ColumnsResult("s", "T", facts=empty_facts().iloc[:0], error="bad")
     assert given.error == "bad" and given.fact_count == 0 and given.__dict__["_changed"]
+
+
+def test_a_failed_member_reads_as_base_failed() -> None:
+    got, expected = failed_result("z!m", "T", "bad"), failed("z!m", "T", "bad")
+    assert repr(got).replace("ColumnsResult", "ReadResult") == repr(expected)
+    assert got.error == "bad" and got.messages == ["bad"] and got.fact_count == 0
+    assert list(got.filings.dtypes) == list(expected.filings.dtypes)
 
 
 def _dump(db_path: Path) -> list[str]:

@@ -55,11 +55,15 @@ from narrative_pipeline.readers import zip_member
 from narrative_pipeline.readers.base import (
     ReadResult,
     drop_duplicate_facts,
-    failed,
     fy_column,
     ticker_from_name,
 )
-from narrative_pipeline.readers.companyfacts_fast import ColumnsResult, UnitList, fast_frames
+from narrative_pipeline.readers.companyfacts_fast import (
+    ColumnsResult,
+    UnitList,
+    failed_result,
+    fast_frames,
+)
 from narrative_pipeline.readers.limits import (
     InputTooLarge,
     max_document_bytes,
@@ -88,10 +92,10 @@ def read_companyfacts(
         else:
             data = read_file_capped(path)
     except InputTooLarge as exc:
-        yield failed(str(path), ticker, str(exc))
+        yield failed_result(str(path), ticker, str(exc))
         return
     except (OSError, EOFError) as exc:
-        yield failed(str(path), ticker, f"cannot read file: {exc}")
+        yield failed_result(str(path), ticker, f"cannot read file: {exc}")
         return
     yield read_companyfacts_document(data, str(path), ticker, taxonomy_concepts)
 
@@ -102,7 +106,7 @@ def _read_zip(path: Path, taxonomy: set[str] | None) -> Iterator[ReadResult]:
     try:
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as exc:
-        yield failed(str(path), ticker_from_name(path.name), f"not a readable zip: {exc}")
+        yield failed_result(str(path), ticker_from_name(path.name), f"not a readable zip: {exc}")
         return
     with archive:
         members = [
@@ -126,9 +130,9 @@ def read_zip_member(
     try:
         data = _read_member(archive, info, source)
     except InputTooLarge as exc:
-        return failed(source, ticker, str(exc))
+        return failed_result(source, ticker, str(exc))
     except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:  # BadGzipFile: OSError
-        return failed(source, ticker, f"cannot read archive member: {exc}")
+        return failed_result(source, ticker, f"cannot read archive member: {exc}")
     return read_companyfacts_document(data, source, ticker, taxonomy)
 
 
@@ -150,9 +154,9 @@ def read_companyfacts_stream(
     try:
         data = read_stream_capped(fh, source)
     except InputTooLarge as exc:
-        return failed(source, ticker, str(exc))
+        return failed_result(source, ticker, str(exc))
     except (ValueError, EOFError, OSError) as exc:
-        return failed(source, ticker, f"not valid JSON: {exc}")
+        return failed_result(source, ticker, f"not valid JSON: {exc}")
     return read_companyfacts_document(data, source, ticker, taxonomy)
 
 
@@ -165,11 +169,11 @@ def read_companyfacts_document(
         if result is None:  # not scanned natively: parsed here
             result = _read_parsed(parse_json(data), source, ticker, taxonomy)
     except (ValueError, EOFError, OSError) as exc:
-        return failed(source, ticker, f"not valid JSON: {exc}")
+        return failed_result(source, ticker, f"not valid JSON: {exc}")
     if not result.fact_count:
         if result.error:
             return result
-        out = failed(
+        out = failed_result(
             source,
             ticker,
             "no usable filing (no us-gaap/dei fact with a number and an accn): "
@@ -201,7 +205,7 @@ def _read_scanned(
 def _read_parsed(doc: Any, source: str, ticker: str, taxonomy: set[str] | None) -> ReadResult:
     """The parsed document read by the fast path, or by the reference path when it must."""
     if not isinstance(doc, dict) or not isinstance(doc.get("facts"), dict):
-        return failed(source, ticker, "no 'facts' object: not a companyfacts document")
+        return failed_result(source, ticker, "no 'facts' object: not a companyfacts document")
     result = ColumnsResult(source=source, ticker=ticker)
     lists = _unit_lists(doc["facts"], taxonomy, result)
     if not fast_frames(lists, result):

@@ -330,6 +330,13 @@ class ColumnsResult(ReadResult):
         return super().fact_columns()
 
 
+def failed_result(source: str, ticker: str, error: str) -> ColumnsResult:
+    """base.failed's result (no data, the reason in `error` and `messages`) without building
+    its empty frames up front: about a tenth of the bulk archive's members hold no usable
+    filing, and the frames cost more than reading such a member."""
+    return ColumnsResult(source, ticker, error=error, messages=[error])
+
+
 def _sort_order(keys: list[np.ndarray]) -> np.ndarray:
     """The stable order by these integer keys (the first most significant; each >= -1).
     When the keys' ranges and the row count multiply below 2**62, each row's combined key
