@@ -120,6 +120,21 @@ def test_bad_zip_and_bad_gzip(tmp_path: Path) -> None:
     assert one(tmp_path / "y.json.gz").error
 
 
+@pytest.mark.parametrize("value", [[1], "text", 5, True])
+def test_a_namespace_that_is_not_an_object_is_not_read(tmp_path: Path, value) -> None:
+    """`"us-gaap": [1]` raised AttributeError out of the reader (and stopped a zip's ingest)."""
+    path = tmp_path / "AAPL.json"
+    path.write_text(json.dumps({"facts": {"us-gaap": value}}))
+    (result,) = list(read_companyfacts(path))
+    assert "namespace 'us-gaap' is not an object; not read" in result.messages
+    assert result.error is not None and "no usable filing" in result.error
+    path.write_text(
+        json.dumps({"facts": {"us-gaap": value, **doc({"USD": [fact(7)]}, "dei")["facts"]}})
+    )
+    (result,) = list(read_companyfacts(path))
+    assert result.error is None and result.facts["value"].tolist() == [7.0]
+
+
 def test_a_document_without_usable_filing_is_an_error(tmp_path: Path) -> None:
     """`{"facts": {}}` used to replace a ticker's data with nothing (issue 12)."""
     path = tmp_path / "AAPL.json"

@@ -237,7 +237,11 @@ def _unit_lists(
         result.messages.append("no taxonomy: every concept taken, balance/period types unknown")
     lists: list[UnitList] = []
     for ns in NAMESPACES:
-        for concept, body in (facts.get(ns) or {}).items():
+        concepts = facts.get(ns) or {}
+        if not isinstance(concepts, dict):  # e.g. a list: nothing to read (it was a crash)
+            result.messages.append(f"namespace {ns!r} is not an object; not read")
+            continue
+        for concept, body in concepts.items():
             if taxonomy is not None and concept not in taxonomy:
                 result.skipped_columns.append(concept)
                 continue
