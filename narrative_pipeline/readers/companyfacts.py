@@ -94,7 +94,7 @@ def read_companyfacts(
     except InputTooLarge as exc:
         yield failed_result(str(path), ticker, str(exc))
         return
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a damaged .gz stream
         yield failed_result(str(path), ticker, f"cannot read file: {exc}")
         return
     yield read_companyfacts_document(data, str(path), ticker, taxonomy_concepts)
