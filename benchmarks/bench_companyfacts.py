@@ -126,11 +126,12 @@ def measure(
     in the last row's "phases")."""
     script = PRELUDE + (PHASES if phases else "") + (INGEST if ingest else READ)
     done = subprocess.run(
-        [sys.executable, "-c", script, str(tree), *map(str, paths)],
+        [sys.executable, "-c", script, str(tree), *(str(p.resolve()) for p in paths)],
         capture_output=True,
         text=True,
         check=True,
         env={**os.environ, **env},
+        cwd=tree,  # the zip member helper process (`python -m`, the cwd first) imports `tree` too
     )
     rows = json.loads(done.stdout)
     if phases:
