@@ -16,6 +16,8 @@ reference path only (native scanner and fast path off, stdlib parser: the behavi
     .venv/bin/python benchmarks/bench_companyfacts.py --other /tmp/cf-base --ingest ZIP
     .venv/bin/python benchmarks/bench_companyfacts.py --env NARRATIVE_COMPANYFACTS_NATIVE=0 \
         --reference --env NARRATIVE_INGEST_PROCESSES=0 FILES
+    NARRATIVE_INGEST_PROCESSES=0 .venv/bin/python benchmarks/bench_companyfacts.py \
+        --other /tmp/cf-base --phases ZIP   # CPU per step of reading a member
 """
 
 from __future__ import annotations
@@ -87,19 +89,54 @@ for path in sys.argv[2:]:
 print(json.dumps(out))
 """
 
+# --phases: CPU seconds in each step of reading a zip member (timers around the functions a
+# tree has; read member = the member's bytes: read and inflate), printed with the READ figures.
+PHASES = r"""
+import functools
+from narrative_pipeline.readers import companyfacts, companyfacts_fast, companyfacts_native
+phases = {}
+def timer(module, name, label):
+    if not hasattr(module, name):
+        return
+    original, phases[label] = getattr(module, name), 0.0  # printed in this order
+    @functools.wraps(original)
+    def timed(*args, **kwargs):
+        started = time.process_time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            phases[label] = phases.get(label, 0.0) + time.process_time() - started
+    setattr(module, name, timed)
+timer(companyfacts, "_read_member", "read member (read, inflate)")
+timer(companyfacts_native, "scan", "native scan")
+timer(companyfacts_native, "_plain_columns", "columns by concept")
+timer(companyfacts_native, "fill", "fill (dedup, filings, batch)")
+timer(companyfacts_fast, "_sort_order", "of which the dedup sort")
+timer(companyfacts_fast, "_filings", "of which the filings")
+import atexit
+atexit.register(lambda: print(json.dumps(phases), file=sys.stderr))
+"""
 
-def measure(tree: Path, env: dict[str, str], paths: list[Path], ingest: bool) -> list[dict]:
+
+def measure(
+    tree: Path, env: dict[str, str], paths: list[Path], ingest: bool, phases: bool = False
+) -> list[dict]:
     """One child process reading `paths` with the reader of `tree` (`ingest`: loading them
-    into a new SQLite database with `load_companyfacts`)."""
-    script = PRELUDE + (INGEST if ingest else READ)
+    into a new SQLite database with `load_companyfacts`; `phases`: also CPU per reading step,
+    in the last row's "phases")."""
+    script = PRELUDE + (PHASES if phases else "") + (INGEST if ingest else READ)
     done = subprocess.run(
-        [sys.executable, "-c", script, str(tree), *map(str, paths)],
+        [sys.executable, "-c", script, str(tree), *(str(p.resolve()) for p in paths)],
         capture_output=True,
         text=True,
         check=True,
         env={**os.environ, **env},
+        cwd=tree,  # the zip member helper process (`python -m`, the cwd first) imports `tree` too
     )
-    return json.loads(done.stdout)
+    rows = json.loads(done.stdout)
+    if phases:
+        rows[-1]["phases"] = json.loads(done.stderr.strip().splitlines()[-1])
+    return rows
 
 
 def default_files() -> list[Path]:
@@ -116,6 +153,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--ingest", action="store_true", help="load into SQLite (end to end)")
     parser.add_argument("--reference", action="store_true", help="also the reference path")
+    parser.add_argument("--phases", action="store_true", help="CPU per reading step (all files)")
     args = parser.parse_args()
     files = args.files or default_files()
     if not files:
@@ -131,8 +169,10 @@ def main() -> None:
     runs: dict[str, list[list[dict]]] = {name: [] for name in sides}
     for _ in range(args.repeat):
         for name, (tree, env) in sides.items():  # alternated: the load hits all sides alike
-            runs[name].append(measure(tree, env, files, args.ingest))
+            runs[name].append(measure(tree, env, files, args.ingest, args.phases))
     report(files, runs)
+    if args.phases:
+        report_phases(runs)
 
 
 def report(files: list[Path], runs: dict[str, list[list[dict]]]) -> None:
@@ -168,6 +208,14 @@ def report(files: list[Path], runs: dict[str, list[list[dict]]]) -> None:
                     cpu_x = speed[name][1] / speed["base"][1]
                     print(f"{'':<26} {name}: x{wall_x:.2f} wall, x{cpu_x:.2f} per CPU second")
         print(f"{'':<26} same facts on every side: {same}")
+
+
+def report_phases(runs: dict[str, list[list[dict]]]) -> None:
+    """Median CPU seconds per reading step and side, over all the files read."""
+    for name, rows in runs.items():
+        per_run = [r[-1]["phases"] for r in rows]
+        steps = {k: statistics.median(p.get(k, 0.0) for p in per_run) for k in per_run[0]}
+        print(f"{name}: " + ", ".join(f"{k} {v:.2f} s" for k, v in steps.items()))
 
 
 if __name__ == "__main__":

@@ -120,6 +120,35 @@ def test_bad_zip_and_bad_gzip(tmp_path: Path) -> None:
     assert one(tmp_path / "y.json.gz").error
 
 
+@pytest.mark.parametrize("value", [[1], "text", 5, True])
+def test_a_namespace_that_is_not_an_object_is_not_read(tmp_path: Path, value) -> None:
+    """`"us-gaap": [1]` raised AttributeError out of the reader (and stopped a zip's ingest)."""
+    path = tmp_path / "AAPL.json"
+    path.write_text(json.dumps({"facts": {"us-gaap": value}}))
+    (result,) = list(read_companyfacts(path))
+    assert "namespace 'us-gaap' is not an object; not read" in result.messages
+    assert result.error is not None and "no usable filing" in result.error
+    path.write_text(
+        json.dumps({"facts": {"us-gaap": value, **doc({"USD": [fact(7)]}, "dei")["facts"]}})
+    )
+    (result,) = list(read_companyfacts(path))
+    assert result.error is None and result.facts["value"].tolist() == [7.0]
+
+
+def test_a_damaged_gzip_stream_fails_that_file(tmp_path: Path) -> None:
+    """A .json.gz whose deflate data is damaged (an invalid block type) raised zlib.error out
+    of the reader; it is a failed file now, and the same member inside a zip fails alone."""
+    data = bytearray(gzip.compress(json.dumps(doc({"USD": [fact(1)]})).encode()))
+    data[10] |= 0x06  # the first deflate block's type: 3, reserved
+    (tmp_path / "BAD.json.gz").write_bytes(bytes(data))
+    assert "cannot read file: " in one(tmp_path / "BAD.json.gz").error
+    with zipfile.ZipFile(tmp_path / "companyfacts.zip", "w") as archive:
+        archive.writestr("CIK1.json.gz", bytes(data))
+        archive.writestr("CIK2.json", json.dumps(doc({"USD": [fact(2)]})))
+    bad, good = read_companyfacts(tmp_path / "companyfacts.zip")
+    assert "cannot read archive member: " in bad.error and good.fact_count == 1
+
+
 def test_a_document_without_usable_filing_is_an_error(tmp_path: Path) -> None:
     """`{"facts": {}}` used to replace a ticker's data with nothing (issue 12)."""
     path = tmp_path / "AAPL.json"

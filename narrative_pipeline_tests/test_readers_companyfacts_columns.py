@@ -18,8 +18,15 @@ import pytest
 
 from narrative_pipeline.db import DbUsGaap
 from narrative_pipeline.readers import companyfacts_native, companyfacts_worker
-from narrative_pipeline.readers.base import FactColumns, ReadResult, fact_columns_from_result
-from narrative_pipeline.readers.companyfacts_fast import ColumnsResult
+from narrative_pipeline.readers.base import (
+    FactColumns,
+    ReadResult,
+    empty_facts,
+    empty_filings,
+    fact_columns_from_result,
+    failed,
+)
+from narrative_pipeline.readers.companyfacts_fast import ColumnsResult, failed_result
 from narrative_pipeline.us_gaap import ingest
 from narrative_pipeline_tests.test_readers_companyfacts_fast import ODD, _read, random_document
 
@@ -100,6 +107,27 @@ def test_an_assigned_frame_replaces_the_batch() -> None:
     result.facts = result.facts.iloc[:1].reset_index(drop=True)
     assert result.fact_count == 1
     assert len(result.fact_columns().values) == 1
+
+
+def test_a_result_never_filled_has_the_empty_frames() -> None:
+    """ColumnsResult does not build ReadResult's empty frames up front, but reads as if it
+    had: the contract's columns and dtypes, no facts, an empty batch; given frames are kept."""
+    result = ColumnsResult("s", "T")
+    assert "_facts" not in result.__dict__ and "_filings" not in result.__dict__
+    for got, expected in ((result.facts, empty_facts()), (result.filings, empty_filings())):
+        assert list(got.columns) == list(expected.columns)
+        assert list(got.dtypes) == list(expected.dtypes) and got.empty
+    assert result.fact_count == 0 and len(result.fact_columns().values) == 0
+    assert repr(result).replace("ColumnsResult", "ReadResult") == repr(ReadResult("s", "T"))
+    given = ColumnsResult("s", "T", facts=empty_facts().iloc[:0], error="bad")
+    assert given.error == "bad" and given.fact_count == 0 and given.__dict__["_changed"]
+
+
+def test_a_failed_member_reads_as_base_failed() -> None:
+    got, expected = failed_result("z!m", "T", "bad"), failed("z!m", "T", "bad")
+    assert repr(got).replace("ColumnsResult", "ReadResult") == repr(expected)
+    assert got.error == "bad" and got.messages == ["bad"] and got.fact_count == 0
+    assert list(got.filings.dtypes) == list(expected.filings.dtypes)
 
 
 def _dump(db_path: Path) -> list[str]:

@@ -13,10 +13,16 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from narrative_pipeline.readers import companyfacts, companyfacts_native, companyfacts_worker
+from narrative_pipeline.readers import (
+    companyfacts,
+    companyfacts_fast,
+    companyfacts_native,
+    companyfacts_worker,
+)
 from narrative_pipeline.readers.base import ReadResult
 
 
@@ -319,3 +325,17 @@ def test_a_dead_helper_process_leaves_every_member_read_here(
     assert [r.source for r in fallback] == [r.source for r in here] and len(here) == n + 1
     for a, b in zip(fallback, here, strict=True):
         assert_same(a, b)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_sort_order_is_lexsorts_stable_order(seed: int) -> None:
+    """fill's dedup order: the same as np.lexsort (stable) on keys with ties, -1 (null) and
+    zero rows, through the combined-key sort and, for key ranges too wide for one int64,
+    through lexsort itself."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 3000)) if seed else 0
+    highs = [3, 40, 2, 5, 5] if seed % 2 else [2**20, 2**20, 2**10, 2**12, 2**12]
+    keys = [rng.integers(-1, high, n) for high in highs]
+    expected = np.lexsort(keys[::-1])
+    got = companyfacts_fast._sort_order(keys)
+    assert got.dtype == np.int64 and np.array_equal(got, expected)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from narrative_pipeline.readers import companyfacts, companyfacts_native
+from narrative_pipeline.readers.base import ReadResult
 from narrative_pipeline_tests.test_readers_companyfacts_fast import (
     ODD,
     _read,
@@ -120,9 +121,12 @@ def random_grammar_document(rng: random.Random) -> bytes:
 
 
 def check(data: bytes, taxonomy: set[str] | None, monkeypatch: pytest.MonkeyPatch) -> bool:
-    """Scanned documents read exactly as the reference; returns whether it was scanned."""
+    """Scanned documents read exactly as the reference; returns whether it was scanned. A
+    declined one is read by the other paths, which must not raise either."""
     scanned = companyfacts_native.scan(data)
     if scanned is None:
+        result = companyfacts.read_companyfacts_document(data, "fuzz", "T", taxonomy)
+        assert isinstance(result, ReadResult) and (result.error is None) == bool(result.fact_count)
         return False
     public, reference = both(data, taxonomy, monkeypatch)
     assert_same(public, reference)
@@ -157,6 +161,51 @@ def test_a_damaged_real_document_is_read_as_the_reference_or_declined(
     rng = random.Random(3)
     scanned = sum(check(mutate(data, rng), None, monkeypatch) for _ in range(30))
     assert scanned > 0
+
+
+SPECIAL = [b'\\"', b"\\u00e9", b"\x01", b"\x1f", b" ", b"\x7f", b"\xc3\xa9", b"\xff", b"\x80"]
+
+
+def _one_fact_document(accn: bytes, key: bytes = b"accn") -> bytes:
+    return b'{"facts": {"us-gaap": {"A": {"units": {"USD": [{"%s": "%s", "val": 1}]}}}}}' % (
+        key,
+        accn,
+    )
+
+
+def test_special_bytes_at_every_offset_of_a_word(scan, monkeypatch: pytest.MonkeyPatch) -> None:
+    """string_token passes 8 bytes at a time: a quote, an escape, a control, a non-ASCII or an
+    invalid byte at any offset of those words is seen exactly where it is."""
+    outcomes = set()
+    for offset in range(0, 18):
+        for special in SPECIAL:
+            for tail in (0, 9):
+                accn = b"a" * offset + special + b"z" * tail
+                for data in (_one_fact_document(accn), _one_fact_document(b"x", key=accn)):
+                    outcomes.add(check(data, None, monkeypatch))
+                    cut = data[: data.index(accn) + len(accn)]  # the string runs to the end
+                    assert scan(cut) is None
+    assert outcomes == {True, False}
+    assert scan(_one_fact_document(b"a" * 9 + b"\xc3\xa9" + b"b"))[3] == ["a" * 9 + "\xe9b"]
+
+
+def test_texts_differing_in_one_byte_get_their_own_codes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Consecutive facts' accn/end compared by 8-byte words (and hashed so): texts of every
+    length up to 40 that differ in one byte only, at each position, are distinct texts."""
+    facts = []
+    for length in range(1, 41):
+        for position in range(length):
+            base = bytearray(b"0123456789" * 4)[:length]
+            other = bytearray(base)
+            other[position] = ord("x")
+            for accn in (base, other, base):
+                facts.append(b'{"accn": "%s", "end": "%s", "val": %d}' % (accn, other, len(facts)))
+    data = b'{"facts": {"us-gaap": {"A": {"units": {"USD": [%s]}}}}}' % b",".join(facts)
+    assert check(data, None, monkeypatch)
+    scanned = companyfacts_native.scan(data)
+    assert scanned is not None
+    expected = {bytes(f.split(b'"')[3]) for f in facts}
+    assert sorted(scanned.accn.texts) == sorted(t.decode() for t in expected)
 
 
 @pytest.mark.parametrize(

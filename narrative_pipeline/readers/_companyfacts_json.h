@@ -108,6 +108,43 @@ static int utf8_length(const unsigned char *p, const unsigned char *end)
     return n;
 }
 
+/* PLAIN[b]: byte b stands for itself inside a string (printable ASCII but '"' and '\\'), so
+ * string_token passes runs of them with one table look-up per byte. Filled by init_plain() at
+ * module start; an unfilled table only makes string_token take its byte-by-byte path. */
+static unsigned char PLAIN[256];
+
+static void init_plain(void)
+{
+    for (int b = 0x20; b < 0x80; b++)
+        PLAIN[b] = b != '"' && b != '\\';
+}
+
+/* The number of PLAIN bytes at p, 8 at a time where the compiler and byte order allow: each
+ * byte of a word is tested at once for '"', '\\', < 0x20 and >= 0x80 (the lowest flagged
+ * byte is exact: a borrow only runs upwards from a byte that is itself flagged). */
+static Py_ssize_t plain_run(const unsigned char *p, const unsigned char *end)
+{
+    const unsigned char *first = p;
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    while (end - p >= 8) {
+        uint64_t w, quote, slash, flags;
+        memcpy(&w, p, 8);
+        quote = w ^ (ones * '"');
+        slash = w ^ (ones * '\\');
+        flags = ((quote - ones) & ~quote) | ((slash - ones) & ~slash) |
+                ((w - ones * 0x20) & ~w) | w;
+        flags &= highs;
+        if (flags)
+            return (p - first) + (__builtin_ctzll(flags) >> 3);
+        p += 8;
+    }
+#endif
+    while (p < end && PLAIN[*p])
+        p++;
+    return p - first;
+}
+
 /* A string at c->p (the opening quote): its content span; the cursor moves past it. */
 static int string_token(Cursor *c, Span *out)
 {
@@ -115,8 +152,12 @@ static int string_token(Cursor *c, Span *out)
     out->s = p;
     out->escaped = 0;
     while (p < end) {
-        unsigned char ch = *p;
+        unsigned char ch;
         int n = 1;
+        p += plain_run(p, end);
+        if (p == end)
+            break;
+        ch = *p;
         if (ch == '"') {
             out->len = p - out->s;
             c->p = p + 1;

@@ -47,6 +47,8 @@ typedef struct { /* distinct strings of one field, and each row's code into them
     Buffer strings;  /* per code: a Span (pointing into the document) */
     Buffer scopes;   /* per code: int64, the object it was last a key of (concept, unit) */
     Buffer codes;    /* per row: int32 */
+    Span last;       /* the string of the previous add_text, and its code: facts in a row */
+    int32_t last_code; /* often repeat accn/end/start, so no hash for them */
 } TextColumn;
 
 typedef struct {
@@ -84,12 +86,20 @@ static int push(Buffer *b, const void *item, size_t size)
 
 /* ---- fact rows --------------------------------------------------------------------------- */
 
-static uint64_t hash(const unsigned char *s, Py_ssize_t n) /* FNV-1a */
+static uint64_t hash(const unsigned char *s, Py_ssize_t n) /* 8 bytes a step, mixed */
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (Py_ssize_t i = 0; i < n; i++)
-        h = (h ^ s[i]) * 1099511628211ULL;
-    return h;
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n, w;
+    for (; n >= 8; s += 8, n -= 8) {
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+        h ^= h >> 32;
+    }
+    if (n > 0) {
+        w = 0;
+        memcpy(&w, s, (size_t)n);
+        h = (h ^ w) * 0xC4CEB9FE1A85EC53ULL;
+    }
+    return h ^ (h >> 29);
 }
 
 static int grow_slots(TextColumn *t)
@@ -114,6 +124,27 @@ static int grow_slots(TextColumn *t)
     return OK;
 }
 
+/* Whether the spans are the same bytes (short ones, as accn and dates are, by 8-byte words
+ * rather than a call to memcmp). */
+static int same_text(const Span *a, const Span *b)
+{
+    Py_ssize_t n = a->len, i;
+    uint64_t x, y;
+    if (n != b->len)
+        return 0;
+    if (n < 8 || n > 32)
+        return memcmp(a->s, b->s, (size_t)n) == 0;
+    for (i = 0; i + 8 < n; i += 8) {
+        memcpy(&x, a->s + i, 8);
+        memcpy(&y, b->s + i, 8);
+        if (x != y)
+            return 0;
+    }
+    memcpy(&x, a->s + n - 8, 8); /* the last 8 bytes (overlapping the previous word) */
+    memcpy(&y, b->s + n - 8, 8);
+    return x == y;
+}
+
 /* The code of the string `s` in t (added if new). With a scope >= 0 (the object whose key
  * s is), *repeated is set when s was already a key of that same object. */
 static int intern(TextColumn *t, const Span *s, int64_t scope, int *repeated, int32_t *code)
@@ -125,7 +156,7 @@ static int intern(TextColumn *t, const Span *s, int64_t scope, int *repeated, in
     size_t i = hash(s->s, s->len) & (t->nslots - 1);
     while (t->slots[i]) {
         Span *seen = &strings[t->slots[i] - 1];
-        if (seen->len == s->len && memcmp(seen->s, s->s, s->len) == 0)
+        if (same_text(seen, s))
             break;
         i = (i + 1) & (t->nslots - 1);
     }
@@ -148,8 +179,14 @@ static int intern(TextColumn *t, const Span *s, int64_t scope, int *repeated, in
 static int add_text(TextColumn *t, const Span *s)
 {
     int32_t code = -1;
-    if (s && intern(t, s, -1, NULL, &code) != OK)
-        return ERROR;
+    if (s && t->last.s && same_text(s, &t->last)) {
+        code = t->last_code;
+    } else if (s) {
+        if (intern(t, s, -1, NULL, &code) != OK)
+            return ERROR;
+        t->last = *s;
+        t->last_code = code;
+    }
     return push(&t->codes, &code, sizeof code);
 }
 
@@ -432,4 +469,8 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_companyfacts_scan",
                                     "Native scanner of one companyfacts document.", -1, methods};
 
-PyMODINIT_FUNC PyInit__companyfacts_scan(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__companyfacts_scan(void)
+{
+    init_plain();
+    return PyModule_Create(&module);
+}

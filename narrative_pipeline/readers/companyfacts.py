@@ -18,7 +18,8 @@ Decisions (documented because companyfacts is richer than sec-fetcher's one-cell
 
 Bounded input (readers/limits.py): a document is read, or decompressed as a stream, up to
 NARRATIVE_MAX_DOCUMENT_MB and refused past it (a `.json.gz` bomb costs the cap, not its
-decompressed size). A document with no usable filing (e.g. `{"facts": {}}`) is an error, so the
+decompressed size); a `.json` zip member is inflated whole, at most its declared size, itself
+checked against the cap first (readers/zip_member.py: one read, ISA-L when installed, CRC-32). A document with no usable filing (e.g. `{"facts": {}}`) is an error, so the
 ticker's stored data is kept.
 
 Speed (whole-SEC ingestion was bound by this reader), fastest first; each path hands a
@@ -38,6 +39,7 @@ import gzip
 import json
 import logging
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -49,20 +51,24 @@ import pyarrow as pa
 
 from narrative_pipeline.readers import companyfacts_native as native
 from narrative_pipeline.readers import companyfacts_worker as worker
+from narrative_pipeline.readers import zip_member
 from narrative_pipeline.readers.base import (
     ReadResult,
     drop_duplicate_facts,
-    failed,
     fy_column,
     ticker_from_name,
 )
-from narrative_pipeline.readers.companyfacts_fast import ColumnsResult, UnitList, fast_frames
+from narrative_pipeline.readers.companyfacts_fast import (
+    ColumnsResult,
+    UnitList,
+    failed_result,
+    fast_frames,
+)
 from narrative_pipeline.readers.limits import (
     InputTooLarge,
     max_document_bytes,
     read_file_capped,
     read_stream_capped,
-    too_large,
 )
 
 log = logging.getLogger(__name__)
@@ -86,10 +92,10 @@ def read_companyfacts(
         else:
             data = read_file_capped(path)
     except InputTooLarge as exc:
-        yield failed(str(path), ticker, str(exc))
+        yield failed_result(str(path), ticker, str(exc))
         return
-    except (OSError, EOFError) as exc:
-        yield failed(str(path), ticker, f"cannot read file: {exc}")
+    except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a damaged .gz stream
+        yield failed_result(str(path), ticker, f"cannot read file: {exc}")
         return
     yield read_companyfacts_document(data, str(path), ticker, taxonomy_concepts)
 
@@ -100,7 +106,7 @@ def _read_zip(path: Path, taxonomy: set[str] | None) -> Iterator[ReadResult]:
     try:
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as exc:
-        yield failed(str(path), ticker_from_name(path.name), f"not a readable zip: {exc}")
+        yield failed_result(str(path), ticker_from_name(path.name), f"not a readable zip: {exc}")
         return
     with archive:
         members = [
@@ -124,23 +130,21 @@ def read_zip_member(
     try:
         data = _read_member(archive, info, source)
     except InputTooLarge as exc:
-        return failed(source, ticker, str(exc))
-    except (OSError, zipfile.BadZipFile, EOFError, gzip.BadGzipFile) as exc:
-        return failed(source, ticker, f"cannot read archive member: {exc}")
+        return failed_result(source, ticker, str(exc))
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:  # BadGzipFile: OSError
+        return failed_result(source, ticker, f"cannot read archive member: {exc}")
     return read_companyfacts_document(data, source, ticker, taxonomy)
 
 
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> bytes:
-    """One member's document, decompressed as a stream up to the cap (the declared size is
-    checked first, but a zip can lie about it, so the stream is capped too)."""
+    """One member's document, capped: a `.json` member read whole (zip_member.py: one read,
+    one inflate, CRC checked), a `.json.gz` member decompressed as a stream (its declared size
+    says nothing of what it inflates to, so only the stream is capped)."""
     limit = max_document_bytes()
-    if info.file_size > limit and not info.filename.lower().endswith(".gz"):
-        raise too_large(source, limit)  # declared size: not even started
-    with archive.open(info) as raw:
-        if info.filename.lower().endswith(".gz"):
-            with gzip.GzipFile(fileobj=raw) as unzipped:
-                return read_stream_capped(unzipped, source, limit)
-        return read_stream_capped(raw, source, limit)
+    if not info.filename.lower().endswith(".gz"):
+        return zip_member.read_member(archive, info, source, limit)
+    with archive.open(info) as raw, gzip.GzipFile(fileobj=raw) as unzipped:
+        return read_stream_capped(unzipped, source, limit)
 
 
 def read_companyfacts_stream(
@@ -150,9 +154,9 @@ def read_companyfacts_stream(
     try:
         data = read_stream_capped(fh, source)
     except InputTooLarge as exc:
-        return failed(source, ticker, str(exc))
+        return failed_result(source, ticker, str(exc))
     except (ValueError, EOFError, OSError) as exc:
-        return failed(source, ticker, f"not valid JSON: {exc}")
+        return failed_result(source, ticker, f"not valid JSON: {exc}")
     return read_companyfacts_document(data, source, ticker, taxonomy)
 
 
@@ -165,11 +169,11 @@ def read_companyfacts_document(
         if result is None:  # not scanned natively: parsed here
             result = _read_parsed(parse_json(data), source, ticker, taxonomy)
     except (ValueError, EOFError, OSError) as exc:
-        return failed(source, ticker, f"not valid JSON: {exc}")
+        return failed_result(source, ticker, f"not valid JSON: {exc}")
     if not result.fact_count:
         if result.error:
             return result
-        out = failed(
+        out = failed_result(
             source,
             ticker,
             "no usable filing (no us-gaap/dei fact with a number and an accn): "
@@ -201,7 +205,7 @@ def _read_scanned(
 def _read_parsed(doc: Any, source: str, ticker: str, taxonomy: set[str] | None) -> ReadResult:
     """The parsed document read by the fast path, or by the reference path when it must."""
     if not isinstance(doc, dict) or not isinstance(doc.get("facts"), dict):
-        return failed(source, ticker, "no 'facts' object: not a companyfacts document")
+        return failed_result(source, ticker, "no 'facts' object: not a companyfacts document")
     result = ColumnsResult(source=source, ticker=ticker)
     lists = _unit_lists(doc["facts"], taxonomy, result)
     if not fast_frames(lists, result):
@@ -233,7 +237,11 @@ def _unit_lists(
         result.messages.append("no taxonomy: every concept taken, balance/period types unknown")
     lists: list[UnitList] = []
     for ns in NAMESPACES:
-        for concept, body in (facts.get(ns) or {}).items():
+        concepts = facts.get(ns) or {}
+        if not isinstance(concepts, dict):  # e.g. a list: nothing to read (it was a crash)
+            result.messages.append(f"namespace {ns!r} is not an object; not read")
+            continue
+        for concept, body in concepts.items():
             if taxonomy is not None and concept not in taxonomy:
                 result.skipped_columns.append(concept)
                 continue
