@@ -18,6 +18,7 @@ from narrative_pipeline.db.protocol import FactSource
 from narrative_pipeline.us_gaap import build
 from narrative_pipeline.us_gaap.chunk_table import ChunkTable
 from narrative_pipeline.us_gaap.generations import StoreState
+from narrative_pipeline.us_gaap.pair_index_build import PairIndexCells
 from narrative_pipeline.us_gaap.reports import PairsReport
 
 if TYPE_CHECKING:
@@ -51,16 +52,23 @@ def _write_generation(
 ) -> tuple[dict, int]:
     pairs = build.PairAssigner()
     tickers = build.TickerAssigner()
-    writer = build.CellChunkWriter(state.data_store, generation)
+    writes = build.BackgroundWrites(state.data_store)
+    writer = build.CellChunkWriter(writes, generation)
+    index_cells = PairIndexCells(generation, int(db.fact_count()))
     counts = np.zeros(0, dtype=np.int64)
-    for columns in fact_batches(db, pairs, tickers):
-        if not np.all(np.isfinite(columns["unscaled"])):
-            raise ValueError("database returned non-finite fact values; readers must skip them")
-        writer.append(columns)
-        counts = add_counts(counts, columns["pair_id"], len(pairs.pairs))
-    n_cells = writer.close()
+    try:
+        for columns in fact_batches(db, pairs, tickers):
+            if not np.all(np.isfinite(columns["unscaled"])):
+                raise ValueError("database returned non-finite fact values; readers must skip them")
+            writer.append(columns)
+            index_cells.add(columns["pair_id"], columns["unscaled"])
+            counts = add_counts(counts, columns["pair_id"], len(pairs.pairs))
+        n_cells = writer.close()
+        index_cells.write_indexes(writes)
+    finally:
+        index_cells.close()
+        writes.close()
     table = ChunkTable.from_rows(writer.rows)
-    build.build_pair_index(state.data_store, generation, table)
     record = new_record(generation, table, len(pairs.pairs), len(tickers.tickers))
     state.write_record_tables(
         record,
