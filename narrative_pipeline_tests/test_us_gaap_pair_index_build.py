@@ -121,9 +121,10 @@ def test_a_failed_build_leaves_no_spill_files(db: DbUsGaap, monkeypatch, tmp_pat
 
 def test_sort_by_pair_then_value_is_the_stable_lexsort() -> None:
     rng = np.random.default_rng(1)
-    for top in (50, 70_000):  # 16-bit radix keys, and the 32-bit path
-        pairs = rng.integers(0, top, 20_000).astype(np.uint32)
-        values = rng.choice([0.0, -0.0, 1.5, -2.0, 1e300, -1e-300, 3.0], 20_000)
+    for top, n in ((50, 20_000), (70_000, 20_000), (3, (1 << 21) + 5)):  # one key; 2 fallbacks
+        pairs = rng.integers(0, top, n).astype(np.uint32)
+        values = rng.choice([0.0, -0.0, 1.5, -2.0, 1e300, -1e-300, 3.0], n)
+        values[: n // 2] = rng.normal(size=n // 2)
         order = pair_index_build.sort_by_pair_then_value(pairs, values)
         np.testing.assert_array_equal(order, np.lexsort((values, pairs)))  # stable: ties by index
 

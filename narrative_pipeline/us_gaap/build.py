@@ -10,9 +10,9 @@ time and cells are written a chunk at a time.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -234,6 +234,28 @@ class TickerAssigner:
         """Ticker id of every row, given a small table of tickers and each row's position in it."""
         lookup = np.fromiter((self.id_of(str(t)) for t in tickers), np.uint32, len(tickers))
         return lookup[np.asarray(positions, dtype=np.int64)]
+
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+def iter_ahead(work: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
+    """work(item) for each item, in order, the next one done in a thread while the caller
+    uses this one (numpy releases the GIL: the two overlap on two cores). `items` is
+    consumed by that thread; an error is raised where its result would be."""
+    iterator = iter(items)
+    done = object()
+
+    def next_result() -> Any:
+        item = next(iterator, done)
+        return done if item is done else work(item)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(next_result)
+        while (result := pending.result()) is not done:
+            pending = pool.submit(next_result)
+            yield result
 
 
 class BatchWriter(Protocol):

@@ -16,8 +16,9 @@ and store file bytes.
 from __future__ import annotations
 
 import tempfile
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from math import ceil
 from pathlib import Path
 
@@ -31,6 +32,8 @@ SPILL_BUFFER_BYTES = 64 << 20  # bucketed cells held in memory before they go to
 WRITE_BATCH_BYTES = 8 << 20  # bytes per batch_write of per-pair index entries
 SMALL_PAIR_IDS = 1 << 16  # pair ids below this sort by radix (uint16 keys)
 SORT_THREADS = 2  # buckets sorted at once ahead of the writing
+ADD_AHEAD = 2  # batches of cells waiting to be bucketed
+RANK_BITS = 21  # cells per bucket sorted by one integer key (pair 16 + rank 21 + position 21 bits)
 
 COLUMNS = {"pair": np.dtype("<u4"), "value": np.dtype("<f8"), "cell": np.dtype("<u8")}
 Cells = dict[str, np.ndarray]  # COLUMNS, aligned
@@ -53,20 +56,38 @@ class PairIndexCells:
         self._buffered = 0
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._spilled = [False] * self.n_buckets
+        self._pool = ThreadPoolExecutor(max_workers=1)  # bucketing and spilling, in order
+        self._pending: deque[Future[None]] = deque()
 
     def add(self, pair_id: np.ndarray, values: np.ndarray) -> None:
-        """The next cells in i_cell order (the build's pair_id and unscaled columns)."""
+        """The next cells in i_cell order (the build's pair_id and unscaled columns, not
+        changed afterwards): bucketed on a worker thread, at most ADD_AHEAD batches behind."""
+        first = self.next_cell
+        self.next_cell += len(pair_id)
+        self._pending.append(self._pool.submit(self._bucket_cells, pair_id, values, first))
+        while len(self._pending) > ADD_AHEAD or (self._pending and self._pending[0].done()):
+            self._pending.popleft().result()
+
+    def _wait(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+
+    def _bucket_cells(self, pair_id: np.ndarray, values: np.ndarray, first: int) -> None:
         n = len(pair_id)
-        cells = np.arange(self.next_cell, self.next_cell + n, dtype=np.uint64)
-        self.next_cell += n
-        columns = {"pair": pair_id, "value": values, "cell": cells}
+        pair_id = np.asarray(pair_id, COLUMNS["pair"])
+        values = np.asarray(values, COLUMNS["value"])
         if self.n_buckets == 1:
-            self._parts[0].append({k: np.asarray(v, COLUMNS[k]) for k, v in columns.items()})
+            cells = np.arange(first, first + n, dtype=np.uint64)
+            self._parts[0].append({"pair": pair_id, "value": values, "cell": cells})
         else:
-            bucket = (np.asarray(pair_id) % self.n_buckets).astype(_small_int(self.n_buckets))
+            bucket = (pair_id % self.n_buckets).astype(_small_int(self.n_buckets))
             order = np.argsort(bucket, kind="stable")
             bounds = np.searchsorted(bucket[order], np.arange(self.n_buckets + 1)).tolist()
-            columns = {k: np.asarray(v, COLUMNS[k])[order] for k, v in columns.items()}
+            columns = {
+                "pair": pair_id[order],
+                "value": values[order],
+                "cell": order.astype(np.uint64) + np.uint64(first),
+            }
             for b in range(self.n_buckets):
                 if bounds[b + 1] > bounds[b]:
                     part = slice(bounds[b], bounds[b + 1])
@@ -89,13 +110,14 @@ class PairIndexCells:
             for column in COLUMNS:
                 with open(self._file(b, column), "ab") as file:
                     for part in parts:
-                        file.write(part[column].tobytes())
+                        file.write(memoryview(part[column]))
             self._spilled[b] = True
             self._parts[b] = []
         self._buffered = 0
 
     def bucket(self, b: int) -> Cells:
-        """Bucket `b`'s cells in i_cell order (its files', then what is still in memory)."""
+        """Bucket `b`'s cells in i_cell order (its files', then what is still in memory);
+        after the last `add` (`write_indexes` waits for it)."""
         pieces: dict[str, list[np.ndarray]] = {k: [] for k in COLUMNS}
         for column, dtype in COLUMNS.items():
             if self._spilled[b]:
@@ -104,6 +126,8 @@ class PairIndexCells:
         return {k: np.concatenate(v) if v else np.zeros(0, COLUMNS[k]) for k, v in pieces.items()}
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pending.clear()
         self._parts = [[] for _ in range(self.n_buckets)]
         if self._dir is not None:
             self._dir.cleanup()
@@ -112,6 +136,7 @@ class PairIndexCells:
     def write_indexes(self, store: BatchWriter) -> None:
         """Write every pair's index, bucket by bucket (the next buckets sorted in threads)."""
         try:
+            self._wait()
             for cells in _sorted_ahead(self, range(self.n_buckets)):
                 write_sorted_pair_indexes(store, self.generation, cells)
         finally:
@@ -145,14 +170,24 @@ def _sorted_ahead(cells: PairIndexCells, buckets: range) -> Iterator[Cells]:
 def sort_by_pair_then_value(pair_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Stable order by (pair, value): ties keep their input (i_cell) order.
 
-    One stable sort by value, then one stable sort by pair (a radix sort of 16-bit keys when
-    the pair ids allow): equal pairs keep their value order, equal values their input order.
+    Pair ids below 2**16 and up to 2**21 cells (a bucket's usual shape): one fast (unstable)
+    sort of the values gives each its rank among the distinct values, then one sort of the
+    unique integer keys (pair, rank, position), which is the stable order. Otherwise one
+    stable sort by value, then one stable sort by pair.
     """
+    n = len(values)
+    pair_ids = np.asarray(pair_ids)
+    if n and n <= 1 << RANK_BITS and int(pair_ids.max()) < SMALL_PAIR_IDS:
+        by_value = np.argsort(values)
+        ordered = values[by_value]
+        rank = np.empty(n, dtype=np.uint64)
+        rank[by_value] = np.cumsum(np.r_[False, ordered[1:] != ordered[:-1]], dtype=np.uint64)
+        key = pair_ids.astype(np.uint64) << np.uint64(2 * RANK_BITS)
+        key |= rank << np.uint64(RANK_BITS)
+        key |= np.arange(n, dtype=np.uint64)
+        return np.argsort(key)
     order = np.argsort(values, kind="stable")
-    pairs = np.asarray(pair_ids)[order]
-    if len(pairs) and int(pairs.max()) < SMALL_PAIR_IDS:
-        pairs = pairs.astype(np.uint16)
-    return order[np.argsort(pairs, kind="stable")]
+    return order[np.argsort(pair_ids[order], kind="stable")]
 
 
 def cell_locators(generation: int, i_cell: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from narrative_pipeline.us_gaap.pair_index_build import PairIndexCells
 from narrative_pipeline.us_gaap.reports import PairsReport
 
 if TYPE_CHECKING:
+    from narrative_pipeline.db.database import FactCodes
     from narrative_pipeline.db.protocol import RawQueries
 
 
@@ -127,15 +128,19 @@ def fact_batches(
     only: list[str] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Stored cell columns per batch of facts in database order (`only`: those tickers),
-    from the database's streaming reader (iter_fact_codes: no string object per fact)."""
+    from the database's streaming reader (iter_fact_codes: no string object per fact).
+    Cell keys (which do not depend on the ids assigned here) are computed a group ahead
+    in a thread; pair and ticker ids, numbered in order of appearance, here."""
     groups = db.iter_fact_codes() if only is None else [db.fact_codes(only)]
     pair_hashes = build.PairHashes()
-    for codes in groups:
-        if not len(codes):
-            continue
+
+    def with_keys(codes: FactCodes) -> tuple[FactCodes, np.ndarray]:
+        return codes, build.cell_keys_from_codes(codes, pair_hashes)
+
+    for codes, cell_key in build.iter_ahead(with_keys, (c for c in groups if len(c))):
         yield {
             "pair_id": pairs.assign_codes(codes),
             "unscaled": np.asarray(codes.values, dtype=np.float64),
-            "cell_key": build.cell_keys_from_codes(codes, pair_hashes),
+            "cell_key": cell_key,
             "ticker_id": tickers.assign(codes.filing_ticker.to_pylist(), codes.filing_pos),
         }
