@@ -1,16 +1,17 @@
 """Step 2's per-pair value indexes (full build): each pair's values sorted ascending with their
 locators, ties in i_cell order, written under the generation (`layout.encode_pair_index`).
 
-The cells are collected as the build writes them (`PairIndexCells.add`), by bucket of pairs
-(pair id % n_buckets, n_buckets = cells / BUCKET_CELLS rounded up), so every cell is handled a
-bounded number of times whatever the corpus size: one pass to bucket it, one sort in its
-bucket. (Before, each bucket re-read every stored chunk: n_buckets passes over all cells,
-quadratic in the corpus: ~47 passes at the whole SEC.) Buckets past SPILL_BUFFER_BYTES in
-memory are appended to temporary files (tempfile's directory: TMPDIR), so memory stays flat:
-one bucket (~BUCKET_CELLS cells) is sorted at a time, the next one read and sorted in a thread
-meanwhile (numpy sorts release the GIL). Buckets and the pairs in each are written in the
-same order, in the same batches, as the previous chunk-rereading build: same keys, payloads
-and store file bytes.
+The cells are collected as the build writes them (`PairIndexCells.add`, on a worker thread),
+by bucket of pairs (pair id % n_buckets, n_buckets = cells / BUCKET_CELLS rounded up), so every
+cell is handled a bounded number of times whatever the corpus size: one pass to bucket it, one
+sort in its bucket. (Before, each bucket re-read every stored chunk: n_buckets passes over all
+cells, quadratic in the corpus: ~47 passes at the whole SEC.) Buckets past SPILL_BUFFER_BYTES
+in memory are appended to temporary files (tempfile's directory: `TMPDIR`, see README's
+Configuration table; ~20 bytes per cell, removed when the step ends), so memory stays flat:
+a bucket (~BUCKET_CELLS cells) is sorted at a time, SORT_THREADS of them read and sorted in
+threads ahead of the writing (numpy's sorts release the GIL). Buckets and the pairs in each are
+written in the same order, in the same batches, as the previous chunk-rereading build did:
+same keys, payloads and store file bytes (benchmarks/bench_step2_ab.py compares the files).
 """
 
 from __future__ import annotations
