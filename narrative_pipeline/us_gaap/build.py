@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -245,17 +245,20 @@ def iter_ahead(work: Callable[[Item], Result], items: Iterable[Item]) -> Iterato
     uses this one (numpy releases the GIL: the two overlap on two cores). `items` is
     consumed by that thread; an error is raised where its result would be."""
     iterator = iter(items)
-    done = object()
 
-    def next_result() -> Any:
-        item = next(iterator, done)
-        return done if item is done else work(item)
+    def next_result() -> tuple[bool, Result | None]:
+        for item in iterator:  # one item per call
+            return True, work(item)
+        return False, None
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(next_result)
-        while (result := pending.result()) is not done:
+        while True:
+            more, result = pending.result()
+            if not more:
+                return
             pending = pool.submit(next_result)
-            yield result
+            yield cast("Result", result)
 
 
 class BatchWriter(Protocol):

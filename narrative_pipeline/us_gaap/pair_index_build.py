@@ -36,7 +36,11 @@ SORT_THREADS = 2  # buckets sorted at once ahead of the writing
 ADD_AHEAD = 2  # batches of cells waiting to be bucketed
 RANK_BITS = 21  # cells per bucket sorted by one integer key (pair 16 + rank 21 + position 21 bits)
 
-COLUMNS = {"pair": np.dtype("<u4"), "value": np.dtype("<f8"), "cell": np.dtype("<u8")}
+COLUMNS: dict[str, np.dtype] = {
+    "pair": np.dtype("<u4"),
+    "value": np.dtype("<f8"),
+    "cell": np.dtype("<u8"),
+}
 Cells = dict[str, np.ndarray]  # COLUMNS, aligned
 
 
@@ -81,7 +85,7 @@ class PairIndexCells:
             cells = np.arange(first, first + n, dtype=np.uint64)
             self._parts[0].append({"pair": pair_id, "value": values, "cell": cells})
         else:
-            bucket = (pair_id % self.n_buckets).astype(_small_int(self.n_buckets))
+            bucket: np.ndarray = (pair_id % self.n_buckets).astype(_small_int(self.n_buckets))
             order = np.argsort(bucket, kind="stable")
             bounds = np.searchsorted(bucket[order], np.arange(self.n_buckets + 1)).tolist()
             columns = {
@@ -111,7 +115,7 @@ class PairIndexCells:
             for column in COLUMNS:
                 with open(self._file(b, column), "ab") as file:
                     for part in parts:
-                        file.write(memoryview(part[column]))
+                        file.write(part[column].data)
             self._spilled[b] = True
             self._parts[b] = []
         self._buffered = 0
