@@ -316,6 +316,20 @@ def _filing_positions(filing_ids: np.ndarray, rows_filing_id: np.ndarray) -> np.
     return np.repeat(np.searchsorted(filing_ids, rows_filing_id[heads]), lengths)
 
 
+def _stable_order(key: np.ndarray, bound: int) -> np.ndarray:
+    """np.argsort(key, kind="stable") of non-negative int64 keys below `bound`. When key and
+    position fit in 63 bits together, the unique keys (key, position) are sorted as values
+    (a SIMD sort, ~3x faster than the stable argsort) and the positions read back from their
+    low bits."""
+    n = len(key)
+    shift = max(1, (n - 1).bit_length())
+    if bound.bit_length() + shift > 63:
+        return np.argsort(key, kind="stable")
+    packed = (key << shift) | np.arange(n, dtype=np.int64)
+    packed.sort()
+    return packed & ((1 << shift) - 1)
+
+
 def _decode_facts(raw: np.ndarray, filings: pd.DataFrame, pairs: PairTable) -> FactCodes:
     """FACT_ROW_DTYPE rows -> FactCodes sorted by (ticker, accn, concept, unit); `filings`
     (id, ticker, accn) sorted by id, holding every filing of the rows; `pairs` holding every
@@ -324,10 +338,9 @@ def _decode_facts(raw: np.ndarray, filings: pd.DataFrame, pairs: PairTable) -> F
     pair_pos = pairs.positions(raw["pair_id"])
     if len(raw):
         filing_rank = _rank(filings["ticker"], filings["accn"])
-        # one integer key, (filing rank, pair rank): a stable argsort of it is the lexsort
-        # of the two, ~4x faster
+        # one integer key, (filing rank, pair rank): its stable order is the lexsort of the two
         key = filing_rank[filing_pos] * max(1, len(pairs.rank)) + pairs.rank[pair_pos]
-        order = np.argsort(key, kind="stable")
+        order = _stable_order(key, len(filing_rank) * max(1, len(pairs.rank)))
         filing_pos, pair_pos, values = filing_pos[order], pair_pos[order], raw["value"][order]
     else:
         values = np.zeros(0, dtype=np.float64)
