@@ -286,7 +286,8 @@ class BackgroundWrites:
         return None
 
     def close(self) -> None:
-        """Wait for every write; raises the first error (the rest are not awaited)."""
+        """Wait for every write; raises the first error (writes not started by then are
+        cancelled)."""
         try:
             while self._pending:
                 self._pending.popleft().result()
