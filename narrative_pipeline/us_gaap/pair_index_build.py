@@ -6,10 +6,10 @@ by bucket of pairs (pair id % n_buckets, n_buckets = cells / BUCKET_CELLS rounde
 cell is handled a bounded number of times whatever the corpus size: one pass to bucket it, one
 sort in its bucket. (Before, each bucket re-read every stored chunk: n_buckets passes over all
 cells, quadratic in the corpus: ~47 passes at the whole SEC.) Buckets past SPILL_BUFFER_BYTES
-in memory are appended to temporary files (tempfile's directory: `TMPDIR`, see README's
-Configuration table; ~20 bytes per cell, removed when the step ends), so memory stays flat:
-a bucket (~BUCKET_CELLS cells) is sorted at a time, SORT_THREADS of them read and sorted in
-threads ahead of the writing (numpy's sorts release the GIL). Buckets and the pairs in each are
+in memory are appended to temporary files (Python's tempfile directory: `TMPDIR`, else /tmp;
+~20 bytes per cell, ~0.9 GB for the whole SEC, removed when the step ends), so memory stays
+flat: a bucket (~BUCKET_CELLS cells) is sorted at a time, SORT_THREADS of them read and sorted
+in threads ahead of the writing (numpy's sorts release the GIL). Buckets and the pairs in each are
 written in the same order, in the same batches, as the previous chunk-rereading build did:
 same keys, payloads and store file bytes (benchmarks/bench_step2_ab.py compares the files).
 """
