@@ -119,6 +119,28 @@ def test_a_failed_build_leaves_no_spill_files(db: DbUsGaap, monkeypatch, tmp_pat
     assert not list(tmp_path.iterdir())
 
 
+def test_a_spill_that_fails_fails_the_build_and_cleans_up(
+    db: DbUsGaap, monkeypatch, tmp_path: Path
+) -> None:
+    """An error on the bucketing thread (here: the disk fills while spilling) reaches the
+    build, which leaves neither spill files nor a pending generation behind."""
+    monkeypatch.setattr(pair_index_build, "BUCKET_CELLS", 500)
+    monkeypatch.setattr(pair_index_build, "SPILL_BUFFER_BYTES", 1)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    spill = pair_index_build.PairIndexCells._spill
+
+    def spill_then_fail(self) -> None:
+        spill(self)
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(pair_index_build.PairIndexCells, "_spill", spill_then_fail)
+    fake = FakeDictStore()
+    with pytest.raises(OSError, match="no space left"):
+        UsGaapStore(fake).build_concept_unit_pairs(db)
+    assert not list(tmp_path.iterdir())
+    assert StoreState(fake, 4).manifest()["pending"] is None
+
+
 def test_sort_by_pair_then_value_is_the_stable_lexsort() -> None:
     rng = np.random.default_rng(1)
     for top, n in ((50, 20_000), (70_000, 20_000), (3, (1 << 21) + 5)):  # one key; 2 fallbacks
