@@ -110,3 +110,15 @@ def test_error_messages_name_the_database_never_the_password() -> None:
     assert described == "mysql://db.example:3306/narrative" and "s3cret" not in described
     assert fact_reader._describe({"sqlite": "/data/x.sqlite"}) == "/data/x.sqlite"
     assert "unknown" in fact_reader._describe("not a dict")
+
+
+def test_the_decode_sort_is_the_stable_argsort() -> None:
+    """`_stable_order` (keys and positions packed, sorted as values) = the stable argsort,
+    ties in input order; keys too wide to pack take the stable argsort itself."""
+    rng = np.random.default_rng(7)
+    for n, top in ((0, 10), (1, 10), (2, 1), (5_000, 40), (70_000, 3_000_000)):
+        key = rng.integers(0, top, n).astype(np.int64)
+        expected = np.argsort(key, kind="stable")
+        np.testing.assert_array_equal(fact_readback._stable_order(key, top), expected)
+    wide = np.array([5, 3, 5, 3], dtype=np.int64)
+    np.testing.assert_array_equal(fact_readback._stable_order(wide, 1 << 62), [1, 3, 0, 2])

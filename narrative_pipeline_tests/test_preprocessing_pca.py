@@ -66,3 +66,22 @@ def test_plots_are_png_and_saved(tmp_path) -> None:
     )
     paths = plots.save_pngs({"curve": curve, "scatter": scatter}, tmp_path / "plots")
     assert [p.read_bytes() for p in paths] == [curve, scatter]
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(120, 40), (30, 64), (64, 64), (9, 3)])
+def test_kept_components_pickle_as_a_refit_does(rows: int, cols: int) -> None:
+    """`keep_components` (the full fit cut to k) pickles to the same bytes as fitting
+    `PCA(n_components=k)` again: the stored model does not change (sklearn's attributes)."""
+    from sklearn.decomposition import PCA
+    from threadpoolctl import threadpool_limits
+
+    x = np.random.default_rng(rows).standard_normal((rows, cols)) @ np.diag(
+        np.linspace(3, 0.1, cols)
+    )
+    with threadpool_limits(limits=1):
+        full = PCA(svd_solver="full").fit(x)
+        for k in sorted({1, 2, min(rows, cols) // 2 or 1, min(rows, cols)}):
+            refit = PCA(n_components=k, svd_solver="full").fit(x)
+            kept = pca.keep_components(full, k)
+            assert pickle.dumps(kept, protocol=5) == pickle.dumps(refit, protocol=5), k
+    assert full.n_components_ == min(rows, cols)  # the full fit was not changed

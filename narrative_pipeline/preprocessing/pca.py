@@ -11,6 +11,7 @@ shared 2-core machine a multi-threaded OpenBLAS spinning against other processes
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,8 +62,26 @@ def _fit_single_threaded(x: np.ndarray, variance: float | None, n_components: in
         k = n_components
     else:
         k = choose_components(ratios, DEFAULT_VARIANCE if variance is None else variance)
-    model = PCA(n_components=k, svd_solver="full").fit(x)
-    return PcaFit(model=model, explained_variance_ratio_full=ratios, n_components=k)
+    return PcaFit(
+        model=keep_components(full, k), explained_variance_ratio_full=ratios, n_components=k
+    )
+
+
+def keep_components(full: PCA, k: int) -> PCA:
+    """The model `PCA(n_components=k, svd_solver="full").fit(x)` would give, from the fit of
+    every component of the same x: the same SVD cut to its first k components, as sklearn's
+    `_fit_full` cuts it (same attributes, order and values: the pickled bytes are equal,
+    which test_preprocessing_pca checks), without computing the SVD a second time."""
+    model = copy.copy(full)
+    model.n_components = k
+    variance = full.explained_variance_
+    model.noise_variance_ = np.mean(variance[k:]) if k < len(variance) else 0.0
+    model.n_components_ = k
+    model.components_ = np.array(full.components_[:k, :], copy=True)
+    model.explained_variance_ = np.array(variance[:k], copy=True)
+    model.explained_variance_ratio_ = np.array(full.explained_variance_ratio_[:k], copy=True)
+    model.singular_values_ = np.array(full.singular_values_[:k], copy=True)
+    return model
 
 
 def reduce(model: PCA, matrix: np.ndarray) -> np.ndarray:

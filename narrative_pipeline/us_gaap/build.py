@@ -1,19 +1,18 @@
-"""Step 2 machinery: facts from the database -> chunked cell columns and per-pair value indexes.
+"""Step 2 machinery: facts from the database -> chunked cell columns (the per-pair value
+indexes of a full build are in pair_index_build.py).
 
 Also numbers tickers (`TickerAssigner`, ids in order of first appearance, append-only).
 
 Memory stays flat as the corpus grows: facts stream from the database a group of tickers at a
-time, cells are written a chunk at a time, and the per-pair sorted value index (used for scaler
-fitting and `lookup_by_triplet`) is built in buckets of pairs sized from the cell count, each
-bucket a pass over the stored pair_id/unscaled columns.
+time and cells are written a chunk at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from math import ceil
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -30,8 +29,6 @@ if TYPE_CHECKING:
 
 FACT_FRAME_ROWS = 262_144  # target rows per database read
 MAX_TICKERS_PER_QUERY = 500  # keeps IN (...) lists well under SQL parameter limits
-BUCKET_CELLS = 1_000_000  # cells held at once while building the per-pair index (bounds memory)
-WRITE_BATCH_BYTES = 8 << 20  # bytes per batch_write of per-pair index entries
 CHUNKS_PER_READ = 8
 
 
@@ -145,7 +142,7 @@ class PairHashes:
         self.hashes = np.zeros(0, dtype=np.uint64)
 
     def of(self, codes: FactCodes) -> np.ndarray:
-        same = (
+        same = (self.concept is codes.pair_concept and self.unit is codes.pair_unit) or (
             self.concept is not None
             and self.unit is not None
             and self.concept.equals(codes.pair_concept)
@@ -172,6 +169,8 @@ class PairAssigner:
     def __init__(self, known: list[tuple[str, str]] | None = None) -> None:
         self.pairs: list[tuple[str, str]] = [(c, u) for c, u in known or []]
         self.ids: dict[tuple[str, str], int] = {p: i for i, p in enumerate(self.pairs)}
+        self._table: tuple[pa.Array, pa.Array] | None = None  # the FactCodes pair table ...
+        self._by_pos = np.zeros(0, dtype=np.int64)  # ... and the id of each position (-1: none)
 
     def assign(self, concept: pd.Series, unit: pd.Series) -> np.ndarray:
         """Pair id of every row; Python work only per distinct pair in the frame."""
@@ -187,11 +186,22 @@ class PairAssigner:
 
     def assign_codes(self, codes: FactCodes) -> np.ndarray:
         """`assign` for DbUsGaap.fact_codes rows: pairs are factorized by their table
-        position (one per (concept, unit)), so the ids are the same as `assign`'s."""
-        pair_codes, combos = pd.factorize(codes.pair_pos)
-        concepts = codes.pair_concept.take(pa.array(combos)).to_pylist()
-        units = codes.pair_unit.take(pa.array(combos)).to_pylist()
-        return self._ids_of(list(zip(concepts, units, strict=True)))[pair_codes]
+        position (one per (concept, unit)), so the ids are the same as `assign`'s. The ids of
+        table positions are kept while successive FactCodes share one pair table (the groups
+        of an `iter_fact_codes`): only positions not seen yet are looked up, in order of
+        first appearance, as `assign` numbers them."""
+        table = (codes.pair_concept, codes.pair_unit)
+        if self._table is None or not (table[0] is self._table[0] and table[1] is self._table[1]):
+            self._table = table
+            self._by_pos = np.full(len(codes.pair_concept), -1, dtype=np.int64)
+        pair_pos = np.asarray(codes.pair_pos)
+        unseen = pair_pos[self._by_pos[pair_pos] < 0]
+        if len(unseen):
+            _, combos = pd.factorize(unseen)
+            concepts = codes.pair_concept.take(pa.array(combos)).to_pylist()
+            units = codes.pair_unit.take(pa.array(combos)).to_pylist()
+            self._by_pos[combos] = self._ids_of(list(zip(concepts, units, strict=True)))
+        return self._by_pos[pair_pos].astype(np.uint32)
 
     def _ids_of(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         """The id of each distinct pair, given in first-appearance order; new pairs are
@@ -226,6 +236,65 @@ class TickerAssigner:
         return lookup[np.asarray(positions, dtype=np.int64)]
 
 
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+def iter_ahead(work: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
+    """work(item) for each item, in order, the next one done in a thread while the caller
+    uses this one (numpy releases the GIL: the two overlap on two cores). `items` is
+    consumed by that thread; an error is raised where its result would be."""
+    iterator = iter(items)
+
+    def next_result() -> tuple[bool, Result | None]:
+        for item in iterator:  # one item per call
+            return True, work(item)
+        return False, None
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(next_result)
+        while True:
+            more, result = pending.result()
+            if not more:
+                return
+            pending = pool.submit(next_result)
+            yield cast("Result", result)
+
+
+class BatchWriter(Protocol):
+    """What writing cells and indexes needs of a store (a KeyValueStore, BackgroundWrites)."""
+
+    def batch_write(self, items: list[tuple[bytes, bytes]], /) -> object: ...
+
+
+class BackgroundWrites:
+    """`store.batch_write` run on one thread, in call order (the same entries in the same
+    order as direct calls: the same file), so the caller builds the next batch while one is
+    written (the store's pwritev and CRC-32 release the GIL). At most `depth` batches wait;
+    a write's error is raised by the next call or by `close`, which waits for all."""
+
+    def __init__(self, store: BatchWriter, depth: int = 4) -> None:
+        self.store = store
+        self.depth = depth
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending: deque[Future[object]] = deque()
+
+    def batch_write(self, items: list[tuple[bytes, bytes]], /) -> object:
+        self._pending.append(self._pool.submit(self.store.batch_write, items))
+        while len(self._pending) > self.depth or (self._pending and self._pending[0].done()):
+            self._pending.popleft().result()
+        return None
+
+    def close(self) -> None:
+        """Wait for every write; raises the first error (writes not started by then are
+        cancelled)."""
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 class CellChunkWriter:
     """Buffers cell columns and writes them as full `CHUNK_CELLS` chunks (the last may be short).
 
@@ -235,7 +304,7 @@ class CellChunkWriter:
 
     COLUMNS = layout.STORED_COLUMNS
 
-    def __init__(self, store: KeyValueStore, generation: int, first_chunk: int = 0) -> None:
+    def __init__(self, store: BatchWriter, generation: int, first_chunk: int = 0) -> None:
         self.store = store
         self.generation = generation
         self.buffers: dict[str, list[np.ndarray]] = {c: [] for c in self.COLUMNS}
@@ -318,65 +387,3 @@ def iter_chunk_columns(
         batch = wanted[first : first + CHUNKS_PER_READ]
         refs = [(int(table.generation[p]), int(table.chunk[p])) for p in batch]
         yield from zip(batch, read_columns(store, refs, columns), strict=True)
-
-
-def build_pair_index(store: KeyValueStore, generation: int, table: ChunkTable) -> None:
-    """Write each pair's values sorted ascending with their locators (ties in i_cell order)."""
-    n_buckets = max(1, ceil(table.n_cells / BUCKET_CELLS))
-    for bucket in range(n_buckets):
-        pair_ids, values, locators = [], [], []
-        for pos, cols in iter_chunk_columns(store, table, ("pair_id", "unscaled")):
-            pid = cols["pair_id"]
-            mask = slice(None) if n_buckets == 1 else (pid % n_buckets) == bucket
-            pair_ids.append(pid[mask])
-            values.append(cols["unscaled"][mask])
-            offsets = np.arange(len(pid), dtype=np.uint64)[mask]
-            locators.append(
-                layout.encode_locators(int(table.generation[pos]), int(table.chunk[pos]), offsets)
-            )
-        if pair_ids:
-            write_pair_indexes(
-                store,
-                generation,
-                np.concatenate(pair_ids),
-                np.concatenate(values),
-                np.concatenate(locators),
-            )
-
-
-def _sort_by_pair_then_value(pair_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Stable order by (pair, value): one integer sort, then a small value sort per pair."""
-    order = np.argsort(pair_ids, kind="stable")
-    sorted_ids = pair_ids[order]
-    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-    ends = np.append(starts[1:], len(order))
-    sorted_values = values[order]
-    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-        order[start:end] = order[start:end][np.argsort(sorted_values[start:end], kind="stable")]
-    return order
-
-
-def write_pair_indexes(
-    store: KeyValueStore,
-    generation: int,
-    pair_ids: np.ndarray,
-    values: np.ndarray,
-    locators: np.ndarray,
-) -> None:
-    """The index of every pair in `pair_ids` (cells given in i_cell order: the stable sort
-    leaves equal values in that order)."""
-    order = _sort_by_pair_then_value(pair_ids, values)
-    pair_ids, values, locators = pair_ids[order], values[order], locators[order]
-    starts = np.flatnonzero(np.r_[True, pair_ids[1:] != pair_ids[:-1]])
-    uniq = pair_ids[starts]
-    ends = np.append(starts[1:], len(pair_ids))
-    batch, batch_bytes = [], 0
-    for pair_id, start, end in zip(uniq.tolist(), starts.tolist(), ends.tolist(), strict=True):
-        payload = layout.encode_pair_index(values[start:end], locators[start:end])
-        batch.append((layout.pair_index_key(generation, pair_id), payload))
-        batch_bytes += len(payload)
-        if batch_bytes >= WRITE_BATCH_BYTES:
-            store.batch_write(batch)
-            batch, batch_bytes = [], 0
-    if batch:
-        store.batch_write(batch)

@@ -18,9 +18,11 @@ from narrative_pipeline.db.protocol import FactSource
 from narrative_pipeline.us_gaap import build
 from narrative_pipeline.us_gaap.chunk_table import ChunkTable
 from narrative_pipeline.us_gaap.generations import StoreState
+from narrative_pipeline.us_gaap.pair_index_build import PairIndexCells
 from narrative_pipeline.us_gaap.reports import PairsReport
 
 if TYPE_CHECKING:
+    from narrative_pipeline.db.database import FactCodes
     from narrative_pipeline.db.protocol import RawQueries
 
 
@@ -51,16 +53,23 @@ def _write_generation(
 ) -> tuple[dict, int]:
     pairs = build.PairAssigner()
     tickers = build.TickerAssigner()
-    writer = build.CellChunkWriter(state.data_store, generation)
+    writes = build.BackgroundWrites(state.data_store)
+    writer = build.CellChunkWriter(writes, generation)
+    index_cells = PairIndexCells(generation, int(db.fact_count()))
     counts = np.zeros(0, dtype=np.int64)
-    for columns in fact_batches(db, pairs, tickers):
-        if not np.all(np.isfinite(columns["unscaled"])):
-            raise ValueError("database returned non-finite fact values; readers must skip them")
-        writer.append(columns)
-        counts = add_counts(counts, columns["pair_id"], len(pairs.pairs))
-    n_cells = writer.close()
+    try:
+        for columns in fact_batches(db, pairs, tickers):
+            if not np.all(np.isfinite(columns["unscaled"])):
+                raise ValueError("database returned non-finite fact values; readers must skip them")
+            writer.append(columns)
+            index_cells.add(columns["pair_id"], columns["unscaled"])
+            counts = add_counts(counts, columns["pair_id"], len(pairs.pairs))
+        n_cells = writer.close()
+        index_cells.write_indexes(writes)
+    finally:
+        index_cells.close()
+        writes.close()
     table = ChunkTable.from_rows(writer.rows)
-    build.build_pair_index(state.data_store, generation, table)
     record = new_record(generation, table, len(pairs.pairs), len(tickers.tickers))
     state.write_record_tables(
         record,
@@ -119,15 +128,19 @@ def fact_batches(
     only: list[str] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Stored cell columns per batch of facts in database order (`only`: those tickers),
-    from the database's streaming reader (iter_fact_codes: no string object per fact)."""
+    from the database's streaming reader (iter_fact_codes: no string object per fact).
+    Cell keys (which do not depend on the ids assigned here) are computed a group ahead
+    in a thread; pair and ticker ids, numbered in order of appearance, here."""
     groups = db.iter_fact_codes() if only is None else [db.fact_codes(only)]
     pair_hashes = build.PairHashes()
-    for codes in groups:
-        if not len(codes):
-            continue
+
+    def with_keys(codes: FactCodes) -> tuple[FactCodes, np.ndarray]:
+        return codes, build.cell_keys_from_codes(codes, pair_hashes)
+
+    for codes, cell_key in build.iter_ahead(with_keys, (c for c in groups if len(c))):
         yield {
             "pair_id": pairs.assign_codes(codes),
             "unscaled": np.asarray(codes.values, dtype=np.float64),
-            "cell_key": build.cell_keys_from_codes(codes, pair_hashes),
+            "cell_key": cell_key,
             "ticker_id": tickers.assign(codes.filing_ticker.to_pylist(), codes.filing_pos),
         }
