@@ -49,6 +49,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
+from narrative_pipeline.core.fingerprint import Fingerprint, file_fingerprint
 from narrative_pipeline.readers import companyfacts_native as native
 from narrative_pipeline.readers import companyfacts_worker as worker
 from narrative_pipeline.readers import zip_member
@@ -98,6 +99,34 @@ def read_companyfacts(
         yield failed_result(str(path), ticker, f"cannot read file: {exc}")
         return
     yield read_companyfacts_document(data, str(path), ticker, taxonomy_concepts)
+
+
+def read_document_files(
+    paths: list[Path], taxonomy_concepts: set[str] | None = None
+) -> Iterator[tuple[Fingerprint | None, ReadResult]]:
+    """Each single-document file's (fingerprint, ReadResult), in order: a folder of `.json` /
+    `.json.gz` files read like a zip's members, a helper process parsing some of them when
+    there are many (companyfacts_worker.py). The fingerprint is taken before the file is read
+    (an edit made meanwhile shows up as a change on the next run); None when it cannot be."""
+    if worker.use_member_worker(len(paths)):
+        yield from worker.read_files(paths, taxonomy_concepts, read_fingerprinted)
+        return
+    for path in paths:
+        yield read_fingerprinted(path, taxonomy_concepts)
+
+
+def read_fingerprinted(
+    path: Path, taxonomy_concepts: set[str] | None = None
+) -> tuple[Fingerprint | None, ReadResult]:
+    """One document file's fingerprint, then its ReadResult (a failed one, naming the file,
+    when it cannot be read)."""
+    try:
+        fingerprint = file_fingerprint(path)
+    except OSError as exc:
+        return None, failed_result(
+            str(path), ticker_from_name(path.name), f"cannot read file: {exc}"
+        )
+    return fingerprint, next(iter(read_companyfacts(path, taxonomy_concepts)))
 
 
 def _read_zip(path: Path, taxonomy: set[str] | None) -> Iterator[ReadResult]:

@@ -147,7 +147,9 @@ def _store_results(
     if batch.loaded:
         report.files_loaded += 1
         if not batch.failed:
-            db.record_source_file(path, *fingerprint)
+            # A one-document file is recorded with its ticker (a zip with none).
+            one = batch.written[0] if len(batch.written) == 1 and path.suffix != ".zip" else None
+            db.record_source_file(path, *fingerprint, ticker=one)
 
 
 def _store_single(
@@ -183,20 +185,25 @@ def _store_single(
 
 
 class _ResultBatch:
-    """Reader results of one multi-ticker file, written a batch of tickers per transaction
-    (per-transaction costs, the commit above all, outweigh a ~2k-fact company's write)."""
+    """Reader results written a batch of tickers per transaction (per-transaction costs, the
+    commit above all, outweigh a ~2k-fact company's write): the members of one zip (recorded as
+    one source file by the caller) or single-document files (each recorded with its ticker,
+    in the same transaction, and counted as loaded)."""
 
     def __init__(self, report: IngestReport, db: IngestTarget, allow_shrink: bool) -> None:
         self.report, self.db, self.allow_shrink = report, db, allow_shrink
         self.parts: list[FactColumns] = []
+        self.states: list[SourceFileState | None] = []
         self.facts = 0
         self.loaded = self.failed = False
+        self.written: list[str] = []  # tickers written
 
-    def add(self, result: ReadResult) -> None:
+    def add(self, result: ReadResult, state: SourceFileState | None = None) -> None:
         if any(part.tickers[0] == result.ticker for part in self.parts):
             self.flush()  # a ticker twice: the later one replaces the earlier, as one by one
         part = result.fact_columns()
         self.parts.append(part)
+        self.states.append(state)
         self.facts += len(part.values)
         if len(self.parts) >= RESULT_BATCH_TICKERS or self.facts >= RESULT_BATCH_FACTS:
             self.flush()
@@ -207,11 +214,15 @@ class _ResultBatch:
         if not self.parts:
             return
         columns = concat_fact_columns(self.parts)
-        self.parts, self.facts = [], 0
+        states = self.states
+        self.parts, self.states, self.facts = [], [], 0
         notes: list[SourceNote] = []
-        outcomes = self.db.replace_fact_columns(
-            columns, None, allow_shrink=self.allow_shrink, notes=notes
-        )
+        try:
+            outcomes = self.db.replace_fact_columns(
+                columns, states, allow_shrink=self.allow_shrink, notes=notes
+            )
+        except Exception as exc:  # noqa: BLE001 - every ticker of the batch is reported failed
+            outcomes = [exc] * len(columns.tickers)
         _add_notes(self.report, notes)
         for t, outcome in enumerate(outcomes):
             if isinstance(outcome, Exception):
@@ -222,6 +233,8 @@ class _ResultBatch:
             else:
                 self.report.facts_written += int(outcome)
                 self.loaded = True
+                self.written.append(columns.tickers[t])
+                self.report.files_loaded += states[t] is not None
 
 
 def load_csv_files(
@@ -372,7 +385,11 @@ def load_companyfacts(
     workers: int = 2,
     allow_shrink: bool = False,
 ) -> IngestReport:
-    """SEC companyfacts documents (one file, a folder of them, or the bulk zip) -> database."""
+    """SEC companyfacts documents (one file, a folder of them, or the bulk zip) -> database.
+
+    In path order: a zip's members are read and written like a folder's single-document files
+    (`.json`, `.json.gz`): a helper process parses some while this process writes the others,
+    RESULT_BATCH_TICKERS tickers per transaction."""
     from narrative_pipeline.readers import read_companyfacts
 
     report = IngestReport(source=str(path))
@@ -382,5 +399,76 @@ def load_companyfacts(
     if concepts is None:
         report.messages.append("no US-GAAP taxonomy loaded: every concept was taken")
     read = lambda p: read_companyfacts(p, concepts)  # noqa: E731
-    _load_results(report, db, paths, read, progress, workers, allow_shrink)
+    started = time.perf_counter()
+    offset = 0
+    for is_zip, run in _runs(paths, lambda p: p.suffix.lower() == ".zip"):
+        shown = _offset_progress(progress, offset, len(paths), report.files_unchanged)
+        if is_zip or len(run) == 1:
+            _load_results(report, db, run, read, shown, workers, allow_shrink)
+        else:
+            _load_documents(report, db, run, concepts, shown, allow_shrink, read)
+        offset += len(run)
+    report.timings["files_to_db"] = round(time.perf_counter() - started, 4)
     return report
+
+
+def _runs(paths: list[Path], key: Callable[[Path], bool]) -> Iterator[tuple[bool, list[Path]]]:
+    """Consecutive paths with the same key, in order."""
+    run: list[Path] = []
+    for path in paths:
+        if run and key(path) != key(run[0]):
+            yield key(run[0]), run
+            run = []
+        run.append(path)
+    if run:
+        yield key(run[0]), run
+
+
+def _offset_progress(
+    progress: Progress | None, offset: int, total: int, unchanged_before: int
+) -> Progress | None:
+    """`progress` for one run of files: its (done, _, path) shown as files done in the whole
+    load (`done` counts every unchanged file so far, those before this run included)."""
+    if progress is None:
+        return None
+    return lambda done, _total, path: progress(offset + done - unchanged_before, total, path)
+
+
+def _load_documents(
+    report: IngestReport,
+    db: IngestTarget,
+    paths: list[Path],
+    concepts: set[str] | None,
+    progress: Progress | None,
+    allow_shrink: bool,
+    read: Callable[[Path], Iterable[Any]],
+) -> None:
+    """Single-document companyfacts files, read in order (companyfacts.read_document_files)
+    and written in batches, each file recorded with its ticker's facts. A file whose read
+    raises is reported failed and the rest are loaded one by one (`_load_results`)."""
+    from narrative_pipeline.db.database import SourceFileState
+    from narrative_pipeline.readers.companyfacts import read_document_files
+
+    todo = _changed_files(report, db, paths)
+    done = report.files_unchanged  # files of `paths` done, as `progress` counts them
+    batch = _ResultBatch(report, db, allow_shrink)
+    k = 0  # files of `todo` read: on an exception, todo[k] is the one that raised it
+    try:
+        for fingerprint, result in read_document_files(todo, concepts):
+            _merge_result(report, result)
+            if result.error or fingerprint is None:
+                reason = result.error or "cannot read file"
+                report.skipped_files.append(SkippedFile(result.source or str(todo[k]), reason))
+            else:
+                batch.add(result, SourceFileState(str(todo[k]), result.ticker, *fingerprint))
+            k += 1
+            if progress is not None:
+                progress(done + k, len(paths), str(todo[k - 1]))
+    except Exception as exc:  # noqa: BLE001 - a reader bug: that file fails, the rest go on
+        if k < len(todo):
+            reason = f"failed while reading: {exc}"
+            report.skipped_files.append(SkippedFile(str(todo[k]), reason))
+        batch.flush()
+        _load_results(report, db, todo[k + 1 :], read, None, 1, allow_shrink)
+        return
+    batch.flush()
