@@ -149,7 +149,8 @@ def _store_results(
         if not batch.failed:
             # A one-document file is recorded with its ticker (a zip with none).
             one = batch.written[0] if len(batch.written) == 1 and path.suffix != ".zip" else None
-            db.record_source_file(path, *fingerprint, ticker=one)
+            size, mtime, sha = fingerprint
+            db.record_source_file(path, size, mtime, sha, ticker=one)
 
 
 def _store_single(
