@@ -15,6 +15,7 @@ import pytest
 from narrative_pipeline.db import DbUsGaap
 from narrative_pipeline.readers import companyfacts, companyfacts_worker
 from narrative_pipeline.us_gaap import ingest
+from narrative_pipeline_tests.test_db_backends import db_url  # noqa: F401 - fixture
 from narrative_pipeline_tests.test_readers_companyfacts_fast import random_document
 
 BAD = {"CIK0000000009.json": b"not json", "CIK0000000014.json": b""}
@@ -116,3 +117,24 @@ def test_a_reader_bug_fails_that_file_and_the_rest_are_loaded(
     assert report.files_loaded == len(files) - len(BAD) - 1
     recorded = {Path(p).name for p in db.source_file_state()}
     assert broken.name not in recorded and len(recorded) == report.files_loaded
+
+
+def test_a_folder_into_each_backend_stores_what_sqlite_file_by_file_stores(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    small_batches: None,
+    db_url: str,  # noqa: F811 - the imported fixture: SQLite, and MariaDB under `make test`
+) -> None:
+    folder = _folder(tmp_path)
+    monkeypatch.setenv("NARRATIVE_INGEST_PROCESSES", "1")
+    db = DbUsGaap(db_url)
+    try:
+        report = ingest.load_companyfacts(folder, db)
+        reference = DbUsGaap(f"sqlite:///{tmp_path / 'reference.sqlite'}")
+        for path in sorted(folder.iterdir()):
+            ingest.load_companyfacts(path, reference)
+        assert report.files_loaded == len(list(folder.iterdir())) - len(BAD)
+        assert db.facts_frame().values.tolist() == reference.facts_frame().values.tolist()
+        assert _state(db)[2] == _state(reference)[2]  # each file recorded with its ticker
+    finally:
+        db.close()
