@@ -81,3 +81,64 @@ def test_both_processes_parse_members_and_results_keep_member_order(
     # The child starts in ~0.5 s: this process read members meanwhile, the child the rest.
     assert 0 < len(here) < len(members)
     assert len(set(here)) == len(here)  # none read twice
+
+
+def test_a_helper_killed_mid_run_hands_every_owed_member_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = _zip(tmp_path, 40, 50)
+    monkeypatch.setattr(companyfacts_worker, "AHEAD", 6)
+    monkeypatch.setattr(companyfacts_worker, "WINDOW", 12)
+    received: list[int] = []
+
+    class DiesAfterThree(PipeWorker):
+        def receive(self):  # the child is killed with answers still owed
+            if len(received) == 3:
+                self.proc.kill()
+                self.proc.wait()
+            answer = super().receive()
+            received.append(1)
+            return answer
+
+    monkeypatch.setattr(companyfacts_worker, "PipeWorker", DiesAfterThree)
+    with zipfile.ZipFile(archive) as zf:
+        members = zf.infolist()
+        read = companyfacts.read_zip_member
+        got = list(companyfacts_worker.read_members(archive, zf, members, None, read))
+        expected = [companyfacts.read_zip_member(zf, m, archive, None) for m in members]
+    assert [r.source for r in got] == [r.source for r in expected]  # in order, none twice
+    assert [r.fact_count for r in got] == [200] * 40
+    # Answers read off the pipe before the kill still count; then the child was found gone.
+    assert 3 <= len(received) < len(members) - 6
+
+
+def test_stopping_early_stops_the_helper(tmp_path: Path) -> None:
+    archive = _zip(tmp_path, 40, 50)
+    with zipfile.ZipFile(archive) as zf:
+        members = zf.infolist()
+        results = companyfacts_worker.read_members(
+            archive, zf, members, None, companyfacts.read_zip_member
+        )
+        first = next(results)
+        children = _children()
+        assert children, "no helper process started"
+        results.close()  # the consumer stops (e.g. the writer failed): the helper is killed
+    assert first.fact_count == 200
+    deadline = time.monotonic() + 10
+    while _children() & children and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _children() & children
+
+
+def _children() -> set[int]:
+    """Live (not zombie) child processes of this one."""
+    import os
+
+    pids = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        children = (task / "children").read_text().split()
+        for pid in children:
+            status = Path(f"/proc/{pid}/status")
+            if status.exists() and "State:\tZ" not in status.read_text():
+                pids.add(int(pid))
+    return pids
