@@ -59,12 +59,27 @@ def test_answers_larger_than_the_pipe_are_drained_without_being_asked_for(tmp_pa
         child.close()
 
 
+def _small_window(monkeypatch: pytest.MonkeyPatch, ahead: int) -> None:
+    """`ahead` members asked of the child at most, twice that read ahead in all."""
+    monkeypatch.setattr(companyfacts_worker, "AHEAD", ahead)
+    monkeypatch.setattr(companyfacts_worker, "WINDOW", 2 * ahead)
+
+
+def _assert_read_in_order(archive: Path, read: companyfacts_worker.ReadMember) -> None:
+    """read_members gives every member's result once, in member order (40 members of 200)."""
+    with zipfile.ZipFile(archive) as zf:
+        members = zf.infolist()
+        got = list(companyfacts_worker.read_members(archive, zf, members, None, read))
+        expected = [companyfacts.read_zip_member(zf, m, archive, None) for m in members]
+    assert [r.source for r in got] == [r.source for r in expected]
+    assert [r.fact_count for r in got] == [r.fact_count for r in expected] == [200] * 40
+
+
 def test_both_processes_parse_members_and_results_keep_member_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     archive = _zip(tmp_path, 40, 50)
-    monkeypatch.setattr(companyfacts_worker, "AHEAD", 4)
-    monkeypatch.setattr(companyfacts_worker, "WINDOW", 8)
+    _small_window(monkeypatch, 4)
     here: list[str] = []
 
     @functools.wraps(companyfacts.read_zip_member)  # the child imports the original by name
@@ -72,14 +87,9 @@ def test_both_processes_parse_members_and_results_keep_member_order(
         here.append(info.filename)
         return companyfacts.read_zip_member(archive_, info, path, taxonomy)
 
-    with zipfile.ZipFile(archive) as zf:
-        members = zf.infolist()
-        got = list(companyfacts_worker.read_members(archive, zf, members, None, counting))
-        expected = [companyfacts.read_zip_member(zf, m, archive, None) for m in members]
-    assert [r.source for r in got] == [r.source for r in expected]
-    assert [r.fact_count for r in got] == [r.fact_count for r in expected] == [200] * 40
+    _assert_read_in_order(archive, counting)
     # The child starts in ~0.5 s: this process read members meanwhile, the child the rest.
-    assert 0 < len(here) < len(members)
+    assert 0 < len(here) < 40
     assert len(set(here)) == len(here)  # none read twice
 
 
@@ -87,8 +97,7 @@ def test_a_helper_killed_mid_run_hands_every_owed_member_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     archive = _zip(tmp_path, 40, 50)
-    monkeypatch.setattr(companyfacts_worker, "AHEAD", 6)
-    monkeypatch.setattr(companyfacts_worker, "WINDOW", 12)
+    _small_window(monkeypatch, 6)
     received: list[int] = []
 
     class DiesAfterThree(PipeWorker):
@@ -101,15 +110,9 @@ def test_a_helper_killed_mid_run_hands_every_owed_member_back(
             return answer
 
     monkeypatch.setattr(companyfacts_worker, "PipeWorker", DiesAfterThree)
-    with zipfile.ZipFile(archive) as zf:
-        members = zf.infolist()
-        read = companyfacts.read_zip_member
-        got = list(companyfacts_worker.read_members(archive, zf, members, None, read))
-        expected = [companyfacts.read_zip_member(zf, m, archive, None) for m in members]
-    assert [r.source for r in got] == [r.source for r in expected]  # in order, none twice
-    assert [r.fact_count for r in got] == [200] * 40
+    _assert_read_in_order(archive, companyfacts.read_zip_member)
     # Answers read off the pipe before the kill still count; then the child was found gone.
-    assert 3 <= len(received) < len(members) - 6
+    assert 3 <= len(received) < 40 - 6
 
 
 def test_stopping_early_stops_the_helper(tmp_path: Path) -> None:

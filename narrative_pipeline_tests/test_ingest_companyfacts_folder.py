@@ -138,3 +138,23 @@ def test_a_folder_into_each_backend_stores_what_sqlite_file_by_file_stores(
         assert _state(db)[2] == _state(reference)[2]  # each file recorded with its ticker
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("damage", ["cut", "empty", "not json"])
+def test_a_damaged_file_in_a_folder_keeps_its_stored_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_batches: None, damage: str
+) -> None:
+    folder = _folder(tmp_path)
+    monkeypatch.setenv("NARRATIVE_INGEST_PROCESSES", "1")
+    db = DbUsGaap(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    ingest.load_companyfacts(folder, db)
+    before = _state(db)
+    victim = folder / "CIK0000000006.json"
+    text = victim.read_bytes()
+    victim.write_bytes({"cut": text[: len(text) // 2], "empty": b"", "not json": b"[1,"}[damage])
+    report = ingest.load_companyfacts(folder, db)
+    assert victim.name in {Path(s.path).name for s in report.skipped_files}
+    assert report.files_loaded == 0
+    assert _state(db) == before  # every stored fact, filing and source-file row as it was
+    again = ingest.load_companyfacts(folder, db)  # still failed, never "unchanged"
+    assert victim.name in {Path(s.path).name for s in again.skipped_files}

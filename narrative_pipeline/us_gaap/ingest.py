@@ -67,6 +67,16 @@ def _merge_result(report: IngestReport, result: ReadResult | FileReport) -> None
     report.messages.extend(f"{result.source}: {m}" for m in result.messages)
 
 
+def _accepted(report: IngestReport, result: ReadResult | FileReport, path: Path) -> bool:
+    """Add the result to the report; False (and the file reported failed, naming it) when the
+    reader could not use it, so nothing of it is written and the stored data stays."""
+    _merge_result(report, result)
+    if result.error:
+        report.skipped_files.append(SkippedFile(result.source or str(path), result.error))
+        return False
+    return True
+
+
 def _changed_files(report: IngestReport, db: IngestTarget, paths: list[Path]) -> list[Path]:
     """The files the database does not hold unchanged; the others are counted in the report."""
     many = getattr(db, "unchanged_source_files", None)
@@ -134,12 +144,10 @@ def _store_results(
     batch = _ResultBatch(report, db, allow_shrink)
     try:
         for result in results:
-            _merge_result(report, result)
-            if result.error:
+            if _accepted(report, result, path):
+                batch.add(result)
+            else:
                 batch.failed = True
-                report.skipped_files.append(SkippedFile(result.source or str(path), result.error))
-                continue
-            batch.add(result)
         batch.flush()
     except Exception as exc:  # noqa: BLE001 - keep what was loaded, report the file
         batch.failed = True
@@ -147,8 +155,8 @@ def _store_results(
     if batch.loaded:
         report.files_loaded += 1
         if not batch.failed:
-            # A one-document file is recorded with its ticker (a zip with none).
-            one = batch.written[0] if len(batch.written) == 1 and path.suffix != ".zip" else None
+            # A file that supplied one ticker is recorded with it (else with its name).
+            one = batch.written[0] if len(batch.written) == 1 else None
             size, mtime, sha = fingerprint
             db.record_source_file(path, size, mtime, sha, ticker=one)
 
@@ -164,9 +172,7 @@ def _store_single(
     """A one-ticker file: its facts and its source_file row in one transaction."""
     from narrative_pipeline.db.database import SourceFileState
 
-    _merge_result(report, result)
-    if result.error:
-        report.skipped_files.append(SkippedFile(result.source or str(path), result.error))
+    if not _accepted(report, result, path):
         return
     notes: list[SourceNote] = []
     try:
@@ -341,10 +347,7 @@ def _store_csv_batch(
     for path, fingerprint, result, t in zip(
         paths, fingerprints, batch.reports, batch.column_of_file, strict=True
     ):
-        _merge_result(report, result)
-        if result.error:
-            report.skipped_files.append(SkippedFile(result.source or str(path), result.error))
-        elif fingerprint is not None:
+        if _accepted(report, result, path) and fingerprint is not None:
             states[t] = SourceFileState(str(path), result.ticker, *fingerprint)
     notes: list[SourceNote] = []
     outcomes = (
@@ -456,11 +459,8 @@ def _load_documents(
     k = 0  # files of `todo` read: on an exception, todo[k] is the one that raised it
     try:
         for fingerprint, result in read_document_files(todo, concepts):
-            _merge_result(report, result)
-            if result.error or fingerprint is None:
-                reason = result.error or "cannot read file"
-                report.skipped_files.append(SkippedFile(result.source or str(todo[k]), reason))
-            else:
+            # No fingerprint: the file could not be read, and its result says so.
+            if _accepted(report, result, todo[k]) and fingerprint is not None:
                 batch.add(result, SourceFileState(str(todo[k]), result.ticker, *fingerprint))
             k += 1
             if progress is not None:
