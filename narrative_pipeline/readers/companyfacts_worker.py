@@ -142,7 +142,7 @@ def _in_order(
                 if not child.has_answer() and taken < min(n, i + WINDOW):
                     take_here()  # the child is busy: read a document nobody has taken yet
                     continue
-                done_here[i] = _answer(child.receive())
+                done_here[i] = child.receive()
                 asked_bytes -= sizes[i]
             yield _result(done_here.pop(i))
             i += 1
@@ -159,18 +159,11 @@ def _in_order(
 
 
 def _result(done: Any) -> Any:
-    """A document's result, or the exception reading it raised, raised now (in order)."""
-    if isinstance(done, Exception):
+    """A document's result; the exception reading it raised (here, or in the child, which sends
+    it back) is raised now, in order, as reading the document here would have raised it."""
+    if isinstance(done, BaseException):
         raise done
     return done
-
-
-def _answer(answer: Any) -> Any:
-    """The child's answer; an exception it caught is raised here, as reading the document
-    in this process would have raised it."""
-    if isinstance(answer, BaseException):
-        raise answer
-    return answer
 
 
 def serve(inp: BinaryIO, out: BinaryIO) -> None:

@@ -152,7 +152,7 @@ def _store_results(
     except Exception as exc:  # noqa: BLE001 - keep what was loaded, report the file
         batch.failed = True
         report.skipped_files.append(SkippedFile(str(path), f"failed while reading: {exc}"))
-    if batch.loaded:
+    if batch.written:
         report.files_loaded += 1
         if not batch.failed:
             # A file that supplied one ticker is recorded with it (else with its name).
@@ -202,7 +202,7 @@ class _ResultBatch:
         self.parts: list[FactColumns] = []
         self.states: list[SourceFileState | None] = []
         self.facts = 0
-        self.loaded = self.failed = False
+        self.failed = False
         self.written: list[str] = []  # tickers written
 
     def add(self, result: ReadResult, state: SourceFileState | None = None) -> None:
@@ -239,7 +239,6 @@ class _ResultBatch:
                 )
             else:
                 self.report.facts_written += int(outcome)
-                self.loaded = True
                 self.written.append(columns.tickers[t])
                 self.report.files_loaded += states[t] is not None
 
